@@ -1,0 +1,419 @@
+// The only translation unit that sees Python. Every function here checks its
+// arguments while holding the GIL, takes raw pointers, then releases the GIL
+// and calls the core; nothing touches Python after the release.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "arrow_c_abi.h"
+#include "columns.h"
+#include "errors.h"
+#include "padded_batch.h"
+#include "thread_pool.h"
+
+namespace py = pybind11;
+using namespace arrowloader;
+
+namespace {
+
+template <typename T>
+T* capsule_pointer(const py::object& capsule, const char* name, const char* what) {
+  if (!PyCapsule_CheckExact(capsule.ptr())) {
+    throw py::type_error(std::string(what) + " must be a PyCapsule from __arrow_c_array__()");
+  }
+  void* pointer = PyCapsule_GetPointer(capsule.ptr(), name);
+  if (pointer == nullptr) throw py::error_already_set();
+  return static_cast<T*>(pointer);
+}
+
+using Rows = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+// Checks an output buffer: a writeable, C-contiguous numpy array of exactly
+// the given dtype and shape. Never converts: a converted temporary would
+// receive the writes and the caller's buffer would stay untouched.
+void* output_pointer(const py::handle& obj, const char* name, const py::dtype& dtype,
+                     const std::vector<int64_t>& shape) {
+  if (!py::isinstance<py::array>(obj)) {
+    throw py::type_error(std::string(name) + " must be a numpy array (use tensor.numpy()), got " +
+                         std::string(py::str(py::type::of(obj))));
+  }
+  auto array = py::reinterpret_borrow<py::array>(obj);
+  if (!array.dtype().is(dtype)) {
+    throw py::type_error(std::string(name) + " must have dtype " + std::string(py::str(dtype)) +
+                         ", got " + std::string(py::str(array.dtype())));
+  }
+  if (!array.writeable()) throw std::invalid_argument(std::string(name) + " is read-only");
+  if (!(array.flags() & py::array::c_style)) {
+    throw std::invalid_argument(std::string(name) + " must be C-contiguous");
+  }
+  bool same = array.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (size_t i = 0; same && i < shape.size(); ++i) same = array.shape(i) == shape[i];
+  if (!same) {
+    std::string want = "[";
+    for (size_t i = 0; i < shape.size(); ++i) want += (i ? ", " : "") + std::to_string(shape[i]);
+    std::string got = "[";
+    for (py::ssize_t i = 0; i < array.ndim(); ++i) {
+      got += (i ? ", " : "") + std::to_string(array.shape(i));
+    }
+    throw std::invalid_argument(std::string(name) + " must have shape " + want + "], got " + got +
+                                "]");
+  }
+  return array.mutable_data();
+}
+
+// Everything one batch needs, checked, with the Python objects that own the
+// buffers kept alive for as long as native code may write into them.
+struct CheckedBatch {
+  Rows rows;
+  PaddedOutputs outputs;
+  py::tuple keepalive;
+};
+
+CheckedBatch check_batch(const PaddedBatchAssembler& assembler, const py::object& rows_in,
+                         const py::object& input_ids, const py::object& attention_mask,
+                         const py::object& causal_labels, const py::object& labels) {
+  CheckedBatch batch;
+  batch.rows = Rows::ensure(rows_in);
+  if (!batch.rows || batch.rows.ndim() != 1) {
+    throw std::invalid_argument("rows must be a 1-D sequence of int64 indices");
+  }
+  const int64_t n = batch.rows.shape(0);
+  if (!py::isinstance<py::array>(input_ids)) {
+    throw py::type_error("input_ids must be a numpy array (use tensor.numpy())");
+  }
+  auto ids = py::reinterpret_borrow<py::array>(input_ids);
+  if (ids.ndim() != 2) throw std::invalid_argument("input_ids must be 2-D [batch, width]");
+  const int64_t width = ids.shape(1);
+  py::dtype dtype = ids.dtype();
+  PaddedOutputs& out = batch.outputs;
+  if (dtype.is(py::dtype::of<int64_t>())) {
+    out.type = OutType::kInt64;
+  } else if (dtype.is(py::dtype::of<int32_t>())) {
+    out.type = OutType::kInt32;
+    if (assembler.options().pad_token_id < INT32_MIN || assembler.options().pad_token_id > INT32_MAX) {
+      throw std::invalid_argument("pad_token_id does not fit in int32 output");
+    }
+  } else {
+    throw py::type_error("input_ids must have dtype int64 or int32, got " +
+                         std::string(py::str(dtype)));
+  }
+  out.width = width;
+  out.input_ids = output_pointer(input_ids, "input_ids", dtype, {n, width});
+  if (!attention_mask.is_none()) {
+    out.attention_mask = output_pointer(attention_mask, "attention_mask", dtype, {n, width});
+  }
+  if (!causal_labels.is_none()) {
+    out.causal_labels = output_pointer(causal_labels, "causal_labels", dtype, {n, width});
+  }
+  if (!labels.is_none()) {
+    if (!assembler.has_labels()) {
+      throw std::invalid_argument("labels given but the assembler has no label column");
+    }
+    out.labels = static_cast<int64_t*>(
+        output_pointer(labels, "labels", py::dtype::of<int64_t>(), {n}));
+  }
+  batch.keepalive = py::make_tuple(batch.rows, input_ids, attention_mask, causal_labels, labels);
+  return batch;
+}
+
+// A batch being assembled on a pool. Holds the output buffers alive; its
+// destructor cancels the job or waits for it, so native code never writes into
+// freed memory whatever order Python drops things in.
+class Ticket {
+ public:
+  Ticket(std::shared_ptr<Job> job, py::tuple keepalive, std::shared_ptr<int64_t> truncated)
+      : job_(std::move(job)), keepalive_(std::move(keepalive)), truncated_(std::move(truncated)) {}
+  ~Ticket() {
+    // The job never takes the GIL, so waiting here while holding it cannot
+    // deadlock; a running job finishes within one batch's work.
+    if (!job_->cancel()) job_->wait(-1.0);
+  }
+  Ticket(const Ticket&) = delete;
+  Ticket& operator=(const Ticket&) = delete;
+
+  bool wait(double timeout) {
+    py::gil_scoped_release release;
+    return job_->wait(timeout);
+  }
+  int64_t result() {
+    {
+      py::gil_scoped_release release;
+      job_->wait(-1.0);
+    }
+    job_->rethrow_if_failed();
+    return *truncated_;
+  }
+  bool done() { return job_->done(); }
+  void cancel() {
+    if (!job_->cancel()) {
+      py::gil_scoped_release release;
+      job_->wait(-1.0);
+    }
+  }
+
+ private:
+  std::shared_ptr<Job> job_;
+  py::tuple keepalive_;
+  std::shared_ptr<int64_t> truncated_;
+};
+
+void register_errors(py::module_& m) {
+  // Concrete Python classes live in arrowloader.errors (they inherit both
+  // ArrowLoaderError and a builtin); native exceptions are mapped onto them.
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const CorpusFormatError& e) {
+      py::object cls = py::module_::import("arrowloader.errors").attr("CorpusFormatError");
+      PyErr_SetString(cls.ptr(), e.what());
+    } catch (const CancelledError& e) {
+      py::object cls = py::module_::import("arrowloader.errors").attr("LoaderClosedError");
+      PyErr_SetString(cls.ptr(), e.what());
+    }
+  });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() =
+      "Native core of arrowloader: zero-copy Arrow column views, batch assembly and a "
+      "thread pool. Internal; use the arrowloader package.";
+  register_errors(m);
+
+  py::class_<TokenColumn, std::shared_ptr<TokenColumn>>(
+      m, "TokenColumn",
+      "A list<int32|int64|uint16|uint32> (or large_list) column spread over many Arrow "
+      "arrays, read in place.")
+      .def(py::init<std::string>(), py::arg("name"))
+      .def(
+          "add_chunk",
+          [](TokenColumn& self, const py::object& schema, const py::object& array,
+             const std::string& file, int64_t first_row_in_file) {
+            auto* s = capsule_pointer<ArrowSchema>(schema, "arrow_schema", "schema");
+            auto* a = capsule_pointer<ArrowArray>(array, "arrow_array", "array");
+            ChunkOrigin origin{file, first_row_in_file};
+            py::gil_scoped_release release;
+            self.add_chunk(s, a, std::move(origin));
+          },
+          py::arg("schema"), py::arg("array"), py::arg("file"), py::arg("first_row_in_file"),
+          "Import one array (the two PyCapsules of __arrow_c_array__()) without copying, "
+          "check nulls and offsets in one pass, and append it. `file` and `first_row_in_file` "
+          "name the rows in error messages. Raises CorpusFormatError.")
+      .def_property_readonly("name", &TokenColumn::name)
+      .def_property_readonly("num_rows", &TokenColumn::num_rows, "Rows over all chunks.")
+      .def_property_readonly("num_tokens", &TokenColumn::num_tokens, "Tokens over all rows.")
+      .def_property_readonly("num_chunks", &TokenColumn::num_chunks)
+      .def(
+          "lengths",
+          [](const TokenColumn& self, const Rows& rows) {
+            py::array_t<int64_t> out(rows.shape(0));
+            const int64_t* r = rows.data();
+            int64_t* o = out.mutable_data();
+            const int64_t n = rows.shape(0);
+            py::gil_scoped_release release;
+            for (int64_t i = 0; i < n; ++i) {
+              self.check_index(r[i]);
+              o[i] = self.row_length(r[i]);
+            }
+            return out;
+          },
+          py::arg("rows"), "Token counts of rows (int64 [n]) -> int64 [n].")
+      .def(
+          "truncation_loss",
+          [](const TokenColumn& self, int64_t max_length) {
+            py::gil_scoped_release release;
+            return self.truncation_loss(max_length);
+          },
+          py::arg("max_length"),
+          "(tokens, rows) that truncating every row to max_length would drop / shorten.");
+
+  py::class_<ScalarColumn, std::shared_ptr<ScalarColumn>>(
+      m, "ScalarColumn", "An integer column spread over many Arrow arrays, read as int64.")
+      .def(py::init<std::string>(), py::arg("name"))
+      .def(
+          "add_chunk",
+          [](ScalarColumn& self, const py::object& schema, const py::object& array,
+             const std::string& file, int64_t first_row_in_file) {
+            auto* s = capsule_pointer<ArrowSchema>(schema, "arrow_schema", "schema");
+            auto* a = capsule_pointer<ArrowArray>(array, "arrow_array", "array");
+            ChunkOrigin origin{file, first_row_in_file};
+            py::gil_scoped_release release;
+            self.add_chunk(s, a, std::move(origin));
+          },
+          py::arg("schema"), py::arg("array"), py::arg("file"), py::arg("first_row_in_file"),
+          "Import one integer array (int8 .. uint64) without copying; raises CorpusFormatError "
+          "on nulls or uint64 values above int64's range.")
+      .def(
+          "values",
+          [](const ScalarColumn& self, const Rows& rows) {
+            const int64_t n = rows.shape(0);
+            py::array_t<int64_t> out(n);
+            const int64_t* r = rows.data();
+            int64_t* o = out.mutable_data();
+            for (int64_t i = 0; i < n; ++i) {
+              if (r[i] < 0 || r[i] >= self.num_rows()) {
+                throw std::out_of_range("index " + std::to_string(r[i]) +
+                                        " is out of range for a column of " +
+                                        std::to_string(self.num_rows()) + " rows");
+              }
+              o[i] = self.value(r[i]);
+            }
+            return out;
+          },
+          py::arg("rows"), "Values of rows (int64 [n]) as int64 [n].")
+      .def_property_readonly("name", &ScalarColumn::name)
+      .def_property_readonly("num_rows", &ScalarColumn::num_rows);
+
+  py::class_<ThreadPool, std::shared_ptr<ThreadPool>>(
+      m, "ThreadPool", "Native threads that assemble batches with the GIL released.")
+      .def(py::init<int, const std::string&>(), py::arg("num_threads"),
+           py::arg("name") = "arrowloader",
+           "Start num_threads threads named '<name>-<i>'.")
+      .def(
+          "shutdown",
+          [](ThreadPool& self) {
+            py::gil_scoped_release release;
+            self.shutdown();
+          },
+          "Cancel queued batches and join the threads (running ones finish). Idempotent.")
+      .def_property_readonly("num_threads", &ThreadPool::num_threads);
+
+  py::class_<Ticket, std::unique_ptr<Ticket>>(
+      m, "Ticket", "A batch being assembled; keeps its output buffers alive until done.")
+      .def("wait", [](Ticket& self, std::optional<double> timeout) {
+             return self.wait(timeout.has_value() ? *timeout : -1.0);
+           },
+           py::arg("timeout") = py::none(),
+           "Wait (GIL released) up to timeout seconds (None: forever); return whether done.")
+      .def("result", &Ticket::result,
+           "Wait, then return the number of truncated tokens or raise the batch's error.")
+      .def("cancel", &Ticket::cancel, "Cancel if not started, else wait for it to finish.")
+      .def_property_readonly("done", &Ticket::done);
+
+  py::class_<PaddedBatchAssembler, std::shared_ptr<PaddedBatchAssembler>>(
+      m, "PaddedBatchAssembler",
+      "Gathers, truncates and pads batches of token rows into caller-owned buffers.")
+      .def(py::init([](std::shared_ptr<TokenColumn> tokens, std::shared_ptr<ScalarColumn> labels,
+                       int64_t max_length, bool truncate_left, bool pad_left,
+                       bool pad_to_max_length, int64_t pad_to_multiple_of, int64_t pad_token_id,
+                       int64_t label_pad_id) {
+             tokens->freeze();
+             if (labels) labels->freeze();
+             PadOptions options{max_length,         truncate_left, pad_left,
+                                pad_to_max_length, pad_to_multiple_of,
+                                pad_token_id,       label_pad_id};
+             return std::make_shared<PaddedBatchAssembler>(tokens, labels, options);
+           }),
+           py::arg("tokens"), py::arg("labels") = py::none(), py::arg("max_length") = -1,
+           py::arg("truncate_left") = false, py::arg("pad_left") = false,
+           py::arg("pad_to_max_length") = false, py::arg("pad_to_multiple_of") = 0,
+           py::arg("pad_token_id") = 0, py::arg("label_pad_id") = -100,
+           "max_length < 0 keeps whole rows; pad_to_multiple_of 0 does not round. Freezes the "
+           "columns.")
+      .def(
+          "width",
+          [](const PaddedBatchAssembler& self, const Rows& rows) {
+            const int64_t* r = rows.data();
+            const int64_t n = rows.shape(0);
+            py::gil_scoped_release release;
+            return self.width(r, n);
+          },
+          py::arg("rows"), "Padded width of the batch of rows (int64 [n]).")
+      .def(
+          "widths",
+          [](const PaddedBatchAssembler& self, const Rows& rows, int64_t batch_size) {
+            if (batch_size < 1) throw std::invalid_argument("batch_size must be at least 1");
+            const int64_t n = rows.shape(0);
+            py::array_t<int64_t> out((n + batch_size - 1) / batch_size);
+            const int64_t* r = rows.data();
+            int64_t* o = out.mutable_data();
+            py::gil_scoped_release release;
+            self.widths(r, n, batch_size, o);
+            return out;
+          },
+          py::arg("rows"), py::arg("batch_size"),
+          "Widths of consecutive batches of batch_size rows (int64 [n]) -> int64 "
+          "[ceil(n / batch_size)]; the last batch may be short.")
+      .def(
+          "assemble",
+          [](const PaddedBatchAssembler& self, const py::object& rows,
+             const py::object& input_ids, const py::object& attention_mask,
+             const py::object& causal_labels, const py::object& labels) {
+            CheckedBatch batch =
+                check_batch(self, rows, input_ids, attention_mask, causal_labels, labels);
+            const int64_t* r = batch.rows.data();
+            const int64_t n = batch.rows.shape(0);
+            py::gil_scoped_release release;
+            return self.assemble(r, n, batch.outputs);
+          },
+          py::arg("rows"), py::arg("input_ids").noconvert(),
+          py::arg("attention_mask").noconvert() = py::none(),
+          py::arg("causal_labels").noconvert() = py::none(),
+          py::arg("labels").noconvert() = py::none(),
+          "Assemble one batch on the calling thread (GIL released). rows: int64 [n]; "
+          "input_ids, attention_mask, causal_labels: int64 or int32 [n, width], all one dtype; "
+          "labels: int64 [n]. Returns the number of tokens truncation dropped.")
+      .def(
+          "submit",
+          [](const std::shared_ptr<PaddedBatchAssembler>& self, ThreadPool& pool,
+             const py::object& rows, const py::object& input_ids,
+             const py::object& attention_mask, const py::object& causal_labels,
+             const py::object& labels) {
+            CheckedBatch batch =
+                check_batch(*self, rows, input_ids, attention_mask, causal_labels, labels);
+            const int64_t* r = batch.rows.data();
+            const int64_t n = batch.rows.shape(0);
+            auto truncated = std::make_shared<int64_t>(0);
+            auto job = std::make_shared<Job>([self, r, n, out = batch.outputs, truncated] {
+              *truncated = self->assemble(r, n, out);
+            });
+            auto ticket = std::make_unique<Ticket>(job, batch.keepalive, truncated);
+            pool.submit(job);
+            return ticket;
+          },
+          py::arg("pool"), py::arg("rows"), py::arg("input_ids").noconvert(),
+          py::arg("attention_mask").noconvert() = py::none(),
+          py::arg("causal_labels").noconvert() = py::none(),
+          py::arg("labels").noconvert() = py::none(),
+          "Like assemble(), but queued on pool; returns a Ticket.")
+      .def(
+          "gather",
+          [](const PaddedBatchAssembler& self, const Rows& rows, const py::dtype& dtype) {
+            const int64_t n = rows.shape(0);
+            const int64_t* r = rows.data();
+            py::array_t<int64_t> lengths(n);
+            int64_t* len = lengths.mutable_data();
+            int64_t total = 0;
+            {
+              py::gil_scoped_release release;
+              for (int64_t i = 0; i < n; ++i) total += (len[i] = self.kept_length(r[i]));
+            }
+            OutType type;
+            if (dtype.is(py::dtype::of<int64_t>())) {
+              type = OutType::kInt64;
+            } else if (dtype.is(py::dtype::of<int32_t>())) {
+              type = OutType::kInt32;
+            } else {
+              throw py::type_error("dtype must be int64 or int32");
+            }
+            py::array flat(dtype, std::vector<py::ssize_t>{total});
+            void* data = flat.mutable_data();
+            {
+              py::gil_scoped_release release;
+              self.gather(r, n, type, data);
+            }
+            return py::make_tuple(flat, lengths);
+          },
+          py::arg("rows"), py::arg("dtype"),
+          "Kept (truncated, unpadded) tokens of rows (int64 [n]) back to back: returns "
+          "(flat: dtype [sum(lengths)], lengths: int64 [n]).")
+      .def_property_readonly("truncated_tokens", &PaddedBatchAssembler::truncated_tokens,
+                             "Tokens dropped by truncation in every batch assembled so far.")
+      .def_property_readonly("num_rows", &PaddedBatchAssembler::num_rows);
+}

@@ -1,0 +1,360 @@
+#include "columns.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+
+#include "errors.h"
+
+namespace arrowloader {
+
+namespace {
+
+// "shard.arrow: column 'input_ids' row 17: <what>"
+[[noreturn]] void fail_at(const ChunkOrigin& origin, const std::string& column,
+                          int64_t local_row, const std::string& what) {
+  std::ostringstream msg;
+  msg << origin.file << ": column '" << column << "' row "
+      << origin.first_row_in_file + local_row << ": " << what;
+  throw CorpusFormatError(msg.str());
+}
+
+[[noreturn]] void fail_chunk(const ChunkOrigin& origin, const std::string& column,
+                             const std::string& what) {
+  std::ostringstream msg;
+  msg << origin.file << ": column '" << column << "' (rows from "
+      << origin.first_row_in_file << "): " << what;
+  throw CorpusFormatError(msg.str());
+}
+
+bool bit_is_set(const uint8_t* bitmap, int64_t i) {
+  return (bitmap[i >> 3] >> (i & 7)) & 1;
+}
+
+// Index of the first cleared bit in [begin, end), or -1.
+int64_t first_cleared_bit(const uint8_t* bitmap, int64_t begin, int64_t end) {
+  int64_t i = begin;
+  while (i < end && (i & 7) != 0) {
+    if (!bit_is_set(bitmap, i)) return i;
+    ++i;
+  }
+  while (i + 8 <= end) {
+    if (bitmap[i >> 3] != 0xFF) break;
+    i += 8;
+  }
+  for (; i < end; ++i) {
+    if (!bit_is_set(bitmap, i)) return i;
+  }
+  return -1;
+}
+
+bool parse_token_type(const char* format, TokenType* out) {
+  if (format == nullptr || format[0] == '\0' || format[1] != '\0') return false;
+  switch (format[0]) {
+    case 'i': *out = TokenType::kInt32; return true;
+    case 'l': *out = TokenType::kInt64; return true;
+    case 'S': *out = TokenType::kUInt16; return true;
+    case 'I': *out = TokenType::kUInt32; return true;
+    default: return false;
+  }
+}
+
+size_t token_size(TokenType type) {
+  switch (type) {
+    case TokenType::kInt32: return 4;
+    case TokenType::kInt64: return 8;
+    case TokenType::kUInt16: return 2;
+    case TokenType::kUInt32: return 4;
+  }
+  return 0;
+}
+
+size_t scalar_size(char format) {
+  switch (format) {
+    case 'c': case 'C': return 1;
+    case 's': case 'S': return 2;
+    case 'i': case 'I': return 4;
+    case 'l': case 'L': return 8;
+    default: return 0;
+  }
+}
+
+// Checks that offsets[0..rows] are >= 0, never decrease and end within
+// num_values. One pass; the slow path only runs to name the failing row.
+template <typename Offset>
+void validate_offsets(const Offset* offsets, int64_t rows, int64_t num_values,
+                      const ChunkOrigin& origin, const std::string& column) {
+  if (offsets[0] < 0) {
+    fail_at(origin, column, 0,
+            "list offset is negative (" + std::to_string(offsets[0]) +
+                "); the file is corrupt. Run 'arrowloader validate' on it.");
+  }
+  bool decreasing = false;
+  for (int64_t i = 0; i < rows; ++i) decreasing |= offsets[i + 1] < offsets[i];
+  if (decreasing) {
+    for (int64_t i = 0; i < rows; ++i) {
+      if (offsets[i + 1] < offsets[i]) {
+        fail_at(origin, column, i,
+                "list offsets decrease (" + std::to_string(offsets[i]) + " -> " +
+                    std::to_string(offsets[i + 1]) +
+                    "); the file is corrupt. Run 'arrowloader validate' on it.");
+      }
+    }
+  }
+  if (static_cast<int64_t>(offsets[rows]) > num_values) {
+    int64_t row = 0;
+    while (row < rows && static_cast<int64_t>(offsets[row + 1]) <= num_values) ++row;
+    fail_at(origin, column, row,
+            "list offsets point past the end of the values buffer (offset " +
+                std::to_string(offsets[row + 1]) + " > " + std::to_string(num_values) +
+                " values); the file is corrupt. Run 'arrowloader validate' on it.");
+  }
+}
+
+}  // namespace
+
+ImportedArray::ImportedArray(ArrowSchema* schema, ArrowArray* array)
+    : schema_(*schema), array_(*array) {
+  // Moving per the C data interface: the producer's structs are marked
+  // released, so their capsules do not release them a second time.
+  schema->release = nullptr;
+  array->release = nullptr;
+}
+
+ImportedArray::~ImportedArray() {
+  if (array_.release != nullptr) array_.release(&array_);
+  if (schema_.release != nullptr) schema_.release(&schema_);
+}
+
+const char* token_type_name(TokenType type) {
+  switch (type) {
+    case TokenType::kInt32: return "int32";
+    case TokenType::kInt64: return "int64";
+    case TokenType::kUInt16: return "uint16";
+    case TokenType::kUInt32: return "uint32";
+  }
+  return "?";
+}
+
+void TokenColumn::add_chunk(ArrowSchema* schema_in, ArrowArray* array_in,
+                            ChunkOrigin origin) {
+  if (schema_in == nullptr || array_in == nullptr || schema_in->release == nullptr ||
+      array_in->release == nullptr) {
+    throw std::invalid_argument("add_chunk: the Arrow array or schema was already released");
+  }
+  if (frozen_) throw std::logic_error("add_chunk: column '" + name_ + "' is frozen");
+  auto owner = std::make_unique<ImportedArray>(schema_in, array_in);
+  const ArrowSchema& schema = owner->schema();
+  const ArrowArray& array = owner->array();
+
+  const std::string format = schema.format != nullptr ? schema.format : "";
+  ListChunk chunk;
+  if (format == "+l") {
+    chunk.large_offsets = false;
+  } else if (format == "+L") {
+    chunk.large_offsets = true;
+  } else {
+    fail_chunk(origin, name_,
+               "Arrow type format '" + format +
+                   "' is not a list; expected list or large_list of "
+                   "int32, int64, uint16 or uint32");
+  }
+  if (schema.n_children != 1 || array.n_children != 1 || array.n_buffers != 2 ||
+      array.children[0]->n_buffers != 2) {
+    fail_chunk(origin, name_, "malformed list array (unexpected buffer or child count)");
+  }
+  if (!parse_token_type(schema.children[0]->format, &chunk.type)) {
+    const char* child = schema.children[0]->format;
+    fail_chunk(origin, name_,
+               std::string("list values have Arrow type format '") +
+                   (child != nullptr ? child : "") +
+                   "'; expected int32, int64, uint16 or uint32");
+  }
+  if (array.length < 0 || array.offset < 0) {
+    fail_chunk(origin, name_, "negative array length or offset");
+  }
+  const ArrowArray& child = *array.children[0];
+  if (child.length < 0 || child.offset < 0) {
+    fail_chunk(origin, name_, "negative values length or offset");
+  }
+
+  chunk.rows = array.length;
+  chunk.num_values = child.length;
+
+  if (array.null_count != 0 && array.buffers[0] != nullptr && array.length > 0) {
+    const auto* validity = static_cast<const uint8_t*>(array.buffers[0]);
+    int64_t bit = first_cleared_bit(validity, array.offset, array.offset + array.length);
+    if (bit >= 0) {
+      fail_at(origin, name_, bit - array.offset,
+              "null where a list of tokens was expected; the token column must not "
+              "contain nulls (drop or fill those rows when writing the corpus)");
+    }
+  }
+
+  if (array.length > 0) {
+    if (array.buffers[1] == nullptr) fail_chunk(origin, name_, "missing list offsets buffer");
+    const size_t osize = chunk.large_offsets ? 8 : 4;
+    chunk.offsets = static_cast<const char*>(array.buffers[1]) + array.offset * osize;
+    if (chunk.large_offsets) {
+      validate_offsets(static_cast<const int64_t*>(chunk.offsets), chunk.rows,
+                       chunk.num_values, origin, name_);
+    } else {
+      validate_offsets(static_cast<const int32_t*>(chunk.offsets), chunk.rows,
+                       chunk.num_values, origin, name_);
+    }
+  }
+
+  const int64_t first = array.length > 0 ? chunk.offset_at(0) : 0;
+  const int64_t last = array.length > 0 ? chunk.offset_at(chunk.rows) : 0;
+  if (last > first) {
+    if (child.buffers[1] == nullptr) fail_chunk(origin, name_, "missing list values buffer");
+    if (child.null_count != 0 && child.buffers[0] != nullptr) {
+      const auto* validity = static_cast<const uint8_t*>(child.buffers[0]);
+      int64_t bit = first_cleared_bit(validity, child.offset + first, child.offset + last);
+      if (bit >= 0) {
+        const int64_t position = bit - child.offset;
+        int64_t row = 0;
+        while (row + 1 < chunk.rows && chunk.offset_at(row + 1) <= position) ++row;
+        fail_at(origin, name_, row,
+                "null token at position " + std::to_string(position - chunk.offset_at(row)) +
+                    " of the list; token ids must not be null");
+      }
+    }
+  }
+  if (child.buffers[1] != nullptr) {
+    chunk.values =
+        static_cast<const char*>(child.buffers[1]) + child.offset * token_size(chunk.type);
+  }
+
+  num_tokens_ += last - first;
+  starts_.push_back(starts_.back() + chunk.rows);
+  chunks_.push_back(chunk);
+  origins_.push_back(std::move(origin));
+  owners_.push_back(std::move(owner));
+}
+
+size_t TokenColumn::chunk_of(int64_t global) const {
+  // starts_ is sorted; the chunk is the last one starting at or before global.
+  auto it = std::upper_bound(starts_.begin(), starts_.end(), global);
+  return static_cast<size_t>(it - starts_.begin()) - 1;
+}
+
+void TokenColumn::check_index(int64_t global) const {
+  if (global < 0 || global >= num_rows()) {
+    throw std::out_of_range("index " + std::to_string(global) +
+                            " is out of range for a corpus of " +
+                            std::to_string(num_rows()) + " rows");
+  }
+}
+
+TokenRow TokenColumn::row(int64_t global) const {
+  const size_t c = chunk_of(global);
+  const ListChunk& chunk = chunks_[c];
+  const int64_t local = global - starts_[c];
+  const int64_t begin = chunk.offset_at(local);
+  const int64_t end = chunk.offset_at(local + 1);
+  const char* base = static_cast<const char*>(chunk.values);
+  return TokenRow{base == nullptr ? nullptr : base + begin * token_size(chunk.type),
+                  end - begin, chunk.type};
+}
+
+int64_t TokenColumn::row_length(int64_t global) const {
+  const size_t c = chunk_of(global);
+  const ListChunk& chunk = chunks_[c];
+  const int64_t local = global - starts_[c];
+  return chunk.offset_at(local + 1) - chunk.offset_at(local);
+}
+
+std::string TokenColumn::describe_row(int64_t global) const {
+  const size_t c = chunk_of(global);
+  std::ostringstream msg;
+  msg << origins_[c].file << ": column '" << name_ << "' row "
+      << origins_[c].first_row_in_file + (global - starts_[c]);
+  return msg.str();
+}
+
+std::pair<int64_t, int64_t> TokenColumn::truncation_loss(int64_t max_length) const {
+  int64_t tokens = 0;
+  int64_t rows = 0;
+  for (const ListChunk& chunk : chunks_) {
+    for (int64_t r = 0; r < chunk.rows; ++r) {
+      const int64_t n = chunk.offset_at(r + 1) - chunk.offset_at(r);
+      if (n > max_length) {
+        tokens += n - max_length;
+        ++rows;
+      }
+    }
+  }
+  return {tokens, rows};
+}
+
+void ScalarColumn::add_chunk(ArrowSchema* schema_in, ArrowArray* array_in,
+                             ChunkOrigin origin) {
+  if (schema_in == nullptr || array_in == nullptr || schema_in->release == nullptr ||
+      array_in->release == nullptr) {
+    throw std::invalid_argument("add_chunk: the Arrow array or schema was already released");
+  }
+  if (frozen_) throw std::logic_error("add_chunk: column '" + name_ + "' is frozen");
+  auto owner = std::make_unique<ImportedArray>(schema_in, array_in);
+  const ArrowSchema& schema = owner->schema();
+  const ArrowArray& array = owner->array();
+  const char* format = schema.format != nullptr ? schema.format : "";
+  if (format[0] == '\0' || format[1] != '\0' || scalar_size(format[0]) == 0) {
+    fail_chunk(origin, name_,
+               std::string("Arrow type format '") + format +
+                   "' is not an integer type; expected int8 .. int64 or uint8 .. uint64");
+  }
+  if (array.n_buffers != 2 || array.length < 0 || array.offset < 0) {
+    fail_chunk(origin, name_, "malformed integer array");
+  }
+  if (array.null_count != 0 && array.buffers[0] != nullptr && array.length > 0) {
+    const auto* validity = static_cast<const uint8_t*>(array.buffers[0]);
+    int64_t bit = first_cleared_bit(validity, array.offset, array.offset + array.length);
+    if (bit >= 0) {
+      fail_at(origin, name_, bit - array.offset,
+              "null label; the label column must not contain nulls");
+    }
+  }
+  Chunk chunk;
+  chunk.format = format[0];
+  chunk.rows = array.length;
+  if (array.length > 0) {
+    if (array.buffers[1] == nullptr) fail_chunk(origin, name_, "missing values buffer");
+    chunk.values =
+        static_cast<const char*>(array.buffers[1]) + array.offset * scalar_size(chunk.format);
+    if (chunk.format == 'L') {
+      const auto* v = static_cast<const uint64_t*>(chunk.values);
+      for (int64_t r = 0; r < chunk.rows; ++r) {
+        if (v[r] > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+          fail_at(origin, name_, r,
+                  "label " + std::to_string(v[r]) + " does not fit in int64");
+        }
+      }
+    }
+  }
+  starts_.push_back(starts_.back() + chunk.rows);
+  chunks_.push_back(chunk);
+  owners_.push_back(std::move(owner));
+}
+
+int64_t ScalarColumn::value(int64_t global) const {
+  auto it = std::upper_bound(starts_.begin(), starts_.end(), global);
+  const size_t c = static_cast<size_t>(it - starts_.begin()) - 1;
+  const Chunk& chunk = chunks_[c];
+  const int64_t r = global - starts_[c];
+  switch (chunk.format) {
+    case 'c': return static_cast<const int8_t*>(chunk.values)[r];
+    case 'C': return static_cast<const uint8_t*>(chunk.values)[r];
+    case 's': return static_cast<const int16_t*>(chunk.values)[r];
+    case 'S': return static_cast<const uint16_t*>(chunk.values)[r];
+    case 'i': return static_cast<const int32_t*>(chunk.values)[r];
+    case 'I': return static_cast<const uint32_t*>(chunk.values)[r];
+    case 'l': return static_cast<const int64_t*>(chunk.values)[r];
+    case 'L': return static_cast<int64_t>(static_cast<const uint64_t*>(chunk.values)[r]);
+    default: return 0;
+  }
+}
+
+}  // namespace arrowloader

@@ -1,0 +1,138 @@
+// Zero-copy views over Arrow columns imported through the C data interface.
+//
+// A column is a sequence of chunks (one per record batch of every file, in
+// corpus order). Each chunk owns the ArrowArray/ArrowSchema it was moved out
+// of, so the memory mapping behind its buffers stays alive exactly as long as
+// the column does. Global row numbers run across chunks; a row is located by
+// a binary search over the chunks' first rows.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "arrow_c_abi.h"
+
+namespace arrowloader {
+
+// Owns one imported array and its schema; releases both on destruction.
+class ImportedArray {
+ public:
+  // Moves the structs out of the producer's (release set to null there).
+  ImportedArray(ArrowSchema* schema, ArrowArray* array);
+  ~ImportedArray();
+  ImportedArray(const ImportedArray&) = delete;
+  ImportedArray& operator=(const ImportedArray&) = delete;
+
+  const ArrowSchema& schema() const { return schema_; }
+  const ArrowArray& array() const { return array_; }
+
+ private:
+  ArrowSchema schema_;
+  ArrowArray array_;
+};
+
+// Where a chunk came from, for error messages.
+struct ChunkOrigin {
+  std::string file;
+  int64_t first_row_in_file = 0;  // row of the file where this chunk starts
+};
+
+enum class TokenType : uint8_t { kInt32, kInt64, kUInt16, kUInt32 };
+
+const char* token_type_name(TokenType type);
+
+// One record batch's list<int> column, already shifted by the array offsets.
+struct ListChunk {
+  const void* offsets = nullptr;  // int32_t* or int64_t*, rows + 1 entries
+  const void* values = nullptr;   // TokenType elements
+  bool large_offsets = false;
+  TokenType type = TokenType::kInt32;
+  int64_t rows = 0;
+  int64_t num_values = 0;
+
+  int64_t offset_at(int64_t i) const {
+    return large_offsets ? static_cast<const int64_t*>(offsets)[i]
+                         : static_cast<const int32_t*>(offsets)[i];
+  }
+};
+
+// A view of one row of tokens: `length` elements of `type` at `data`.
+struct TokenRow {
+  const void* data;
+  int64_t length;
+  TokenType type;
+};
+
+// A list<int32|int64|uint16|uint32> (or large_list) column over many chunks.
+class TokenColumn {
+ public:
+  explicit TokenColumn(std::string name) : name_(std::move(name)) {}
+
+  // Imports one chunk, checks its type, nulls and offsets (one pass over the
+  // offsets) and appends it. Throws CorpusFormatError naming file, column and
+  // row. On error the chunk is released and the column is unchanged.
+  void add_chunk(ArrowSchema* schema, ArrowArray* array, ChunkOrigin origin);
+
+  // After freeze() add_chunk() throws: assemblers read the column from
+  // native threads, so it must not change under them.
+  void freeze() { frozen_ = true; }
+
+  const std::string& name() const { return name_; }
+  int64_t num_rows() const { return starts_.back(); }
+  int64_t num_tokens() const { return num_tokens_; }
+  size_t num_chunks() const { return chunks_.size(); }
+
+  // Row `global` (0 <= global < num_rows(), checked by the caller).
+  TokenRow row(int64_t global) const;
+  int64_t row_length(int64_t global) const;
+  // Throws std::out_of_range naming the index unless 0 <= global < num_rows().
+  void check_index(int64_t global) const;
+  // "file row N" for messages about global row `global`.
+  std::string describe_row(int64_t global) const;
+
+  // Tokens that truncating every row to max_length would drop, and the number
+  // of rows it would shorten.
+  std::pair<int64_t, int64_t> truncation_loss(int64_t max_length) const;
+
+ private:
+  size_t chunk_of(int64_t global) const;
+
+  std::string name_;
+  std::vector<std::unique_ptr<ImportedArray>> owners_;
+  std::vector<ListChunk> chunks_;
+  std::vector<ChunkOrigin> origins_;
+  std::vector<int64_t> starts_{0};  // chunks_.size() + 1 entries
+  int64_t num_tokens_ = 0;
+  bool frozen_ = false;
+};
+
+// A scalar integer column (int8 .. uint64) over many chunks, read as int64.
+class ScalarColumn {
+ public:
+  explicit ScalarColumn(std::string name) : name_(std::move(name)) {}
+
+  void add_chunk(ArrowSchema* schema, ArrowArray* array, ChunkOrigin origin);
+  void freeze() { frozen_ = true; }
+
+  const std::string& name() const { return name_; }
+  int64_t num_rows() const { return starts_.back(); }
+  int64_t value(int64_t global) const;
+
+ private:
+  struct Chunk {
+    const void* values = nullptr;
+    char format = 'l';
+    int64_t rows = 0;
+  };
+
+  std::string name_;
+  std::vector<std::unique_ptr<ImportedArray>> owners_;
+  std::vector<Chunk> chunks_;
+  std::vector<int64_t> starts_{0};
+  bool frozen_ = false;
+};
+
+}  // namespace arrowloader

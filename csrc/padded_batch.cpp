@@ -1,0 +1,194 @@
+#include "padded_batch.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "errors.h"
+
+namespace arrowloader {
+
+namespace {
+
+// Copies n tokens of type Src into Dst, converting. Narrowing to int32 is
+// checked first so an out-of-range id fails loudly instead of wrapping.
+template <typename Src, typename Dst>
+void convert_tokens(const Src* src, int64_t n, Dst* dst, const TokenColumn& tokens,
+                    int64_t global) {
+  if constexpr (std::is_same_v<Src, Dst>) {
+    if (n > 0) std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(Dst));
+    return;
+  } else {
+    if constexpr (sizeof(Src) >= sizeof(Dst) &&
+                  (sizeof(Src) > sizeof(Dst) || std::is_unsigned_v<Src>)) {
+      // Branch-free range reduction; the loop that names the value runs only
+      // after a failure.
+      bool bad = false;
+      for (int64_t i = 0; i < n; ++i) {
+        bad |= src[i] > static_cast<Src>(std::numeric_limits<Dst>::max());
+        if constexpr (std::is_signed_v<Src>) {
+          bad |= src[i] < static_cast<Src>(std::numeric_limits<Dst>::min());
+        }
+      }
+      if (bad) {
+        for (int64_t i = 0; i < n; ++i) {
+          const bool high = src[i] > static_cast<Src>(std::numeric_limits<Dst>::max());
+          bool low = false;
+          if constexpr (std::is_signed_v<Src>) {
+            low = src[i] < static_cast<Src>(std::numeric_limits<Dst>::min());
+          }
+          if (high || low) {
+            throw CorpusFormatError(tokens.describe_row(global) + ": token id " +
+                                    std::to_string(src[i]) +
+                                    " does not fit in int32 output; use dtype=torch.int64");
+          }
+        }
+      }
+    }
+    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(src[i]);
+  }
+}
+
+template <typename Dst>
+void copy_row(const TokenRow& row, int64_t skip, int64_t count, Dst* dst,
+              const TokenColumn& tokens, int64_t global) {
+  switch (row.type) {
+    case TokenType::kInt32:
+      convert_tokens(static_cast<const int32_t*>(row.data) + skip, count, dst, tokens, global);
+      break;
+    case TokenType::kInt64:
+      convert_tokens(static_cast<const int64_t*>(row.data) + skip, count, dst, tokens, global);
+      break;
+    case TokenType::kUInt16:
+      convert_tokens(static_cast<const uint16_t*>(row.data) + skip, count, dst, tokens, global);
+      break;
+    case TokenType::kUInt32:
+      convert_tokens(static_cast<const uint32_t*>(row.data) + skip, count, dst, tokens, global);
+      break;
+  }
+}
+
+template <typename Dst>
+int64_t assemble_rows(const TokenColumn& tokens, const ScalarColumn* labels,
+                      const PadOptions& opt, const int64_t* rows, int64_t n,
+                      const PaddedOutputs& out) {
+  const int64_t width = out.width;
+  const auto pad_id = static_cast<Dst>(opt.pad_token_id);
+  const auto label_pad = static_cast<Dst>(opt.label_pad_id);
+  int64_t truncated = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t global = rows[i];
+    tokens.check_index(global);
+    const TokenRow row = tokens.row(global);
+    int64_t keep = row.length;
+    if (opt.max_length >= 0 && keep > opt.max_length) keep = opt.max_length;
+    if (keep > width) {
+      throw std::invalid_argument("row " + std::to_string(global) + " keeps " +
+                                  std::to_string(keep) + " tokens but the batch width is " +
+                                  std::to_string(width));
+    }
+    truncated += row.length - keep;
+    const int64_t skip = opt.truncate_left ? row.length - keep : 0;
+    const int64_t pad = width - keep;
+    const int64_t data_at = opt.pad_left ? pad : 0;
+    const int64_t pad_at = opt.pad_left ? 0 : keep;
+
+    Dst* ids = static_cast<Dst*>(out.input_ids) + i * width;
+    copy_row(row, skip, keep, ids + data_at, tokens, global);
+    std::fill_n(ids + pad_at, pad, pad_id);
+    if (out.attention_mask != nullptr) {
+      Dst* mask = static_cast<Dst*>(out.attention_mask) + i * width;
+      std::fill_n(mask + data_at, keep, Dst{1});
+      std::fill_n(mask + pad_at, pad, Dst{0});
+    }
+    if (out.causal_labels != nullptr) {
+      Dst* causal = static_cast<Dst*>(out.causal_labels) + i * width;
+      if (keep > 0) std::memcpy(causal + data_at, ids + data_at, static_cast<size_t>(keep) * sizeof(Dst));
+      std::fill_n(causal + pad_at, pad, label_pad);
+    }
+    if (out.labels != nullptr) out.labels[i] = labels->value(global);
+  }
+  return truncated;
+}
+
+}  // namespace
+
+PaddedBatchAssembler::PaddedBatchAssembler(std::shared_ptr<const TokenColumn> tokens,
+                                           std::shared_ptr<const ScalarColumn> labels,
+                                           PadOptions options)
+    : tokens_(std::move(tokens)), labels_(std::move(labels)), options_(options) {
+  if (tokens_ == nullptr) throw std::invalid_argument("tokens must not be None");
+  if (labels_ != nullptr && labels_->num_rows() != tokens_->num_rows()) {
+    throw std::invalid_argument("label column '" + labels_->name() + "' has " +
+                                std::to_string(labels_->num_rows()) + " rows but token column '" +
+                                tokens_->name() + "' has " + std::to_string(tokens_->num_rows()));
+  }
+  if (options_.pad_to_max_length && options_.max_length < 0) {
+    throw std::invalid_argument("padding to max length needs max_length");
+  }
+  if (options_.pad_to_multiple_of < 0) {
+    throw std::invalid_argument("pad_to_multiple_of must be positive");
+  }
+}
+
+int64_t PaddedBatchAssembler::kept_length(int64_t global) const {
+  tokens_->check_index(global);
+  const int64_t length = tokens_->row_length(global);
+  return options_.max_length >= 0 ? std::min(length, options_.max_length) : length;
+}
+
+int64_t PaddedBatchAssembler::width(const int64_t* rows, int64_t n) const {
+  int64_t longest = 0;
+  for (int64_t i = 0; i < n; ++i) longest = std::max(longest, kept_length(rows[i]));
+  int64_t result = options_.pad_to_max_length ? options_.max_length : longest;
+  const int64_t m = options_.pad_to_multiple_of;
+  if (m > 0) result = (result + m - 1) / m * m;
+  return result;
+}
+
+void PaddedBatchAssembler::widths(const int64_t* rows, int64_t n, int64_t batch_size,
+                                  int64_t* out) const {
+  if (batch_size < 1) throw std::invalid_argument("batch_size must be at least 1");
+  for (int64_t begin = 0, b = 0; begin < n; begin += batch_size, ++b) {
+    out[b] = width(rows + begin, std::min(batch_size, n - begin));
+  }
+}
+
+int64_t PaddedBatchAssembler::assemble(const int64_t* rows, int64_t n,
+                                       const PaddedOutputs& out) const {
+  if (out.labels != nullptr && labels_ == nullptr) {
+    throw std::invalid_argument("labels output given but the assembler has no label column");
+  }
+  const int64_t truncated =
+      out.type == OutType::kInt64
+          ? assemble_rows<int64_t>(*tokens_, labels_.get(), options_, rows, n, out)
+          : assemble_rows<int32_t>(*tokens_, labels_.get(), options_, rows, n, out);
+  truncated_tokens_.fetch_add(truncated, std::memory_order_relaxed);
+  return truncated;
+}
+
+void PaddedBatchAssembler::gather(const int64_t* rows, int64_t n, OutType type,
+                                  void* flat) const {
+  int64_t at = 0;
+  int64_t truncated = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t global = rows[i];
+    tokens_->check_index(global);
+    const TokenRow row = tokens_->row(global);
+    const int64_t keep = kept_length(global);
+    const int64_t skip = options_.truncate_left ? row.length - keep : 0;
+    if (type == OutType::kInt64) {
+      copy_row(row, skip, keep, static_cast<int64_t*>(flat) + at, *tokens_, global);
+    } else {
+      copy_row(row, skip, keep, static_cast<int32_t*>(flat) + at, *tokens_, global);
+    }
+    at += keep;
+    truncated += row.length - keep;
+  }
+  truncated_tokens_.fetch_add(truncated, std::memory_order_relaxed);
+}
+
+}  // namespace arrowloader

@@ -1,0 +1,77 @@
+// Gather + truncate + pad of whole batches of token rows (workload W1).
+//
+// For row i of a batch the kept tokens are the first (or, truncating left,
+// the last) min(length, max_length) tokens. The batch width is the longest
+// kept row, or max_length with padding to max length, rounded up to a
+// multiple. Rows are padded right or left; the attention mask is 1 on kept
+// tokens, and causal labels repeat the tokens with -100 on padding. Which
+// positions are padding is decided by length alone, never by token values.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include "columns.h"
+
+namespace arrowloader {
+
+struct PadOptions {
+  int64_t max_length = -1;  // < 0: no truncation
+  bool truncate_left = false;
+  bool pad_left = false;
+  bool pad_to_max_length = false;
+  int64_t pad_to_multiple_of = 0;  // 0: no rounding
+  int64_t pad_token_id = 0;
+  int64_t label_pad_id = -100;
+};
+
+enum class OutType { kInt32, kInt64 };
+
+// Raw output buffers for one batch of n rows. Shapes and dtypes are checked
+// by the caller (bindings.cpp); everything here is C-contiguous.
+struct PaddedOutputs {
+  OutType type = OutType::kInt64;
+  int64_t width = 0;
+  void* input_ids = nullptr;       // [n, width]
+  void* attention_mask = nullptr;  // [n, width] or null
+  void* causal_labels = nullptr;   // [n, width] or null
+  int64_t* labels = nullptr;       // [n] or null, from the label column
+};
+
+class PaddedBatchAssembler {
+ public:
+  PaddedBatchAssembler(std::shared_ptr<const TokenColumn> tokens,
+                       std::shared_ptr<const ScalarColumn> labels, PadOptions options);
+
+  const PadOptions& options() const { return options_; }
+  bool has_labels() const { return labels_ != nullptr; }
+  int64_t num_rows() const { return tokens_->num_rows(); }
+
+  // Number of tokens row `global` keeps after truncation.
+  int64_t kept_length(int64_t global) const;
+  // Width of the padded batch made of rows[0..n). Checks every index.
+  int64_t width(const int64_t* rows, int64_t n) const;
+  // widths[b] = width(rows + b * batch_size, ...) for consecutive batches;
+  // the last batch may be short. `out` holds ceil(n / batch_size) entries.
+  void widths(const int64_t* rows, int64_t n, int64_t batch_size, int64_t* out) const;
+
+  // Writes one padded batch. Returns the number of tokens truncation dropped
+  // (also added to truncated_tokens()).
+  int64_t assemble(const int64_t* rows, int64_t n, const PaddedOutputs& out) const;
+
+  // Writes the kept tokens of rows[0..n) back to back into `flat`, which holds
+  // the sum of kept_length() over the rows, as elements of `type`. Adds the
+  // dropped tokens to truncated_tokens().
+  void gather(const int64_t* rows, int64_t n, OutType type, void* flat) const;
+
+  int64_t truncated_tokens() const { return truncated_tokens_.load(); }
+
+ private:
+  std::shared_ptr<const TokenColumn> tokens_;
+  std::shared_ptr<const ScalarColumn> labels_;
+  PadOptions options_;
+  mutable std::atomic<int64_t> truncated_tokens_{0};
+};
+
+}  // namespace arrowloader

@@ -1,0 +1,34 @@
+"""arrowloader: feed tokenized text from memory-mapped Arrow files to PyTorch.
+
+``TokenDataset`` reads documents of token ids in place from Arrow IPC files;
+``DataLoader`` is a drop-in ``torch.utils.data.DataLoader`` that assembles whole padded
+batches on native threads for it.
+"""
+
+from arrowloader import errors, synthetic
+from arrowloader.corpus import Corpus
+from arrowloader.dataset import TokenDataset
+from arrowloader.errors import (
+    ArrowLoaderError,
+    CorpusFileError,
+    CorpusFormatError,
+    LoaderClosedError,
+    LoaderTimeoutError,
+)
+from arrowloader.loader import DataLoader
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArrowLoaderError",
+    "Corpus",
+    "CorpusFileError",
+    "CorpusFormatError",
+    "DataLoader",
+    "LoaderClosedError",
+    "LoaderTimeoutError",
+    "TokenDataset",
+    "__version__",
+    "errors",
+    "synthetic",
+]

@@ -1,0 +1,305 @@
+"""TokenDataset: documents of token ids from memory-mapped Arrow files, padded in C++."""
+
+from __future__ import annotations
+
+import logging
+import operator
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from arrowloader import _C
+from arrowloader.corpus import Corpus
+from arrowloader.sources import Source
+
+logger = logging.getLogger("arrowloader")
+
+#: Label value on padded positions (ignored by torch.nn.functional.cross_entropy).
+IGNORE_INDEX = -100
+
+_NUMPY_DTYPES = {torch.int64: np.dtype(np.int64), torch.int32: np.dtype(np.int32)}
+
+Item = dict[str, torch.Tensor]
+Batch = dict[str, torch.Tensor]
+
+
+class TokenDataset(Dataset):
+    """Documents of token ids, one per row of an Arrow list column, read in place.
+
+    ``ds[i]`` is one truncated, unpadded document; batches are padded by ``ds.collate``
+    or, much faster, by :class:`arrowloader.DataLoader`, which assembles whole batches on
+    native threads. Both give the same tensors.
+
+    Args:
+        source: an Arrow IPC file or stream, a folder of them (sorted by name), a glob, a
+            list of paths, or a Hugging Face ``save_to_disk`` folder.
+        column: the token column, ``list`` or ``large_list`` of int32, int64, uint16 or
+            uint32.
+        label_column: an integer column returned as ``labels`` (int64 ``[B]``).
+        max_length: documents longer than this are truncated; the dropped tokens are
+            counted in :meth:`stats`.
+        truncation_side: ``"right"`` keeps the first ``max_length`` tokens, ``"left"``
+            the last.
+        padding: ``"longest"`` pads to the longest document of the batch,
+            ``"max_length"`` to ``max_length``.
+        pad_to_multiple_of: round the padded width up to a multiple of this.
+        padding_side: ``"right"`` or ``"left"``.
+        pad_token_id: the id written on padded positions of ``input_ids``.
+        return_attention_mask: add ``attention_mask`` (1 on tokens, 0 on padding).
+        causal_labels: add ``labels`` = ``input_ids`` with -100 on every padded position
+            (decided by length, never by comparing token values).
+        dtype: ``torch.int64`` or ``torch.int32`` for ``input_ids``, ``attention_mask``
+            and causal labels. Scalar labels are always int64.
+        require_end_of_stream: reject IPC streams without the end-of-stream marker (a
+            stream cut at a message boundary otherwise loads silently short).
+
+    Raises:
+        CorpusFileError: a file is missing or cannot be mapped.
+        CorpusFormatError: a file is malformed (names file, column and row).
+        ValueError: an argument is out of range.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        column: str = "input_ids",
+        label_column: Optional[str] = None,
+        max_length: Optional[int] = None,
+        truncation_side: str = "right",
+        padding: str = "longest",
+        pad_to_multiple_of: Optional[int] = None,
+        padding_side: str = "right",
+        pad_token_id: int = 0,
+        return_attention_mask: bool = True,
+        causal_labels: bool = False,
+        dtype: torch.dtype = torch.int64,
+        require_end_of_stream: bool = True,
+    ) -> None:
+        self._args = dict(
+            source=source,
+            column=column,
+            label_column=label_column,
+            max_length=max_length,
+            truncation_side=truncation_side,
+            padding=padding,
+            pad_to_multiple_of=pad_to_multiple_of,
+            padding_side=padding_side,
+            pad_token_id=pad_token_id,
+            return_attention_mask=return_attention_mask,
+            causal_labels=causal_labels,
+            dtype=dtype,
+            require_end_of_stream=require_end_of_stream,
+        )
+        self._configure(announce_truncation=True)
+
+    def _configure(self, announce_truncation: bool) -> None:
+        _check_options(**self._args)
+        for name, value in self._args.items():
+            if name not in ("source", "require_end_of_stream"):
+                setattr(self, name, value)
+        self._open(announce_truncation)
+
+    def _open(self, announce_truncation: bool) -> None:
+        self.corpus = Corpus(
+            self._args["source"],
+            self.column,
+            self.label_column,
+            require_end_of_stream=self._args["require_end_of_stream"],
+        )
+        self._assembler = _C.PaddedBatchAssembler(
+            self.corpus.tokens,
+            self.corpus.labels,
+            max_length=-1 if self.max_length is None else self.max_length,
+            truncate_left=self.truncation_side == "left",
+            pad_left=self.padding_side == "left",
+            pad_to_max_length=self.padding == "max_length",
+            pad_to_multiple_of=self.pad_to_multiple_of or 0,
+            pad_token_id=self.pad_token_id,
+            label_pad_id=IGNORE_INDEX,
+        )
+        self._np_dtype = _NUMPY_DTYPES[self.dtype]
+        self._truncation = (0, 0)
+        if self.max_length is not None:
+            self._truncation = self.corpus.tokens.truncation_loss(self.max_length)
+            if announce_truncation and self._truncation[0] > 0:
+                tokens, documents = self._truncation
+                logger.warning(
+                    "max_length=%d truncates %d of %d tokens (%.2f%%) in %d of %d documents "
+                    "each epoch; ds.stats() has the counts.",
+                    self.max_length,
+                    tokens,
+                    self.corpus.num_tokens,
+                    100.0 * tokens / max(1, self.corpus.num_tokens),
+                    documents,
+                    len(self),
+                )
+
+    # Pickling by arguments: workers (fork or spawn) reopen and remap the files instead
+    # of receiving the corpus through a pipe.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"args": self._args}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._args = dict(state["args"])
+        self._configure(announce_truncation=False)
+
+    def __len__(self) -> int:
+        return self.corpus.num_rows
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenDataset({len(self)} documents, {self.corpus.num_tokens} tokens, "
+            f"{len(self.corpus.files)} files, column={self.column!r}, "
+            f"max_length={self.max_length})"
+        )
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Token count of every document before truncation: int64 ``[len(self)]``."""
+        return self.corpus.tokens.lengths(np.arange(len(self), dtype=np.int64))
+
+    def __getitem__(self, index: int) -> Item:
+        """One document: ``input_ids`` ``[n]`` (truncated, unpadded), ``attention_mask``
+        ``[n]`` of ones, and ``labels`` (a 0-d int64 label, or ``[n]`` causal labels),
+        each as the dataset's dtype unless noted."""
+        try:
+            i = operator.index(index)
+        except TypeError:
+            raise TypeError(
+                f"TokenDataset indices must be integers, got {type(index).__name__}"
+            ) from None
+        n = len(self)
+        if i < -n or i >= n:
+            raise IndexError(f"index {i} is out of range for a dataset of {n} documents")
+        if i < 0:
+            i += n
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Item]:
+        """The documents at ``indices`` with one native call (torch's DataLoader uses this
+        for a whole batch): a list of the dicts ``ds[i]`` would give."""
+        rows = np.asarray(indices, dtype=np.int64)
+        if rows.ndim != 1:
+            raise ValueError("indices must be a flat sequence of integers")
+        flat, lengths = self._assembler.gather(rows, self._np_dtype)
+        split = torch.from_numpy(flat).split(lengths.tolist())
+        labels = self.corpus.labels.values(rows) if self.corpus.labels is not None else None
+        items = []
+        for i, ids in enumerate(split):
+            item = {"input_ids": ids}
+            if self.return_attention_mask:
+                item["attention_mask"] = torch.ones_like(ids)
+            if self.causal_labels:
+                item["labels"] = ids.clone()
+            elif labels is not None:
+                item["labels"] = torch.tensor(int(labels[i]), dtype=torch.int64)
+            items.append(item)
+        return items
+
+    def padded_width(self, longest: int) -> int:
+        """Width of a padded batch whose longest (truncated) document has ``longest``
+        tokens."""
+        width = self.max_length if self.padding == "max_length" else longest
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        return width
+
+    def collate(self, items: Sequence[Item]) -> Batch:
+        """Pads a list of ``ds[i]`` results into a batch, exactly as the native path does.
+
+        Returns:
+            ``input_ids`` ``[B, L]``, ``attention_mask`` ``[B, L]`` (if enabled), and
+            ``labels``: ``[B]`` int64 from ``label_column`` or ``[B, L]`` causal labels.
+        """
+        lengths = [int(item["input_ids"].shape[0]) for item in items]
+        if self.max_length is not None and any(n > self.max_length for n in lengths):
+            raise ValueError(
+                f"collate got a document of {max(lengths)} tokens, longer than "
+                f"max_length={self.max_length}; pass items produced by this dataset"
+            )
+        width = self.padded_width(max(lengths, default=0))
+        size = (len(items), width)
+        input_ids = torch.full(size, self.pad_token_id, dtype=self.dtype)
+        mask = torch.zeros(size, dtype=self.dtype) if self.return_attention_mask else None
+        causal = torch.full(size, IGNORE_INDEX, dtype=self.dtype) if self.causal_labels else None
+        for row, (item, n) in enumerate(zip(items, lengths)):
+            at = slice(width - n, width) if self.padding_side == "left" else slice(0, n)
+            input_ids[row, at] = item["input_ids"]
+            if mask is not None:
+                mask[row, at] = 1
+            if causal is not None:
+                causal[row, at] = item["input_ids"]
+        batch = {"input_ids": input_ids}
+        if mask is not None:
+            batch["attention_mask"] = mask
+        if causal is not None:
+            batch["labels"] = causal
+        elif self.label_column is not None:
+            batch["labels"] = torch.stack([item["labels"] for item in items]).to(torch.int64)
+        return batch
+
+    def stats(self) -> dict[str, int]:
+        """Counts about the corpus and truncation.
+
+        ``truncated_tokens_per_epoch`` / ``truncated_documents_per_epoch``: what
+        ``max_length`` drops from one pass over the corpus. ``truncated_tokens_served``:
+        tokens dropped in the batches and items this process produced so far (worker
+        processes of torch's DataLoader count their own).
+        """
+        tokens, documents = self._truncation
+        return {
+            "documents": len(self),
+            "tokens": self.corpus.num_tokens,
+            "files": len(self.corpus.files),
+            "truncated_tokens_per_epoch": tokens,
+            "truncated_documents_per_epoch": documents,
+            "truncated_tokens_served": self._assembler.truncated_tokens,
+        }
+
+
+def _check_options(
+    *,
+    source: Source,
+    column: str,
+    label_column: Optional[str],
+    max_length: Optional[int],
+    truncation_side: str,
+    padding: str,
+    pad_to_multiple_of: Optional[int],
+    padding_side: str,
+    pad_token_id: int,
+    return_attention_mask: bool,
+    causal_labels: bool,
+    dtype: torch.dtype,
+    require_end_of_stream: bool,
+) -> None:
+    if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(f"max_length must be a positive integer or None, got {max_length!r}")
+    if truncation_side not in ("right", "left"):
+        raise ValueError(f"truncation_side must be 'right' or 'left', got {truncation_side!r}")
+    if padding not in ("longest", "max_length"):
+        raise ValueError(f"padding must be 'longest' or 'max_length', got {padding!r}")
+    if padding == "max_length" and max_length is None:
+        raise ValueError("padding='max_length' needs max_length")
+    if pad_to_multiple_of is not None and (
+        not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1
+    ):
+        raise ValueError(
+            f"pad_to_multiple_of must be a positive integer or None, got {pad_to_multiple_of!r}"
+        )
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    if dtype not in _NUMPY_DTYPES:
+        raise ValueError(f"dtype must be torch.int64 or torch.int32, got {dtype}")
+    if not isinstance(pad_token_id, int):
+        raise TypeError(f"pad_token_id must be an int, got {type(pad_token_id).__name__}")
+    limit = torch.iinfo(dtype)
+    if not limit.min <= pad_token_id <= limit.max:
+        raise ValueError(f"pad_token_id={pad_token_id} does not fit in {dtype}")
+    if causal_labels and label_column is not None:
+        raise ValueError(
+            "causal_labels=True and label_column both produce 'labels'; choose one"
+        )

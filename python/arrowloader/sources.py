@@ -1,0 +1,249 @@
+"""Finding and opening corpus files.
+
+A *source* names Arrow IPC files: one file (IPC file or stream format), a folder of them
+(sorted by name), a glob, a list of any of these, or a Hugging Face ``datasets``
+``save_to_disk`` folder (its data files in the order its ``state.json`` gives). Every file
+is memory-mapped by pyarrow and read in place; nothing here copies column data.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import pyarrow as pa
+
+from arrowloader.errors import CorpusFileError, CorpusFormatError
+
+Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
+
+#: File name suffixes taken from a folder of shards.
+IPC_SUFFIXES = (".arrow", ".arrows", ".ipc", ".feather")
+
+_FILE_MAGIC = b"ARROW1"
+_END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+_LEGACY_END_OF_STREAM = b"\x00\x00\x00\x00"
+
+
+def resolve_source(source: Source) -> list[Path]:
+    """Expands a source into the ordered list of its files.
+
+    Raises:
+        CorpusFileError: a path does not exist, a glob or folder matches no file, or a
+            ``save_to_disk`` folder names a file outside itself.
+    """
+    if isinstance(source, (list, tuple)):
+        if not source:
+            raise CorpusFileError("the source is an empty list of paths")
+        files: list[Path] = []
+        for item in source:
+            files.extend(resolve_source(item))
+        return files
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            f"source must be a path, a glob or a list of paths, got {type(source).__name__}"
+        )
+    path = Path(source)
+    if path.is_dir():
+        return _folder_files(path)
+    if path.is_file():
+        return [path]
+    text = os.fspath(source)
+    if glob.has_magic(text):
+        matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        if not matches:
+            raise CorpusFileError(f"{text}: the glob matches no file")
+        return matches
+    raise CorpusFileError(f"{text}: no such file or folder")
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    state = folder / "state.json"
+    if state.is_file():
+        return _save_to_disk_files(folder, state)
+    if (folder / "dataset_dict.json").is_file():
+        splits = sorted(p.name for p in folder.iterdir() if (p / "state.json").is_file())
+        raise CorpusFileError(
+            f"{folder}: is a DatasetDict folder with splits {splits}; "
+            f"pass one split's folder, e.g. {folder / (splits[0] if splits else 'train')}"
+        )
+    files = sorted(
+        p for p in folder.iterdir() if p.suffix in IPC_SUFFIXES and p.is_file()
+    )
+    if not files:
+        raise CorpusFileError(
+            f"{folder}: the folder holds no Arrow IPC files ({', '.join(IPC_SUFFIXES)})"
+        )
+    return files
+
+
+def _save_to_disk_files(folder: Path, state: Path) -> list[Path]:
+    try:
+        entries = json.loads(state.read_text())["_data_files"]
+        names = [entry["filename"] for entry in entries]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorpusFileError(f"{state}: not a datasets save_to_disk state file ({exc})") from exc
+    root = folder.resolve()
+    files = []
+    for name in names:
+        path = (folder / name).resolve()
+        if root not in path.parents:
+            raise CorpusFileError(f"{state}: data file {name!r} lies outside the folder")
+        if not path.is_file():
+            raise CorpusFileError(f"{state}: data file {name!r} is missing")
+        files.append(folder / name)
+    if not files:
+        raise CorpusFileError(f"{state}: lists no data files")
+    return files
+
+
+@dataclass
+class OpenedFile:
+    """One memory-mapped IPC file: its schema and record batches, read in place."""
+
+    path: Path
+    format: str  # "file" or "stream"
+    schema: pa.Schema
+    batches: list[pa.RecordBatch]
+    #: address range of the mapping, to prove column buffers were not copied
+    map_begin: int
+    map_end: int
+
+    @property
+    def num_rows(self) -> int:
+        return sum(batch.num_rows for batch in self.batches)
+
+
+def open_ipc(path: Path, *, require_end_of_stream: bool = True) -> OpenedFile:
+    """Memory-maps ``path`` and reads its record batches without copying.
+
+    The file descriptor is closed before returning; the batches keep the mapping alive.
+
+    Args:
+        path: an Arrow IPC file (``ARROW1`` magic) or an IPC stream.
+        require_end_of_stream: for streams, demand Arrow's end-of-stream marker. A stream
+            cut at a message boundary otherwise reads as a shorter, valid stream.
+
+    Raises:
+        CorpusFileError: the file cannot be opened or mapped.
+        CorpusFormatError: it is not a readable IPC file or stream, or a stream lacks its
+            end-of-stream marker.
+    """
+    try:
+        source = pa.memory_map(str(path), "r")
+    except (OSError, pa.ArrowException) as exc:
+        raise CorpusFileError(f"{path}: cannot memory-map the file: {exc}") from exc
+    try:
+        size = source.size()
+        whole = source.read_buffer(size)
+        map_begin, map_end = whole.address, whole.address + size
+        del whole
+        source.seek(0)
+        if size == 0:
+            raise CorpusFormatError(f"{path}: the file is empty; expected an Arrow IPC file")
+        head = source.read_at(min(size, 6), 0)
+        try:
+            if head == _FILE_MAGIC:
+                reader = pa.ipc.open_file(source)
+                batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+                return OpenedFile(path, "file", reader.schema, batches, map_begin, map_end)
+            return _read_stream(path, source, size, require_end_of_stream, map_begin, map_end)
+        except pa.ArrowException as exc:
+            raise CorpusFormatError(
+                f"{path}: not a readable Arrow IPC file or stream: {exc}. The file is "
+                "corrupt or was cut short; rewrite it."
+            ) from exc
+    finally:
+        source.close()
+
+
+def _read_stream(
+    path: Path,
+    source: pa.MemoryMappedFile,
+    size: int,
+    require_end_of_stream: bool,
+    map_begin: int,
+    map_end: int,
+) -> OpenedFile:
+    reader = pa.ipc.open_stream(source)
+    batches = []
+    end_of_messages = source.tell()
+    while True:
+        try:
+            batches.append(reader.read_next_batch())
+        except StopIteration:
+            break
+        end_of_messages = source.tell()
+    if require_end_of_stream:
+        marker = source.read_at(min(8, size - end_of_messages), end_of_messages)
+        if not (marker == _END_OF_STREAM or marker[:4] == _LEGACY_END_OF_STREAM):
+            raise CorpusFormatError(
+                f"{path}: the Arrow IPC stream has no end-of-stream marker after its "
+                f"{len(batches)} record batches (byte {end_of_messages} of {size}): the file "
+                "was probably cut short and rows are missing. If its writer never writes "
+                "the marker, pass require_end_of_stream=False."
+            )
+    return OpenedFile(path, "stream", reader.schema, batches, map_begin, map_end)
+
+
+def iter_column_chunks(
+    opened: OpenedFile, column: str, *, list_column: bool
+) -> Iterator[tuple[pa.Array, int]]:
+    """Yields ``(array, first_row_in_file)`` for every record batch's ``column``.
+
+    Checks the type (a list/large_list of int32, int64, uint16 or uint32 when
+    ``list_column``, else an integer) and that every buffer lies inside the mapping.
+
+    Raises:
+        CorpusFormatError: the column is missing, has the wrong type, or its buffers were
+            copied out of the mapping (IPC buffer compression).
+    """
+    index = opened.schema.get_field_index(column)
+    if index < 0:
+        names = ", ".join(repr(name) for name in opened.schema.names)
+        raise CorpusFormatError(
+            f"{opened.path}: column {column!r} not found; the file has columns [{names}]"
+        )
+    field_type = opened.schema.field(index).type
+    if list_column:
+        check_token_type(opened.path, column, field_type)
+    elif not pa.types.is_integer(field_type):
+        raise CorpusFormatError(
+            f"{opened.path}: column {column!r} has type {field_type}; expected an integer type"
+        )
+    row = 0
+    for batch in opened.batches:
+        array = batch.column(index)
+        _check_in_mapping(opened, column, array, row)
+        yield array, row
+        row += batch.num_rows
+
+
+def check_token_type(path: Path, column: str, field_type: pa.DataType) -> None:
+    """Raises CorpusFormatError unless ``field_type`` is a supported token list type."""
+    ok = (pa.types.is_list(field_type) or pa.types.is_large_list(field_type)) and (
+        field_type.value_type in (pa.int32(), pa.int64(), pa.uint16(), pa.uint32())
+    )
+    if not ok:
+        raise CorpusFormatError(
+            f"{path}: column {column!r} has type {field_type}; expected list or large_list "
+            "of int32, int64, uint16 or uint32"
+        )
+
+
+def _check_in_mapping(opened: OpenedFile, column: str, array: pa.Array, row: int) -> None:
+    for buffer in array.buffers():
+        if buffer is None or buffer.size == 0:
+            continue
+        if not (opened.map_begin <= buffer.address < opened.map_end):
+            raise CorpusFormatError(
+                f"{opened.path}: column {column!r} (rows from {row}) is not stored "
+                "uncompressed, so it cannot be read in place from the memory mapping "
+                "(the file uses IPC buffer compression). Rewrite it without compression, "
+                "e.g. pyarrow.ipc.new_file(path, schema) with default IpcWriteOptions."
+            )
