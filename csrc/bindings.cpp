@@ -5,8 +5,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -140,10 +142,18 @@ class Ticket {
     py::gil_scoped_release release;
     return job_->wait(timeout);
   }
-  int64_t result() {
+  // Waits up to timeout seconds (negative: forever), then returns the number of
+  // truncated tokens or raises the batch's error (TimeoutError if not done).
+  int64_t result(double timeout) {
+    bool done;
     {
       py::gil_scoped_release release;
-      job_->wait(-1.0);
+      done = job_->wait(timeout);
+    }
+    if (!done) {
+      std::ostringstream msg;
+      msg << "DataLoader timed out after " << timeout << " seconds waiting for a batch";
+      throw TimeoutError(msg.str());
     }
     job_->rethrow_if_failed();
     return *truncated_;
@@ -173,6 +183,9 @@ void register_errors(py::module_& m) {
       PyErr_SetString(cls.ptr(), e.what());
     } catch (const CancelledError& e) {
       py::object cls = py::module_::import("arrowloader.errors").attr("LoaderClosedError");
+      PyErr_SetString(cls.ptr(), e.what());
+    } catch (const TimeoutError& e) {
+      py::object cls = py::module_::import("arrowloader.errors").attr("LoaderTimeoutError");
       PyErr_SetString(cls.ptr(), e.what());
     }
   });
@@ -291,8 +304,12 @@ PYBIND11_MODULE(_C, m) {
            },
            py::arg("timeout") = py::none(),
            "Wait (GIL released) up to timeout seconds (None: forever); return whether done.")
-      .def("result", &Ticket::result,
-           "Wait, then return the number of truncated tokens or raise the batch's error.")
+      .def("result", [](Ticket& self, std::optional<double> timeout) {
+             return self.result(timeout.has_value() ? *timeout : -1.0);
+           },
+           py::arg("timeout") = py::none(),
+           "Wait up to timeout seconds (None: forever), then return the number of truncated "
+           "tokens or raise the batch's error (LoaderTimeoutError when not done in time).")
       .def("cancel", &Ticket::cancel, "Cancel if not started, else wait for it to finish.")
       .def_property_readonly("done", &Ticket::done);
 

@@ -21,4 +21,10 @@ class CancelledError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A batch was not ready within the loader's timeout.
+class TimeoutError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 }  // namespace arrowloader

@@ -1,6 +1,7 @@
 #include "padded_batch.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
@@ -13,61 +14,101 @@ namespace arrowloader {
 
 namespace {
 
-// Copies n tokens of type Src into Dst, converting. Narrowing to int32 is
-// checked first so an out-of-range id fails loudly instead of wrapping.
+// The hot loops are compiled twice, for AVX2 and for the baseline ISA, and the dynamic
+// loader picks one per machine (GCC/Clang target_clones), so one wheel runs everywhere
+// and wide stores are used where the CPU has them.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_ADDRESS__)
+#define ARROWLOADER_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define ARROWLOADER_CLONES
+#endif
+
 template <typename Src, typename Dst>
-void convert_tokens(const Src* src, int64_t n, Dst* dst, const TokenColumn& tokens,
-                    int64_t global) {
-  if constexpr (std::is_same_v<Src, Dst>) {
-    if (n > 0) std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(Dst));
-    return;
-  } else {
-    if constexpr (sizeof(Src) >= sizeof(Dst) &&
-                  (sizeof(Src) > sizeof(Dst) || std::is_unsigned_v<Src>)) {
-      // Branch-free range reduction; the loop that names the value runs only
-      // after a failure.
-      bool bad = false;
-      for (int64_t i = 0; i < n; ++i) {
-        bad |= src[i] > static_cast<Src>(std::numeric_limits<Dst>::max());
-        if constexpr (std::is_signed_v<Src>) {
-          bad |= src[i] < static_cast<Src>(std::numeric_limits<Dst>::min());
-        }
-      }
-      if (bad) {
-        for (int64_t i = 0; i < n; ++i) {
-          const bool high = src[i] > static_cast<Src>(std::numeric_limits<Dst>::max());
-          bool low = false;
-          if constexpr (std::is_signed_v<Src>) {
-            low = src[i] < static_cast<Src>(std::numeric_limits<Dst>::min());
-          }
-          if (high || low) {
-            throw CorpusFormatError(tokens.describe_row(global) + ": token id " +
-                                    std::to_string(src[i]) +
-                                    " does not fit in int32 output; use dtype=torch.int64");
-          }
-        }
-      }
-    }
-    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(src[i]);
+inline void convert_loop(const Src* src, int64_t n, Dst* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(src[i]);
+}
+
+// Index of the first value outside int32's range, or -1. Branch-free reduction first; the
+// loop that finds the index runs only after a failure.
+template <typename Src>
+inline int64_t first_outside_int32(const Src* src, int64_t n) {
+  bool bad = false;
+  for (int64_t i = 0; i < n; ++i) {
+    bad |= src[i] > static_cast<Src>(INT32_MAX);
+    if constexpr (std::is_signed_v<Src>) bad |= src[i] < static_cast<Src>(INT32_MIN);
+  }
+  if (!bad) return -1;
+  for (int64_t i = 0; i < n; ++i) {
+    bool outside = src[i] > static_cast<Src>(INT32_MAX);
+    if constexpr (std::is_signed_v<Src>) outside |= src[i] < static_cast<Src>(INT32_MIN);
+    if (outside) return i;
+  }
+  return -1;
+}
+
+ARROWLOADER_CLONES void copy_tokens(const void* src, TokenType type, int64_t n, int64_t* dst) {
+  switch (type) {
+    case TokenType::kInt32: convert_loop(static_cast<const int32_t*>(src), n, dst); break;
+    case TokenType::kInt64: std::memcpy(dst, src, static_cast<size_t>(n) * 8); break;
+    case TokenType::kUInt16: convert_loop(static_cast<const uint16_t*>(src), n, dst); break;
+    case TokenType::kUInt32: convert_loop(static_cast<const uint32_t*>(src), n, dst); break;
   }
 }
 
+// Returns the index of a token that does not fit int32 (nothing written), or -1.
+ARROWLOADER_CLONES int64_t copy_tokens(const void* src, TokenType type, int64_t n,
+                                       int32_t* dst) {
+  switch (type) {
+    case TokenType::kInt32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); return -1;
+    case TokenType::kUInt16:
+      convert_loop(static_cast<const uint16_t*>(src), n, dst);
+      return -1;
+    case TokenType::kInt64: {
+      const auto* s = static_cast<const int64_t*>(src);
+      const int64_t bad = first_outside_int32(s, n);
+      if (bad < 0) convert_loop(s, n, dst);
+      return bad;
+    }
+    case TokenType::kUInt32: {
+      const auto* s = static_cast<const uint32_t*>(src);
+      const int64_t bad = first_outside_int32(s, n);
+      if (bad < 0) convert_loop(s, n, dst);
+      return bad;
+    }
+  }
+  return -1;
+}
+
+ARROWLOADER_CLONES void fill(int64_t* dst, int64_t n, int64_t value) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = value;
+}
+
+ARROWLOADER_CLONES void fill(int32_t* dst, int64_t n, int32_t value) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = value;
+}
+
+int64_t token_bytes(TokenType type) {
+  return type == TokenType::kInt64 ? 8 : type == TokenType::kUInt16 ? 2 : 4;
+}
+
+// Copies `count` tokens of `row`, starting at token `skip`, converting to Dst.
 template <typename Dst>
 void copy_row(const TokenRow& row, int64_t skip, int64_t count, Dst* dst,
               const TokenColumn& tokens, int64_t global) {
-  switch (row.type) {
-    case TokenType::kInt32:
-      convert_tokens(static_cast<const int32_t*>(row.data) + skip, count, dst, tokens, global);
-      break;
-    case TokenType::kInt64:
-      convert_tokens(static_cast<const int64_t*>(row.data) + skip, count, dst, tokens, global);
-      break;
-    case TokenType::kUInt16:
-      convert_tokens(static_cast<const uint16_t*>(row.data) + skip, count, dst, tokens, global);
-      break;
-    case TokenType::kUInt32:
-      convert_tokens(static_cast<const uint32_t*>(row.data) + skip, count, dst, tokens, global);
-      break;
+  if (count == 0) return;
+  const void* src = static_cast<const char*>(row.data) + skip * token_bytes(row.type);
+  if constexpr (std::is_same_v<Dst, int64_t>) {
+    copy_tokens(src, row.type, count, dst);
+  } else {
+    const int64_t bad = copy_tokens(src, row.type, count, dst);
+    if (bad >= 0) {
+      const int64_t value = row.type == TokenType::kInt64
+                                ? static_cast<const int64_t*>(src)[bad]
+                                : static_cast<int64_t>(static_cast<const uint32_t*>(src)[bad]);
+      throw CorpusFormatError(tokens.describe_row(global) + ": token id " +
+                              std::to_string(value) +
+                              " does not fit in int32 output; use dtype=torch.int64");
+    }
   }
 }
 
@@ -98,16 +139,18 @@ int64_t assemble_rows(const TokenColumn& tokens, const ScalarColumn* labels,
 
     Dst* ids = static_cast<Dst*>(out.input_ids) + i * width;
     copy_row(row, skip, keep, ids + data_at, tokens, global);
-    std::fill_n(ids + pad_at, pad, pad_id);
+    fill(ids + pad_at, pad, pad_id);
     if (out.attention_mask != nullptr) {
       Dst* mask = static_cast<Dst*>(out.attention_mask) + i * width;
-      std::fill_n(mask + data_at, keep, Dst{1});
-      std::fill_n(mask + pad_at, pad, Dst{0});
+      fill(mask + data_at, keep, Dst{1});
+      fill(mask + pad_at, pad, Dst{0});
     }
     if (out.causal_labels != nullptr) {
       Dst* causal = static_cast<Dst*>(out.causal_labels) + i * width;
-      if (keep > 0) std::memcpy(causal + data_at, ids + data_at, static_cast<size_t>(keep) * sizeof(Dst));
-      std::fill_n(causal + pad_at, pad, label_pad);
+      if (keep > 0) {
+        std::memcpy(causal + data_at, ids + data_at, static_cast<size_t>(keep) * sizeof(Dst));
+      }
+      fill(causal + pad_at, pad, label_pad);
     }
     if (out.labels != nullptr) out.labels[i] = labels->value(global);
   }

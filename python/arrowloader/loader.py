@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import warnings
 from collections import deque
+from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 import torch.utils.data
 
 from arrowloader import _C
-from arrowloader.dataset import Batch, TokenDataset
-from arrowloader.errors import LoaderClosedError, LoaderTimeoutError
-from arrowloader.plan import epoch_batches
+from arrowloader.dataset import _NUMPY_DTYPES, Batch, TokenDataset
+from arrowloader.errors import LoaderClosedError
+from arrowloader.plan import EpochPlan
 
 #: Native threads used when ``num_workers=0`` on the native path.
 MAX_DEFAULT_THREADS = 4
@@ -143,7 +145,7 @@ class NativeBatchIterator:
         self._length = len(loader)
         # The same draws, in the same order, as torch's _BaseDataLoaderIter: the sampler
         # iterator is created first (lazily), then the base seed is drawn.
-        self._batches = epoch_batches(loader._index_sampler)
+        self._batches = self._batches_with_widths(EpochPlan(loader._index_sampler))
         torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
         self._inflight: deque = deque()
         self._exhausted = False
@@ -169,47 +171,58 @@ class NativeBatchIterator:
                 raise StopIteration
             ticket, batch = self._inflight.popleft()
             self._fill()  # keep the threads busy while this batch is finished and consumed
-            if not ticket.wait(self._timeout):
-                raise LoaderTimeoutError(
-                    f"DataLoader timed out after {self._timeout} seconds waiting for a batch"
-                )
-            ticket.result()  # raises the batch's native error here, in the consumer thread
+            # Raises the batch's native error (or LoaderTimeoutError) in this thread.
+            ticket.result(self._timeout)
             return batch
         except BaseException:
             self.close()
             raise
 
+    def _batches_with_widths(self, plan: EpochPlan) -> Iterator[tuple[np.ndarray, int]]:
+        """Yields (rows int64 [batch], padded width) for every batch of the epoch."""
+        order = plan.order()
+        if order is None:
+            for rows in plan:
+                yield rows, self._assembler.width(rows)
+            return
+        widths = self._assembler.widths(order, plan.batch_size).tolist()
+        for b, width in enumerate(widths):
+            yield order[b * plan.batch_size : (b + 1) * plan.batch_size], width
+
     def _fill(self) -> None:
         while not self._exhausted and len(self._inflight) < self._depth:
-            rows = next(self._batches, None)
-            if rows is None:
+            planned = next(self._batches, None)
+            if planned is None:
                 self._exhausted = True
                 break
-            self._inflight.append(self._submit(rows))
+            self._inflight.append(self._submit(*planned))
 
-    def _submit(self, rows) -> tuple:
+    def _empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, Any]:
+        """An output tensor and its numpy view for the native side. Pinned tensors come
+        from torch's caching host allocator; pageable ones are allocated by numpy and
+        shared with torch (same memory, about half the per-batch Python overhead)."""
+        if self._pin:
+            tensor = torch.empty(shape, dtype=dtype, pin_memory=True)
+            return tensor, tensor.numpy()
+        array = np.empty(shape, dtype=_NUMPY_DTYPES[dtype])
+        return torch.from_numpy(array), array
+
+    def _submit(self, rows: np.ndarray, width: int) -> tuple:
         dataset = self._dataset
         n = len(rows)
-        width = self._assembler.width(rows)
         shape = (n, width)
         dtype = dataset.dtype
-        pin = self._pin
-        input_ids = torch.empty(shape, dtype=dtype, pin_memory=pin)
+        input_ids, ids_out = self._empty(shape, dtype)
         batch = {"input_ids": input_ids}
-        mask = causal = labels = None
+        mask_out = causal_out = labels_out = None
         if dataset.return_attention_mask:
-            mask = batch["attention_mask"] = torch.empty(shape, dtype=dtype, pin_memory=pin)
+            batch["attention_mask"], mask_out = self._empty(shape, dtype)
         if dataset.causal_labels:
-            causal = batch["labels"] = torch.empty(shape, dtype=dtype, pin_memory=pin)
+            batch["labels"], causal_out = self._empty(shape, dtype)
         elif dataset.label_column is not None:
-            labels = batch["labels"] = torch.empty(n, dtype=torch.int64, pin_memory=pin)
+            batch["labels"], labels_out = self._empty((n,), torch.int64)
         ticket = self._assembler.submit(
-            self._pool,
-            rows,
-            input_ids.numpy(),
-            None if mask is None else mask.numpy(),
-            None if causal is None else causal.numpy(),
-            None if labels is None else labels.numpy(),
+            self._pool, rows, ids_out, mask_out, causal_out, labels_out
         )
         return ticket, batch
 

@@ -20,39 +20,51 @@ from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 _REPLACEMENT_CHUNK = 32
 
 
-def epoch_batches(index_sampler: Iterable) -> Iterator[np.ndarray]:
-    """Yields each batch's dataset indices as int64 ``[batch]`` arrays, in order.
+class EpochPlan:
+    """One epoch's batches of dataset indices, in order.
 
-    ``index_sampler`` is what torch's DataLoader iterates (its ``batch_sampler``). The
-    generators are consumed when the first batch is requested, as with torch's lazy
-    sampler iterators.
+    Iterating yields int64 ``[batch]`` arrays. ``order()`` returns the whole epoch's
+    indices at once (int64 ``[samples]``, consecutive ``batch_size`` slices being the
+    batches) when the sampler is one whose order can be computed up front, else None.
+    Random generators are consumed on the first call of either, as torch's lazy sampler
+    iterators consume them on the first batch.
     """
-    order = _vectorised_order(index_sampler)
-    if order is None:
-        for batch in index_sampler:
-            yield np.asarray(batch, dtype=np.int64)
-        return
-    indices, batch_size, drop_last = order
-    permutation = indices()
-    stop = len(permutation) - len(permutation) % batch_size if drop_last else len(permutation)
-    for begin in range(0, stop, batch_size):
-        yield permutation[begin : begin + batch_size]
 
+    def __init__(self, index_sampler: Iterable) -> None:
+        self._index_sampler = index_sampler
+        self._order: Optional[np.ndarray] = None
+        self._iterator: Optional[Iterator[np.ndarray]] = None
+        self.batch_size = 0
+        self.drop_last = False
+        self.vectorised = type(index_sampler) is BatchSampler and type(
+            index_sampler.sampler
+        ) in (RandomSampler, SequentialSampler)
+        if self.vectorised:
+            self.batch_size = index_sampler.batch_size
+            self.drop_last = index_sampler.drop_last
 
-def _vectorised_order(index_sampler: Iterable):
-    if type(index_sampler) is not BatchSampler:
-        return None
-    sampler = index_sampler.sampler
-    if type(sampler) is SequentialSampler:
-        n = len(sampler.data_source)
-        return (lambda: np.arange(n, dtype=np.int64)), index_sampler.batch_size, (
-            index_sampler.drop_last
-        )
-    if type(sampler) is RandomSampler:
-        return (lambda: random_sampler_order(sampler)), index_sampler.batch_size, (
-            index_sampler.drop_last
-        )
-    return None
+    def order(self) -> Optional[np.ndarray]:
+        if not self.vectorised:
+            return None
+        if self._order is None:
+            sampler = self._index_sampler.sampler
+            if type(sampler) is SequentialSampler:
+                order = np.arange(len(sampler.data_source), dtype=np.int64)
+            else:
+                order = random_sampler_order(sampler)
+            if self.drop_last:
+                order = order[: len(order) - len(order) % self.batch_size]
+            self._order = order
+        return self._order
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        order = self.order()
+        if order is None:
+            for batch in self._index_sampler:
+                yield np.asarray(batch, dtype=np.int64)
+            return
+        for begin in range(0, len(order), self.batch_size):
+            yield order[begin : begin + self.batch_size]
 
 
 def random_sampler_order(sampler: RandomSampler) -> np.ndarray:
@@ -69,12 +81,17 @@ def random_sampler_order(sampler: RandomSampler) -> np.ndarray:
     if sampler.replacement:
         for _ in range(num_samples // _REPLACEMENT_CHUNK):
             parts.append(
-                torch.randint(high=n, size=(_REPLACEMENT_CHUNK,), dtype=torch.int64,
-                              generator=generator)
+                torch.randint(
+                    high=n, size=(_REPLACEMENT_CHUNK,), dtype=torch.int64, generator=generator
+                )
             )
         parts.append(
-            torch.randint(high=n, size=(num_samples % _REPLACEMENT_CHUNK,), dtype=torch.int64,
-                          generator=generator)
+            torch.randint(
+                high=n,
+                size=(num_samples % _REPLACEMENT_CHUNK,),
+                dtype=torch.int64,
+                generator=generator,
+            )
         )
     else:
         for _ in range(num_samples // n):
