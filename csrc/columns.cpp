@@ -89,7 +89,7 @@ void validate_offsets(const Offset* offsets, int64_t rows, int64_t num_values,
   if (offsets[0] < 0) {
     fail_at(origin, column, 0,
             "list offset is negative (" + std::to_string(offsets[0]) +
-                "); the file is corrupt. Run 'arrowloader validate' on it.");
+                "); the file is corrupt. Regenerate it from its source.");
   }
   bool decreasing = false;
   for (int64_t i = 0; i < rows; ++i) decreasing |= offsets[i + 1] < offsets[i];
@@ -99,7 +99,7 @@ void validate_offsets(const Offset* offsets, int64_t rows, int64_t num_values,
         fail_at(origin, column, i,
                 "list offsets decrease (" + std::to_string(offsets[i]) + " -> " +
                     std::to_string(offsets[i + 1]) +
-                    "); the file is corrupt. Run 'arrowloader validate' on it.");
+                    "); the file is corrupt. Regenerate it from its source.");
       }
     }
   }
@@ -109,7 +109,7 @@ void validate_offsets(const Offset* offsets, int64_t rows, int64_t num_values,
     fail_at(origin, column, row,
             "list offsets point past the end of the values buffer (offset " +
                 std::to_string(offsets[row + 1]) + " > " + std::to_string(num_values) +
-                " values); the file is corrupt. Run 'arrowloader validate' on it.");
+                " values); the file is corrupt. Regenerate it from its source.");
   }
 }
 

@@ -220,6 +220,7 @@ def iter_column_chunks(
     for batch in opened.batches:
         array = batch.column(index)
         _check_in_mapping(opened, column, array, row)
+        _check_buffer_sizes(opened.path, column, array, row)
         yield array, row
         row += batch.num_rows
 
@@ -246,4 +247,40 @@ def _check_in_mapping(opened: OpenedFile, column: str, array: pa.Array, row: int
                 "uncompressed, so it cannot be read in place from the memory mapping "
                 "(the file uses IPC buffer compression). Rewrite it without compression, "
                 "e.g. pyarrow.ipc.new_file(path, schema) with default IpcWriteOptions."
+            )
+
+
+def _check_buffer_sizes(path: Path, column: str, array: pa.Array, row: int) -> None:
+    """Checks that every buffer is large enough for the lengths the file declares.
+
+    Arrow's IPC readers take the declared lengths on trust; the native side reads offsets
+    and values by those lengths, so a short buffer must be caught before it is read.
+    """
+    needs = []
+    buffers = array.buffers()
+    length = len(array)
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        width = 8 if pa.types.is_large_list(array.type) else 4
+        values = array.values
+        value_width = values.type.bit_width // 8
+        needs = [
+            ("validity bitmap", buffers[0], -(-(array.offset + length) // 8)),
+            ("list offsets", buffers[1], (array.offset + length + 1) * width if length else 0),
+            ("values validity bitmap", buffers[2], -(-(values.offset + len(values)) // 8)),
+            ("values", buffers[3], (values.offset + len(values)) * value_width),
+        ]
+    else:
+        width = array.type.bit_width // 8
+        needs = [
+            ("validity bitmap", buffers[0], -(-(array.offset + length) // 8)),
+            ("values", buffers[1], (array.offset + length) * width),
+        ]
+    for name, buffer, need in needs:
+        have = 0 if buffer is None else buffer.size
+        optional_bitmap = "validity" in name and buffer is None
+        if have < need and not optional_bitmap:
+            raise CorpusFormatError(
+                f"{path}: column {column!r} (rows from {row}): the {name} buffer holds "
+                f"{have} bytes but the declared lengths need {need}; the file is corrupt. "
+                "Regenerate it from its source."
             )
