@@ -128,9 +128,16 @@ CheckedBatch check_batch(const PaddedBatchAssembler& assembler, const py::object
 // freed memory whatever order Python drops things in.
 class Ticket {
  public:
-  Ticket(std::shared_ptr<Job> job, py::tuple keepalive, std::shared_ptr<int64_t> truncated)
-      : job_(std::move(job)), keepalive_(std::move(keepalive)), truncated_(std::move(truncated)) {}
+  Ticket(std::shared_ptr<Job> job, py::tuple keepalive, std::shared_ptr<int64_t> truncated,
+         std::shared_ptr<ThreadPool> pool)
+      : job_(std::move(job)),
+        keepalive_(std::move(keepalive)),
+        truncated_(std::move(truncated)),
+        pool_(std::move(pool)) {}
   ~Ticket() {
+    // In a forked child no thread will ever run or finish the job, and its lock may
+    // be held by a thread that no longer exists: leave it alone.
+    if (pool_->orphaned()) return;
     // The job never takes the GIL, so waiting here while holding it cannot
     // deadlock; a running job finishes within one batch's work.
     if (!job_->cancel()) job_->wait(-1.0);
@@ -139,12 +146,14 @@ class Ticket {
   Ticket& operator=(const Ticket&) = delete;
 
   bool wait(double timeout) {
+    check_not_orphaned();
     py::gil_scoped_release release;
     return job_->wait(timeout);
   }
   // Waits up to timeout seconds (negative: forever), then returns the number of
   // truncated tokens or raises the batch's error (TimeoutError if not done).
   int64_t result(double timeout) {
+    check_not_orphaned();
     bool done;
     {
       py::gil_scoped_release release;
@@ -160,6 +169,7 @@ class Ticket {
   }
   bool done() { return job_->done(); }
   void cancel() {
+    if (pool_->orphaned()) return;
     if (!job_->cancel()) {
       py::gil_scoped_release release;
       job_->wait(-1.0);
@@ -167,9 +177,18 @@ class Ticket {
   }
 
  private:
+  void check_not_orphaned() const {
+    if (pool_->orphaned()) {
+      throw std::runtime_error(
+          "this batch was being assembled by threads of the parent process, which do not "
+          "exist after a fork; create the iterator in the process that uses it");
+    }
+  }
+
   std::shared_ptr<Job> job_;
   py::tuple keepalive_;
   std::shared_ptr<int64_t> truncated_;
+  std::shared_ptr<ThreadPool> pool_;
 };
 
 void register_errors(py::module_& m) {
@@ -378,7 +397,8 @@ PYBIND11_MODULE(_C, m) {
           "labels: int64 [n]. Returns the number of tokens truncation dropped.")
       .def(
           "submit",
-          [](const std::shared_ptr<PaddedBatchAssembler>& self, ThreadPool& pool,
+          [](const std::shared_ptr<PaddedBatchAssembler>& self,
+             const std::shared_ptr<ThreadPool>& pool,
              const py::object& rows, const py::object& input_ids,
              const py::object& attention_mask, const py::object& causal_labels,
              const py::object& labels) {
@@ -390,8 +410,13 @@ PYBIND11_MODULE(_C, m) {
             auto job = std::make_shared<Job>([self, r, n, out = batch.outputs, truncated] {
               *truncated = self->assemble(r, n, out);
             });
-            auto ticket = std::make_unique<Ticket>(job, batch.keepalive, truncated);
-            pool.submit(job);
+            if (pool->orphaned()) {
+              throw std::runtime_error(
+                  "this loader's threads belong to the parent process; create the "
+                  "iterator after the fork");
+            }
+            auto ticket = std::make_unique<Ticket>(job, batch.keepalive, truncated, pool);
+            pool->submit(job);
             return ticket;
           },
           py::arg("pool"), py::arg("rows"), py::arg("input_ids").noconvert(),

@@ -1,6 +1,7 @@
 #include "thread_pool.h"
 
 #include <pthread.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <stdexcept>
@@ -63,7 +64,7 @@ void Job::rethrow_if_failed() {
   if (cancelled_) throw CancelledError("the batch was cancelled because its loader was closed");
 }
 
-ThreadPool::ThreadPool(int num_threads, const std::string& name) {
+ThreadPool::ThreadPool(int num_threads, const std::string& name) : owner_pid_(getpid()) {
   if (num_threads < 1) {
     throw std::invalid_argument("a thread pool needs at least one thread, got " +
                                 std::to_string(num_threads));
@@ -101,7 +102,16 @@ bool ThreadPool::is_shut_down() {
   return stopping_;
 }
 
+bool ThreadPool::orphaned() const { return getpid() != owner_pid_; }
+
 void ThreadPool::shutdown() {
+  if (orphaned()) {
+    // In a forked child the threads are gone and joining them is undefined; their
+    // handles are leaked on purpose (destroying a joinable std::thread terminates).
+    new std::vector<std::thread>(std::move(threads_));
+    threads_.clear();
+    return;
+  }
   std::deque<std::shared_ptr<Job>> abandoned;
   {
     std::lock_guard<std::mutex> lock(mutex_);

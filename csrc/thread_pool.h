@@ -60,10 +60,14 @@ class ThreadPool {
   void shutdown();
   int num_threads() const { return static_cast<int>(threads_.size()); }
   bool is_shut_down();
+  // True in a process forked after this pool started: its threads do not exist there,
+  // and a lock one of them held at the fork stays locked forever.
+  bool orphaned() const;
 
  private:
   void worker_loop();
 
+  const long owner_pid_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> queue_;
