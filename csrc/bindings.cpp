@@ -456,6 +456,6 @@ PYBIND11_MODULE(_C, m) {
           "Kept (truncated, unpadded) tokens of rows (int64 [n]) back to back: returns "
           "(flat: dtype [sum(lengths)], lengths: int64 [n]).")
       .def_property_readonly("truncated_tokens", &PaddedBatchAssembler::truncated_tokens,
-                             "Tokens dropped by truncation in every batch assembled so far.")
+                             "Tokens dropped by truncation in gather() calls so far.")
       .def_property_readonly("num_rows", &PaddedBatchAssembler::num_rows);
 }

@@ -205,12 +205,9 @@ int64_t PaddedBatchAssembler::assemble(const int64_t* rows, int64_t n,
   if (out.labels != nullptr && labels_ == nullptr) {
     throw std::invalid_argument("labels output given but the assembler has no label column");
   }
-  const int64_t truncated =
-      out.type == OutType::kInt64
-          ? assemble_rows<int64_t>(*tokens_, labels_.get(), options_, rows, n, out)
-          : assemble_rows<int32_t>(*tokens_, labels_.get(), options_, rows, n, out);
-  truncated_tokens_.fetch_add(truncated, std::memory_order_relaxed);
-  return truncated;
+  return out.type == OutType::kInt64
+             ? assemble_rows<int64_t>(*tokens_, labels_.get(), options_, rows, n, out)
+             : assemble_rows<int32_t>(*tokens_, labels_.get(), options_, rows, n, out);
 }
 
 void PaddedBatchAssembler::gather(const int64_t* rows, int64_t n, OutType type,

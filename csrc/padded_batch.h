@@ -56,8 +56,9 @@ class PaddedBatchAssembler {
   // the last batch may be short. `out` holds ceil(n / batch_size) entries.
   void widths(const int64_t* rows, int64_t n, int64_t batch_size, int64_t* out) const;
 
-  // Writes one padded batch. Returns the number of tokens truncation dropped
-  // (also added to truncated_tokens()).
+  // Writes one padded batch. Returns the number of tokens truncation dropped; the
+  // caller counts them when the batch is delivered (batches assembled ahead and then
+  // cancelled were never served).
   int64_t assemble(const int64_t* rows, int64_t n, const PaddedOutputs& out) const;
 
   // Writes the kept tokens of rows[0..n) back to back into `flat`, which holds
@@ -65,6 +66,7 @@ class PaddedBatchAssembler {
   // dropped tokens to truncated_tokens().
   void gather(const int64_t* rows, int64_t n, OutType type, void* flat) const;
 
+  // Tokens truncation dropped in gather() calls so far.
   int64_t truncated_tokens() const { return truncated_tokens_.load(); }
 
  private:

@@ -64,18 +64,20 @@ void Job::rethrow_if_failed() {
   if (cancelled_) throw CancelledError("the batch was cancelled because its loader was closed");
 }
 
-ThreadPool::ThreadPool(int num_threads, const std::string& name) : owner_pid_(getpid()) {
+ThreadPool::ThreadPool(int num_threads, const std::string& name)
+    : state_(std::make_unique<State>()), owner_pid_(getpid()) {
   if (num_threads < 1) {
     throw std::invalid_argument("a thread pool needs at least one thread, got " +
                                 std::to_string(num_threads));
   }
-  threads_.reserve(static_cast<size_t>(num_threads));
+  state_->threads.reserve(static_cast<size_t>(num_threads));
   try {
     for (int i = 0; i < num_threads; ++i) {
-      threads_.emplace_back([this] { worker_loop(); });
+      State* state = state_.get();
+      state_->threads.emplace_back([state] { worker_loop(state); });
       // Linux limits thread names to 15 characters.
       std::string thread_name = (name + "-" + std::to_string(i)).substr(0, 15);
-      pthread_setname_np(threads_.back().native_handle(), thread_name.c_str());
+      pthread_setname_np(state_->threads.back().native_handle(), thread_name.c_str());
     }
   } catch (...) {
     shutdown();
@@ -85,56 +87,53 @@ ThreadPool::ThreadPool(int num_threads, const std::string& name) : owner_pid_(ge
 
 ThreadPool::~ThreadPool() { shutdown(); }
 
+bool ThreadPool::orphaned() const { return getpid() != owner_pid_; }
+
 void ThreadPool::submit(std::shared_ptr<Job> job) {
+  if (!state_) {
+    job->cancel();
+    return;
+  }
   {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (stopping_) {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    if (state_->stopping) {
       job->cancel();
       return;
     }
-    queue_.push_back(std::move(job));
+    state_->queue.push_back(std::move(job));
   }
-  cv_.notify_one();
+  state_->cv.notify_one();
 }
-
-bool ThreadPool::is_shut_down() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return stopping_;
-}
-
-bool ThreadPool::orphaned() const { return getpid() != owner_pid_; }
 
 void ThreadPool::shutdown() {
+  if (!state_) return;
   if (orphaned()) {
-    // In a forked child the threads are gone and joining them is undefined; their
-    // handles are leaked on purpose (destroying a joinable std::thread terminates).
-    new std::vector<std::thread>(std::move(threads_));
-    threads_.clear();
+    state_.release();  // see State: leaked on purpose in a forked child
     return;
   }
   std::deque<std::shared_ptr<Job>> abandoned;
   {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
-    abandoned.swap(queue_);
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->stopping = true;
+    abandoned.swap(state_->queue);
   }
-  cv_.notify_all();
+  state_->cv.notify_all();
   for (auto& job : abandoned) job->cancel();
-  for (auto& thread : threads_) {
-    if (thread.joinable() && thread.get_id() != std::this_thread::get_id()) thread.join();
+  for (auto& thread : state_->threads) {
+    if (thread.joinable()) thread.join();
   }
-  threads_.clear();
+  state_.reset();
 }
 
-void ThreadPool::worker_loop() {
+void ThreadPool::worker_loop(State* state) {
   for (;;) {
     std::shared_ptr<Job> job;
     {
-      std::unique_lock<std::mutex> lock(mutex_);
-      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping and nothing left
-      job = std::move(queue_.front());
-      queue_.pop_front();
+      std::unique_lock<std::mutex> lock(state->mutex);
+      state->cv.wait(lock, [state] { return state->stopping || !state->queue.empty(); });
+      if (state->queue.empty()) return;  // stopping and nothing left
+      job = std::move(state->queue.front());
+      state->queue.pop_front();
     }
     job->run();
   }

@@ -58,21 +58,27 @@ class ThreadPool {
   void submit(std::shared_ptr<Job> job);
   // Same as the destructor, callable early; idempotent.
   void shutdown();
-  int num_threads() const { return static_cast<int>(threads_.size()); }
-  bool is_shut_down();
+  int num_threads() const { return state_ ? static_cast<int>(state_->threads.size()) : 0; }
   // True in a process forked after this pool started: its threads do not exist there,
   // and a lock one of them held at the fork stays locked forever.
   bool orphaned() const;
 
  private:
-  void worker_loop();
+  // Everything the threads touch. In a forked child it is leaked, not destroyed: the
+  // condition variable still counts the parent's waiting threads, and glibc's
+  // pthread_cond_destroy would wait for them forever.
+  struct State {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::deque<std::shared_ptr<Job>> queue;
+    bool stopping = false;
+    std::vector<std::thread> threads;
+  };
 
+  static void worker_loop(State* state);
+
+  std::unique_ptr<State> state_;
   const long owner_pid_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::deque<std::shared_ptr<Job>> queue_;
-  bool stopping_ = false;
-  std::vector<std::thread> threads_;
 };
 
 }  // namespace arrowloader

@@ -121,6 +121,8 @@ class TokenDataset(Dataset):
             label_pad_id=IGNORE_INDEX,
         )
         self._np_dtype = _NUMPY_DTYPES[self.dtype]
+        # Tokens dropped in batches the native loader delivered (items count natively).
+        self._truncated_in_batches = 0
         self._truncation = (0, 0)
         if self.max_length is not None:
             self._truncation = self.corpus.tokens.truncation_loss(self.max_length)
@@ -238,7 +240,10 @@ class TokenDataset(Dataset):
         if causal is not None:
             batch["labels"] = causal
         elif self.label_column is not None:
-            batch["labels"] = torch.stack([item["labels"] for item in items]).to(torch.int64)
+            labels = [item["labels"] for item in items]
+            batch["labels"] = (
+                torch.stack(labels).to(torch.int64) if labels else torch.empty(0, dtype=torch.int64)
+            )
         return batch
 
     def stats(self) -> dict[str, int]:
@@ -256,7 +261,8 @@ class TokenDataset(Dataset):
             "files": len(self.corpus.files),
             "truncated_tokens_per_epoch": tokens,
             "truncated_documents_per_epoch": documents,
-            "truncated_tokens_served": self._assembler.truncated_tokens,
+            "truncated_tokens_served": self._assembler.truncated_tokens
+            + self._truncated_in_batches,
         }
 
 
@@ -276,7 +282,9 @@ def _check_options(
     dtype: torch.dtype,
     require_end_of_stream: bool,
 ) -> None:
-    if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
+    if max_length is not None and (
+        not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1
+    ):
         raise ValueError(f"max_length must be a positive integer or None, got {max_length!r}")
     if truncation_side not in ("right", "left"):
         raise ValueError(f"truncation_side must be 'right' or 'left', got {truncation_side!r}")

@@ -76,6 +76,7 @@ class DataLoader(torch.utils.data.DataLoader):
         in_order: bool = True,
     ) -> None:
         self._custom_collate_fn = collate_fn
+        self._native_iterators = 0
         super().__init__(
             dataset,
             batch_size=batch_size,
@@ -106,9 +107,19 @@ class DataLoader(torch.utils.data.DataLoader):
             and (self._custom_collate_fn is None or self._custom_collate_fn == dataset.collate)
         )
 
+    def check_worker_number_rationality(self) -> None:
+        # torch warns when worker processes outnumber cores; native threads are not
+        # processes and num_workers=0 already picks a count that fits the machine.
+        if not self.native:
+            super().check_worker_number_rationality()
+
     def __iter__(self):
         if self.native:
-            return NativeBatchIterator(self)
+            # torch's persistent-worker iterator draws its base seed once, when first
+            # made, and none on later epochs: the generator must advance the same way.
+            reused = self.persistent_workers and self.num_workers > 0 and self._native_iterators
+            self._native_iterators += 1
+            return NativeBatchIterator(self, draw_base_seed=not reused)
         return super().__iter__()
 
 
@@ -127,7 +138,7 @@ class DataLoader(torch.utils.data.DataLoader):
 class NativeBatchIterator:
     """Iterates a :class:`DataLoader` on the native path (see the shutdown protocol above)."""
 
-    def __init__(self, loader: DataLoader) -> None:
+    def __init__(self, loader: DataLoader, draw_base_seed: bool = True) -> None:
         self._closed = True  # until the pool exists, __del__ has nothing to do
         dataset: TokenDataset = loader.dataset
         self._dataset = dataset
@@ -145,8 +156,9 @@ class NativeBatchIterator:
         self._length = len(loader)
         # The same draws, in the same order, as torch's _BaseDataLoaderIter: the sampler
         # iterator is created first (lazily), then the base seed is drawn.
-        self._batches = self._batches_with_widths(EpochPlan(loader._index_sampler))
-        torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
+        self._batches = self._batches_with_widths(self._assembler, EpochPlan(loader._index_sampler))
+        if draw_base_seed:
+            torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
         self._inflight: deque = deque()
         self._exhausted = False
         self._pool = _C.ThreadPool(self._threads, "arrowloader")
@@ -172,20 +184,25 @@ class NativeBatchIterator:
             ticket, batch = self._inflight.popleft()
             self._fill()  # keep the threads busy while this batch is finished and consumed
             # Raises the batch's native error (or LoaderTimeoutError) in this thread.
-            ticket.result(self._timeout)
+            self._dataset._truncated_in_batches += ticket.result(self._timeout)
             return batch
         except BaseException:
             self.close()
             raise
 
-    def _batches_with_widths(self, plan: EpochPlan) -> Iterator[tuple[np.ndarray, int]]:
-        """Yields (rows int64 [batch], padded width) for every batch of the epoch."""
+    @staticmethod
+    def _batches_with_widths(assembler: Any, plan: EpochPlan) -> Iterator[tuple[np.ndarray, int]]:
+        """Yields (rows int64 [batch], padded width) for every batch of the epoch.
+
+        A static method: a generator holding ``self`` would make a reference cycle, and
+        ``del``/``break`` would leave the threads running until the cyclic collector ran.
+        """
         order = plan.order()
         if order is None:
             for rows in plan:
-                yield rows, self._assembler.width(rows)
+                yield rows, assembler.width(rows)
             return
-        widths = self._assembler.widths(order, plan.batch_size).tolist()
+        widths = assembler.widths(order, plan.batch_size).tolist()
         for b, width in enumerate(widths):
             yield order[b * plan.batch_size : (b + 1) * plan.batch_size], width
 

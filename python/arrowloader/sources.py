@@ -153,7 +153,7 @@ def open_ipc(path: Path, *, require_end_of_stream: bool = True) -> OpenedFile:
                 batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
                 return OpenedFile(path, "file", reader.schema, batches, map_begin, map_end)
             return _read_stream(path, source, size, require_end_of_stream, map_begin, map_end)
-        except pa.ArrowException as exc:
+        except (pa.ArrowException, OSError) as exc:  # pa.ArrowIOError is a bare OSError
             raise CorpusFormatError(
                 f"{path}: not a readable Arrow IPC file or stream: {exc}. The file is "
                 "corrupt or was cut short; rewrite it."
