@@ -1,0 +1,510 @@
+"""arrowloader.DataLoader against torch's own DataLoader (``collate_fn=ds.collate``) given
+the same sampler or generator; native threads and their shutdown."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from typing import Any, Optional
+
+import arrowloader
+import numpy as np
+import pytest
+import torch
+from arrowloader import LoaderClosedError, TokenDataset
+from conftest import (
+    WrittenCorpus,
+    assert_batches_equal,
+    native_threads,
+    wait_for_native_threads,
+    write_corpus,
+)
+from torch.utils.data import RandomSampler, Sampler, TensorDataset
+
+
+@pytest.fixture(scope="module")
+def module_corpus(tmp_path_factory: pytest.TempPathFactory) -> WrittenCorpus:
+    return write_corpus(tmp_path_factory.mktemp("loader"), np.random.default_rng(7))
+
+
+@pytest.fixture(scope="module")
+def ds(module_corpus: WrittenCorpus) -> TokenDataset:
+    """37 documents over 4 files; truncation, left padding and labels make batches
+    distinct enough that any reordering shows."""
+    return TokenDataset(
+        module_corpus.paths, label_column="label", max_length=16, padding_side="left",
+        pad_token_id=3,
+    )
+
+
+def native(ds: Any, **kwargs: Any) -> list[dict[str, torch.Tensor]]:
+    loader = arrowloader.DataLoader(ds, **kwargs)
+    assert loader.native
+    return list(loader)
+
+
+def reference(ds: TokenDataset, **kwargs: Any) -> list[dict[str, torch.Tensor]]:
+    """torch's own DataLoader with the dataset's collate."""
+    return list(torch.utils.data.DataLoader(ds, collate_fn=ds.collate, **kwargs))
+
+
+def seeded(seed: int = 1234) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def rows_of(batches: list[dict[str, torch.Tensor]]) -> list[int]:
+    """The label of every row served; labels are unique per document here."""
+    return [int(x) for batch in batches for x in batch["labels"]]
+
+
+@pytest.fixture(scope="module")
+def indexed(module_corpus: WrittenCorpus) -> TokenDataset:
+    """The same corpus with each document's row number recoverable from its batch."""
+    return TokenDataset(module_corpus.paths, max_length=16)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 5, 37, 64])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_shuffle_with_generator(ds: TokenDataset, batch_size: int, drop_last: bool) -> None:
+    kwargs = {"batch_size": batch_size, "shuffle": True, "drop_last": drop_last}
+    g_native, g_torch = seeded(), seeded()
+    got = native(ds, generator=g_native, **kwargs)
+    want = reference(ds, generator=g_torch, **kwargs)
+    assert_batches_equal(got, want)
+    # Both consumed the generators identically.
+    assert torch.equal(g_native.get_state(), g_torch.get_state())
+    if batch_size < len(ds):
+        assert_batches_differ(got, reference(ds, generator=seeded(99), **kwargs))
+
+
+def assert_batches_differ(
+    a: list[dict[str, torch.Tensor]], b: list[dict[str, torch.Tensor]]
+) -> None:
+    """Guards the equality tests: another seed really gives other batches."""
+    with pytest.raises(AssertionError):
+        assert_batches_equal(a, b)
+
+
+def test_shuffle_with_global_seed(ds: TokenDataset) -> None:
+    torch.manual_seed(11)
+    got = native(ds, batch_size=6, shuffle=True)
+    after_native = torch.random.get_rng_state()
+    torch.manual_seed(11)
+    want = reference(ds, batch_size=6, shuffle=True)
+    assert_batches_equal(got, want)
+    assert torch.equal(torch.random.get_rng_state(), after_native)
+    torch.manual_seed(12)
+    assert_batches_differ(got, reference(ds, batch_size=6, shuffle=True))
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 36, 37, 40])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_sequential(ds: TokenDataset, batch_size: int, drop_last: bool) -> None:
+    kwargs = {"batch_size": batch_size, "drop_last": drop_last}
+    g_native, g_torch = seeded(), seeded()
+    got = native(ds, generator=g_native, **kwargs)
+    assert_batches_equal(got, reference(ds, generator=g_torch, **kwargs))
+    # Even without shuffling, torch draws a base seed from the generator; so must we.
+    assert torch.equal(g_native.get_state(), g_torch.get_state())
+    assert not torch.equal(g_native.get_state(), seeded().get_state())
+    expected_rows = len(ds) - (len(ds) % batch_size if drop_last else 0)
+    assert rows_of(got) == rows_of(reference(ds, batch_size=len(ds)))[:expected_rows]
+
+
+@pytest.mark.parametrize("num_samples", [5, 32, 70])
+@pytest.mark.parametrize("replacement", [True, False])
+def test_random_sampler(ds: TokenDataset, num_samples: int, replacement: bool) -> None:
+    def sampler() -> RandomSampler:
+        return RandomSampler(
+            ds, replacement=replacement, num_samples=num_samples, generator=seeded(5)
+        )
+
+    got = native(ds, batch_size=4, sampler=sampler())
+    assert_batches_equal(got, reference(ds, batch_size=4, sampler=sampler()))
+    assert sum(len(b["input_ids"]) for b in got) == num_samples
+
+
+def test_own_random_sampler_with_loader_generator(ds: TokenDataset) -> None:
+    """The sampler draws from the global RNG, the base seed from the loader's generator."""
+    torch.manual_seed(5)
+    got = native(ds, batch_size=7, sampler=RandomSampler(ds), generator=seeded(1))
+    torch.manual_seed(5)
+    want = reference(ds, batch_size=7, sampler=RandomSampler(ds), generator=seeded(1))
+    assert_batches_equal(got, want)
+
+
+class EvensThenOdds(Sampler[int]):
+    """A custom sampler: even rows, then odd rows backwards."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __iter__(self) -> Iterator[int]:
+        yield from range(0, self.n, 2)
+        yield from (i for i in range(self.n - 1, -1, -1) if i % 2)
+
+    def __len__(self) -> int:
+        return self.n
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_custom_sampler(ds: TokenDataset, drop_last: bool) -> None:
+    kwargs = {"batch_size": 5, "drop_last": drop_last, "sampler": EvensThenOdds(len(ds))}
+    got = native(ds, **kwargs)
+    assert_batches_equal(got, reference(ds, **kwargs))
+    assert len(arrowloader.DataLoader(ds, **kwargs)) == len(
+        torch.utils.data.DataLoader(ds, **kwargs)
+    )
+
+
+def test_custom_batch_sampler(ds: TokenDataset) -> None:
+    batches = [[0], [36, 1, 35], [5, 5, 5], [10, 20, 30, 31, 32, 33], [], [2], [17, 3]]
+    got = native(ds, batch_sampler=batches)
+    assert_batches_equal(got, reference(ds, batch_sampler=batches))
+    assert [len(b["input_ids"]) for b in got] == [len(b) for b in batches]
+
+
+def test_several_epochs_of_one_loader(ds: TokenDataset) -> None:
+    ours = arrowloader.DataLoader(ds, batch_size=8, shuffle=True, generator=seeded(3))
+    theirs = torch.utils.data.DataLoader(
+        ds, batch_size=8, shuffle=True, generator=seeded(3), collate_fn=ds.collate
+    )
+    epochs = []
+    for _ in range(3):
+        got, want = list(ours), list(theirs)
+        assert_batches_equal(got, want)
+        epochs.append(rows_of(got))
+    assert epochs[0] != epochs[1] != epochs[2]
+    assert all(sorted(epoch) == sorted(epochs[0]) for epoch in epochs)  # each one full
+
+
+@pytest.mark.parametrize(
+    ("num_workers", "prefetch_factor"),
+    # torch accepts prefetch_factor only with num_workers > 0.
+    [(0, None), (1, None), (1, 1), (1, 4), (3, None), (3, 1), (3, 4)],
+)
+def test_threads_and_prefetch_do_not_change_batches(
+    ds: TokenDataset, num_workers: int, prefetch_factor: Optional[int]
+) -> None:
+    kwargs = {"batch_size": 3, "shuffle": True, "drop_last": False}
+    got = native(
+        ds, num_workers=num_workers, prefetch_factor=prefetch_factor, generator=seeded(8), **kwargs
+    )
+    assert_batches_equal(got, reference(ds, generator=seeded(8), **kwargs))
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_torch_worker_processes_give_the_native_batches(ds: TokenDataset, context: str) -> None:
+    kwargs = {"batch_size": 5, "shuffle": True}
+    want = reference(
+        ds, num_workers=2, multiprocessing_context=context, generator=seeded(21), **kwargs
+    )
+    assert_batches_equal(native(ds, num_workers=2, generator=seeded(21), **kwargs), want)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"batch_size": 1},
+        {"batch_size": 5},
+        {"batch_size": 5, "drop_last": True},
+        {"batch_size": 37, "drop_last": True},
+        {"batch_size": 38, "drop_last": True},
+        {"batch_size": 4, "sampler": RandomSampler(range(37), replacement=True, num_samples=9)},
+        {"batch_sampler": [[1, 2], [3]]},
+    ],
+    ids=str,
+)
+def test_len_matches_torch(ds: TokenDataset, kwargs: dict[str, Any]) -> None:
+    ours = arrowloader.DataLoader(ds, **kwargs)
+    theirs = torch.utils.data.DataLoader(ds, collate_fn=ds.collate, **kwargs)
+    assert len(ours) == len(theirs) == len(list(ours))
+    assert len(iter(ours)) == len(ours)
+
+
+def test_collate_fn_of_the_dataset_keeps_the_native_path(ds: TokenDataset) -> None:
+    loader = arrowloader.DataLoader(ds, batch_size=4, collate_fn=ds.collate)
+    assert loader.native
+    assert_batches_equal(list(loader), reference(ds, batch_size=4))
+
+
+def test_custom_collate_fn_takes_torchs_path(ds: TokenDataset) -> None:
+    def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        batch = ds.collate(items)
+        batch["n"] = torch.tensor(len(items))
+        return batch
+
+    loader = arrowloader.DataLoader(ds, batch_size=6, shuffle=True, collate_fn=collate,
+                                    generator=seeded(4))
+    assert not loader.native
+    want = list(torch.utils.data.DataLoader(ds, batch_size=6, shuffle=True, collate_fn=collate,
+                                            generator=seeded(4)))
+    assert_batches_equal(list(loader), want)
+
+
+def test_other_datasets_take_torchs_path() -> None:
+    data = TensorDataset(torch.arange(50).reshape(25, 2), torch.arange(25) % 3)
+    kwargs = {"batch_size": 4, "shuffle": True, "drop_last": True}
+    loader = arrowloader.DataLoader(data, generator=seeded(6), **kwargs)
+    assert not loader.native
+    got = list(loader)
+    want = list(torch.utils.data.DataLoader(data, generator=seeded(6), **kwargs))
+    assert len(got) == len(want) == 6
+    for (x, y), (wx, wy) in zip(got, want):
+        assert torch.equal(x, wx) and torch.equal(y, wy)
+    assert type(iter(loader)) is type(iter(torch.utils.data.DataLoader(data, **kwargs)))
+
+
+def test_batch_size_none_takes_torchs_path(ds: TokenDataset) -> None:
+    loader = arrowloader.DataLoader(ds, batch_size=None, shuffle=True, generator=seeded(2))
+    assert not loader.native
+    got = list(loader)
+    want = list(torch.utils.data.DataLoader(ds, batch_size=None, shuffle=True, generator=seeded(2)))
+    assert len(got) == len(want) == len(ds)
+    assert_batches_equal(got, want)
+
+
+def test_persistent_workers_over_epochs(ds: TokenDataset) -> None:
+    """torch's persistent workers draw no new base seed after the first epoch, so later
+    epochs' orders differ from non-persistent ones; the native path must follow."""
+    kwargs = {"batch_size": 6, "shuffle": True, "num_workers": 2, "persistent_workers": True}
+    g_native, g_torch = seeded(9), seeded(9)
+    ours = arrowloader.DataLoader(ds, generator=g_native, **kwargs)
+    theirs = torch.utils.data.DataLoader(
+        ds, generator=g_torch, collate_fn=ds.collate, multiprocessing_context="fork", **kwargs
+    )
+    for _ in range(3):
+        assert_batches_equal(list(ours), list(theirs))
+        assert torch.equal(g_native.get_state(), g_torch.get_state())
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"batch_size": 2, "shuffle": True, "sampler": [0, 1]},
+        {"batch_size": 2, "batch_sampler": [[0, 1]]},
+        {"batch_size": 1, "batch_sampler": [[0, 1]], "drop_last": True},
+        {"batch_size": 2, "prefetch_factor": 2},
+        {"batch_size": 2, "num_workers": -1},
+        {"batch_size": 2, "timeout": -1},
+        {"batch_size": None, "drop_last": True},
+    ],
+    ids=str,
+)
+def test_bad_arguments_fail_as_in_torch(ds: TokenDataset, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError) as theirs:
+        torch.utils.data.DataLoader(ds, **kwargs)
+    with pytest.raises(ValueError) as ours:
+        arrowloader.DataLoader(ds, **kwargs)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_default_thread_count(indexed: TokenDataset) -> None:
+    expected = arrowloader.loader.default_num_threads()
+    assert 1 <= expected <= arrowloader.loader.MAX_DEFAULT_THREADS
+    it = iter(arrowloader.DataLoader(indexed, batch_size=2))
+    next(it)
+    assert len(native_threads()) == expected
+    it.close()
+
+
+def test_timeout_does_not_fire_on_a_healthy_corpus(ds: TokenDataset) -> None:
+    got = native(ds, batch_size=4, timeout=5, num_workers=2, shuffle=True, generator=seeded())
+    assert_batches_equal(got, reference(ds, batch_size=4, shuffle=True, generator=seeded()))
+
+
+def test_pin_memory_without_cuda_warns_and_gives_the_same_batches(ds: TokenDataset) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU-only fallback")
+    with pytest.warns(UserWarning, match="pin_memory"):
+        got = native(ds, batch_size=4, pin_memory=True)
+    assert_batches_equal(got, reference(ds, batch_size=4))
+
+
+# --- shutdown ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_threads_before() -> Iterator[None]:
+    """Every test below starts and must end with no native loader threads."""
+    assert wait_for_native_threads(0) == 0, native_threads()
+    yield
+    assert wait_for_native_threads(0) == 0, native_threads()
+
+
+@pytest.mark.usefixtures("no_threads_before")
+def test_break_ends_the_threads(indexed: TokenDataset) -> None:
+    loader = arrowloader.DataLoader(indexed, batch_size=2, num_workers=2)
+    for k, _ in enumerate(loader):
+        assert len(native_threads()) == 2
+        if k == 3:
+            break
+    assert wait_for_native_threads(0) == 0
+
+
+@pytest.mark.usefixtures("no_threads_before")
+def test_del_of_an_iterator_mid_epoch_ends_the_threads(indexed: TokenDataset) -> None:
+    it = iter(arrowloader.DataLoader(indexed, batch_size=2, num_workers=3))
+    next(it)
+    assert len(native_threads()) == 3
+    del it
+    assert wait_for_native_threads(0) == 0
+
+
+@pytest.mark.usefixtures("no_threads_before")
+def test_exception_in_the_loop_body_ends_the_threads(indexed: TokenDataset) -> None:
+    loader = arrowloader.DataLoader(indexed, batch_size=2, num_workers=2)
+
+    def train() -> None:
+        for k, _ in enumerate(loader):
+            if k == 2:
+                raise KeyError("boom")
+
+    with pytest.raises(KeyError, match="boom"):
+        train()
+    assert wait_for_native_threads(0) == 0
+
+
+@pytest.mark.usefixtures("no_threads_before")
+def test_exhaustion_ends_the_threads_while_the_iterator_lives(indexed: TokenDataset) -> None:
+    it = iter(arrowloader.DataLoader(indexed, batch_size=5, num_workers=2))
+    assert len(list(it)) == 8
+    assert wait_for_native_threads(0) == 0
+    with pytest.raises(StopIteration):
+        next(it)  # after exhaustion: stops cleanly, again
+
+
+@pytest.mark.usefixtures("no_threads_before")
+def test_close_and_context_manager(indexed: TokenDataset) -> None:
+    loader = arrowloader.DataLoader(indexed, batch_size=5, num_workers=2)
+    it = iter(loader)
+    next(it)
+    it.close()
+    assert wait_for_native_threads(0) == 0
+    with pytest.raises(LoaderClosedError):
+        next(it)
+    it.close()  # idempotent
+
+    with iter(loader) as it:
+        first = next(it)
+    assert wait_for_native_threads(0) == 0
+    with pytest.raises(LoaderClosedError):
+        next(it)
+    assert torch.equal(first["input_ids"], next(iter(loader))["input_ids"])
+
+
+@pytest.mark.usefixtures("no_threads_before")
+def test_many_iterators_in_a_row_leave_nothing_behind(indexed: TokenDataset) -> None:
+    loader = arrowloader.DataLoader(indexed, batch_size=3, num_workers=2, shuffle=True)
+    for epoch in range(20):
+        it = iter(loader)
+        for _ in range(epoch % 4):
+            next(it)
+    del it
+    assert wait_for_native_threads(0) == 0
+
+
+def test_iterator_outlives_its_loader_and_dataset(module_corpus: WrittenCorpus) -> None:
+    """The iterator keeps the columns and their mappings alive on its own."""
+    ds = TokenDataset(module_corpus.paths, label_column="label")
+    want = reference(ds, batch_size=4)
+    it = iter(arrowloader.DataLoader(ds, batch_size=4, num_workers=2, prefetch_factor=1))
+    first = next(it)
+    del ds
+    gc.collect()
+    assert_batches_equal([first, *it], want)
+
+
+@pytest.mark.parametrize("keep", ["global", "cycle", "local"])
+def test_interpreter_exit_with_a_live_iterator(module_corpus: WrittenCorpus, keep: str) -> None:
+    script = textwrap.dedent(
+        f"""
+        import arrowloader
+        ds = arrowloader.TokenDataset({[str(p) for p in module_corpus.paths]!r})
+        loader = arrowloader.DataLoader(ds, batch_size=2, num_workers=2)
+        it = iter(loader)
+        batch = next(it)
+        if {keep!r} == "cycle":
+            it.self_reference = it  # only the cyclic collector (or exit) can end it
+        if {keep!r} == "local":
+            def run():
+                inner = iter(loader)
+                next(inner)
+                raise SystemExit(0)
+            run()
+        print("served", batch["input_ids"].shape[0])
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    if keep != "local":
+        assert "served 2" in result.stdout
+
+
+def test_a_batch_not_ready_in_time_raises_loader_timeout(indexed: TokenDataset) -> None:
+    """The ticket behind the loader's ``timeout``: a batch queued behind a long one on a
+    single thread is not done within 0 s."""
+    from arrowloader import _C
+
+    assembler = indexed._assembler
+    pool = _C.ThreadPool(1)
+    try:
+        big_rows = np.tile(np.arange(len(indexed), dtype=np.int64), 20_000)
+        width = assembler.width(big_rows)
+        big = np.empty((len(big_rows), width), dtype=np.int64)
+        small = np.empty((1, assembler.width(np.zeros(1, np.int64))), dtype=np.int64)
+        slow = assembler.submit(pool, big_rows, big)
+        queued = assembler.submit(pool, np.zeros(1, np.int64), small)
+        with pytest.raises(arrowloader.LoaderTimeoutError, match="timed out after 0 seconds"):
+            queued.result(0.0)
+        slow.result()
+        queued.result()
+    finally:
+        pool.shutdown()
+
+
+def test_native_path_does_not_warn_about_worker_processes(indexed: TokenDataset) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loader = arrowloader.DataLoader(indexed, batch_size=4, num_workers=8)
+    assert len(list(loader)) == len(loader)
+
+
+@pytest.mark.usefixtures("no_threads_before")
+def test_forked_child_does_not_touch_the_parents_threads(indexed: TokenDataset) -> None:
+    """After a fork the child has none of the parent's threads: using the parent's
+    iterator there raises instead of hanging, dropping it is safe, and a new loader in
+    the child works."""
+    import os
+
+    loader = arrowloader.DataLoader(indexed, batch_size=4, num_workers=2)
+    it = iter(loader)
+    first = next(it)
+    pid = os.fork()
+    if pid == 0:  # child: report through the exit code only
+        code = 0
+        try:
+            try:
+                for _ in it:
+                    pass
+                code = 1  # the parent's iterator must not run here
+            except RuntimeError as exc:
+                code = 0 if "parent process" in str(exc) else 2
+            del it
+            gc.collect()
+            if code == 0 and not torch.equal(next(iter(loader))["input_ids"], first["input_ids"]):
+                code = 3
+        except BaseException:
+            code = 4
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert torch.equal(next(iter(loader))["input_ids"], first["input_ids"])
+    assert len([first, *it]) == len(loader)
