@@ -1,0 +1,434 @@
+"""One timed run of one W1 loader, and the figures it yields.
+
+What a run measures (BENCHMARKS.md):
+
+- throughput: real (non-pad) tokens/s and batches/s over at least ``seconds``, after a
+  warm-up of a few batches, restarting epochs as needed;
+- CPU seconds per million real tokens: process user+sys, reaped children included, from
+  creating the iterator until after the loader's workers are shut down (``os.times``
+  counts a child process only once it is reaped), over every token delivered in that
+  window (warm-up and timed batches);
+- peak anonymous RSS (``RssAnon``) of the process plus its child processes, sampled every
+  ~20 ms on a background thread. Anonymous memory only: the page cache holding the mapped
+  corpus is shared and reclaimable, not the loader's memory;
+- time to first batch: from creating a fresh loader's iterator to receiving its first batch;
+- padding fraction: padded positions / all positions of the timed batches.
+
+Tokens are never counted in the timed loop (a ``mask.sum()`` per batch would cost the
+fastest loader a noticeable share of its time). Every loader draws its batches from
+``RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))`` batched by its
+DataLoader, so the batches of a run are known in advance: afterwards the counts are
+recomputed from the document lengths by replaying a fresh sampler with the same seed for
+the same number of batches (:func:`replay_batch_token_counts`). The warm-up batches check
+the replay against their attention masks on every run.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.utils.data
+from torch.utils.data import RandomSampler
+
+from arrowloader.bench.peers import Batch, W1Peer
+
+#: Batches consumed before timing starts (the first one gives the time to first batch).
+WARMUP_BATCHES = 8
+#: Interval of the anonymous-RSS sampler thread.
+RSS_SAMPLE_INTERVAL_S = 0.02
+#: Buffer copied to measure memory bandwidth: larger than any CPU cache.
+MEMCPY_BYTES = 64 * 1024 * 1024
+
+
+class BenchmarkError(RuntimeError):
+    """A loader did not produce what W1 asks for (wrong outputs, or batches other than
+    the ones its sampler drew)."""
+
+
+@dataclass
+class RunFigures:
+    """The figures of one run of one loader.
+
+    Attributes:
+        peer: the loader's row name.
+        repeat: 0-based repeat number.
+        seed: seed of the sampler's generator.
+        seconds: length of the timed window.
+        batches: batches consumed in the timed window.
+        warmup_batches: batches consumed before it.
+        epochs_started: epochs begun (warm-up included).
+        real_tokens: non-pad tokens of the timed batches.
+        padded_tokens: all positions (rows x width) of the timed batches.
+        tokens_per_s: ``real_tokens / seconds``.
+        batches_per_s: ``batches / seconds``.
+        cpu_s: process + reaped children user+sys seconds over the CPU window.
+        cpu_window_real_tokens: real tokens delivered in the CPU window.
+        cpu_s_per_mtok: ``cpu_s`` per million of ``cpu_window_real_tokens``.
+        start_anon_rss_bytes: anonymous RSS (process + children) before the dataset opened.
+        peak_anon_rss_bytes: highest anonymous RSS (process + children) during the run.
+        rss_samples: anonymous-RSS samples taken.
+        first_batch_s: seconds from creating the iterator to the first batch.
+        open_s: seconds to open the dataset and build the loader.
+        padding_fraction: ``1 - real_tokens / padded_tokens``.
+    """
+
+    peer: str
+    repeat: int
+    seed: int
+    seconds: float
+    batches: int
+    warmup_batches: int
+    epochs_started: int
+    real_tokens: int
+    padded_tokens: int
+    tokens_per_s: float
+    batches_per_s: float
+    cpu_s: float
+    cpu_window_real_tokens: int
+    cpu_s_per_mtok: float
+    start_anon_rss_bytes: int
+    peak_anon_rss_bytes: int
+    rss_samples: int
+    first_batch_s: float
+    open_s: float
+    padding_fraction: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures as a JSON-ready dict."""
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def anon_rss_bytes(pid: int) -> int:
+    """``RssAnon`` of a process in bytes (0 if it is gone or the kernel has no such
+    field)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"RssAnon:"):
+                    return int(line.split()[1]) * 1024  # the kernel reports kB
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return 0
+
+
+def child_pids() -> list[int]:
+    """Direct child processes of this process (a DataLoader's workers), from every
+    thread's ``/proc/self/task/<tid>/children``: a child belongs to the thread that forked
+    it."""
+    pids: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except FileNotFoundError:  # no procfs
+        return pids
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children", "rb") as children:
+                pids.extend(int(pid) for pid in children.read().split())
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
+            continue
+    return pids
+
+
+def tree_anon_rss_bytes() -> int:
+    """Anonymous RSS of this process plus its child processes, in bytes."""
+    return anon_rss_bytes(os.getpid()) + sum(anon_rss_bytes(pid) for pid in child_pids())
+
+
+class AnonRssSampler:
+    """Samples :func:`tree_anon_rss_bytes` every ``interval_s`` on a background thread
+    while in a ``with`` block; ``start_bytes`` and ``peak_bytes`` hold the results."""
+
+    def __init__(self, interval_s: float = RSS_SAMPLE_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self.start_bytes = 0
+        self.peak_bytes = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="anon-rss-sampler", daemon=True)
+
+    def _record(self) -> None:
+        self.peak_bytes = max(self.peak_bytes, tree_anon_rss_bytes())
+        self.samples += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._record()
+
+    def __enter__(self) -> AnonRssSampler:
+        self.start_bytes = tree_anon_rss_bytes()
+        self.peak_bytes = self.start_bytes
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._record()
+
+
+# --------------------------------------------------------------------------- CPU
+
+
+def process_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its reaped children."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def memcpy_gbps(num_bytes: int = MEMCPY_BYTES, copies: int = 15) -> float:
+    """Median bandwidth of ``numpy.copyto`` between two ``num_bytes`` buffers, in GB/s
+    (1e9 bytes copied per second; each byte copied is read once and written once)."""
+    source = np.ones(num_bytes, dtype=np.uint8)
+    target = np.empty_like(source)
+    np.copyto(target, source)  # fault the pages in before timing
+    rates = []
+    for _ in range(copies):
+        started = time.perf_counter()
+        np.copyto(target, source)
+        rates.append(num_bytes / (time.perf_counter() - started) / 1e9)
+    return statistics.median(rates)
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def kept_lengths(lengths: np.ndarray, max_length: int) -> np.ndarray:
+    """Tokens each document keeps after truncation: ``min(length, max_length)``, int64
+    ``[documents]``."""
+    return np.minimum(np.asarray(lengths, dtype=np.int64), max_length)
+
+
+def seeded_sampler(data_source: Any, seed: int) -> RandomSampler:
+    """The sampler every W1 loader gets: ``RandomSampler`` with its own seeded generator
+    (so no loader's other random draws can change the order)."""
+    return RandomSampler(data_source, generator=torch.Generator().manual_seed(seed))
+
+
+def replay_batch_token_counts(
+    kept: np.ndarray, batch_size: int, seed: int, num_batches: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Real and padded token counts of the first ``num_batches`` batches a loader yields
+    with :func:`seeded_sampler` ``(dataset, seed)``, ``batch_size``, ``drop_last=False``,
+    restarting epochs as the harness does.
+
+    Args:
+        kept: tokens each document keeps after truncation, int64 ``[documents]``.
+
+    Returns:
+        ``(real, padded)``, int64 ``[num_batches]`` each: the sum of the batch's kept
+        lengths, and its rows times its longest kept length.
+    """
+    num_rows = len(kept)
+    if num_rows == 0:
+        raise ValueError("cannot replay batches of an empty dataset")
+    sampler = seeded_sampler(range(num_rows), seed)
+    real_parts: list[np.ndarray] = []
+    padded_parts: list[np.ndarray] = []
+    replayed = 0
+    while replayed < num_batches:
+        # Each epoch calls iter(sampler) again, drawing from the same generator, exactly as
+        # a DataLoader does when iter(loader) starts the next epoch. The iterator must run
+        # to exhaustion, as BatchSampler runs it: RandomSampler draws one more (empty)
+        # permutation after its last index, and the next epoch depends on that draw.
+        order = np.fromiter(iter(sampler), dtype=np.int64)
+        batch_kept = kept[order]
+        starts = np.arange(0, len(order), batch_size)
+        rows = np.diff(np.append(starts, len(order)))
+        real_parts.append(np.add.reduceat(batch_kept, starts))
+        padded_parts.append(np.maximum.reduceat(batch_kept, starts) * rows)
+        replayed += len(starts)
+    real = np.concatenate(real_parts)[:num_batches]
+    padded = np.concatenate(padded_parts)[:num_batches]
+    return real, padded
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class EpochCycler:
+    """Yields a loader's batches forever, starting the next epoch (``iter(loader)``) when
+    one ends; ``iterator`` is the current epoch's iterator."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader) -> None:
+        self.loader = loader
+        self.iterator = iter(loader)
+        self.epochs_started = 1
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            yield from self.iterator
+            self.iterator = iter(self.loader)
+            self.epochs_started += 1
+
+    def shut_down(self) -> None:
+        """Ends the current iterator's threads or worker processes and waits for them."""
+        shut_down_iterator(self.iterator)
+
+
+def shut_down_iterator(iterator: Any) -> None:
+    """Stops a DataLoader iterator's threads or processes and waits for them to end.
+
+    arrowloader's iterator has ``close()``. torch's multi-process iterator (kept alive by
+    its loader under ``persistent_workers``) has only the private ``_shutdown_workers()``,
+    which joins, and so reaps, the workers: their CPU time reaches ``os.times()`` only then.
+    """
+    close = getattr(iterator, "close", None)
+    if callable(close):
+        close()
+        return
+    shutdown_workers = getattr(iterator, "_shutdown_workers", None)
+    if callable(shutdown_workers):
+        shutdown_workers()
+
+
+def check_w1_batch(batch: Any, with_labels: bool, where: str) -> None:
+    """Raises BenchmarkError unless ``batch`` has W1's outputs: ``input_ids`` and
+    ``attention_mask`` int64 ``[B, L]``, and ``labels`` int64 ``[B]`` if labelled."""
+    if not isinstance(batch, dict):
+        raise BenchmarkError(f"{where}: batch is a {type(batch).__name__}, not a dict")
+    input_ids = batch.get("input_ids")
+    mask = batch.get("attention_mask")
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype != torch.int64 or (
+        input_ids.dim() != 2
+    ):
+        raise BenchmarkError(f"{where}: input_ids must be an int64 [B, L] tensor")
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.int64 or (
+        mask.shape != input_ids.shape
+    ):
+        raise BenchmarkError(f"{where}: attention_mask must be int64 with input_ids' shape")
+    if with_labels:
+        labels = batch.get("labels")
+        if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or (
+            tuple(labels.shape) != (input_ids.shape[0],)
+        ):
+            raise BenchmarkError(f"{where}: labels must be an int64 [B] tensor")
+
+
+def measure_run(
+    peer: W1Peer,
+    *,
+    kept: np.ndarray,
+    batch_size: int,
+    with_labels: bool,
+    seconds: float,
+    seed: int,
+    repeat: int = 0,
+    warmup_batches: int = WARMUP_BATCHES,
+) -> RunFigures:
+    """Opens ``peer``'s dataset, builds its loader, and measures one run (see the module
+    docstring).
+
+    Args:
+        kept: tokens each document keeps after truncation, int64 ``[documents]``, for
+            counting tokens by replay.
+        seconds: minimum length of the timed window.
+        seed: seed of the sampler's generator.
+
+    Raises:
+        BenchmarkError: the loader's outputs are not W1's, or its warm-up batches are not
+            the ones the sampler drew.
+    """
+    warmup_batches = max(1, warmup_batches)
+    gc.collect()  # the previous run's garbage should not land in this run's figures
+    with AnonRssSampler() as rss:
+        opening = time.perf_counter()
+        dataset = peer.open_dataset()
+        loader = peer.make_loader(dataset, seeded_sampler(dataset, seed))
+        open_s = time.perf_counter() - opening
+        if len(dataset) != len(kept):
+            raise BenchmarkError(
+                f"{peer.name}: the dataset has {len(dataset)} documents, expected {len(kept)}"
+            )
+
+        cpu_start = process_cpu_seconds()
+        starting = time.perf_counter()
+        cycler = EpochCycler(loader)
+        try:
+            batches = iter(cycler)
+            batch = next(batches)
+            first_batch_s = time.perf_counter() - starting
+            check_w1_batch(batch, with_labels, peer.name)
+            warmup_counts = []
+            for i in range(warmup_batches):
+                if i:
+                    batch = next(batches)
+                warmup_counts.append(
+                    (int(batch["attention_mask"].sum()), batch["input_ids"].numel())
+                )
+            batch = None
+
+            timed = 0
+            timing = time.perf_counter()
+            deadline = timing + seconds
+            # Receiving each batch is the work measured; the loop holds the last one until
+            # the next arrives, as a training loop would.
+            for _batch in batches:
+                timed += 1
+                if time.perf_counter() >= deadline:
+                    break
+            elapsed = time.perf_counter() - timing
+            _batch = None
+        finally:
+            # Also on an error: worker processes must not outlive the run.
+            cycler.shut_down()
+        cpu_s = process_cpu_seconds() - cpu_start
+        epochs_started = cycler.epochs_started
+        del batches, cycler, loader, dataset
+
+    real, padded = replay_batch_token_counts(kept, batch_size, seed, warmup_batches + timed)
+    check_replay(peer.name, warmup_counts, real[:warmup_batches], padded[:warmup_batches])
+    real_tokens = int(real[warmup_batches:].sum())
+    padded_tokens = int(padded[warmup_batches:].sum())
+    cpu_tokens = int(real.sum())
+    return RunFigures(
+        peer=peer.name,
+        repeat=repeat,
+        seed=seed,
+        seconds=elapsed,
+        batches=timed,
+        warmup_batches=warmup_batches,
+        epochs_started=epochs_started,
+        real_tokens=real_tokens,
+        padded_tokens=padded_tokens,
+        tokens_per_s=real_tokens / elapsed,
+        batches_per_s=timed / elapsed,
+        cpu_s=cpu_s,
+        cpu_window_real_tokens=cpu_tokens,
+        cpu_s_per_mtok=cpu_s / (cpu_tokens / 1e6) if cpu_tokens else float("nan"),
+        start_anon_rss_bytes=rss.start_bytes,
+        peak_anon_rss_bytes=rss.peak_bytes,
+        rss_samples=rss.samples,
+        first_batch_s=first_batch_s,
+        open_s=open_s,
+        padding_fraction=1.0 - real_tokens / padded_tokens if padded_tokens else 0.0,
+    )
+
+
+def check_replay(
+    where: str,
+    observed: list[tuple[int, int]],
+    real: np.ndarray,
+    padded: np.ndarray,
+) -> None:
+    """Raises BenchmarkError unless the observed ``(mask sum, rows x width)`` of each batch
+    equal the replayed ``real`` and ``padded`` counts (int64 ``[batches]``)."""
+    for i, (mask_sum, positions) in enumerate(observed):
+        if mask_sum != real[i] or positions != padded[i]:
+            raise BenchmarkError(
+                f"{where}: batch {i} has {mask_sum} real tokens in {positions} positions, but "
+                f"the replayed sampler gives {int(real[i])} in {int(padded[i])}: the loader "
+                "does not yield the batches its sampler drew, so its tokens cannot be counted "
+                "by replay"
+            )
