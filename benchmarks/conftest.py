@@ -2,7 +2,7 @@
 --benchmark-autosave``; pyproject's ``testpaths`` leaves them out of plain ``pytest``).
 
 A smaller reference corpus (20,000 documents, about 10M tokens) is written once per session,
-with the same generator and distributions as the 200,000-document one of BENCHMARKS.md.
+with the same generator and distributions as the 200,000-document reference corpus.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The ``arrowloader`` command line.
 
-``arrowloader bench`` runs workload W1 of BENCHMARKS.md (shuffled documents, truncated and
+``arrowloader bench`` runs workload W1 (shuffled documents, truncated and
 padded into batches) for arrowloader and its peers in one process, and prints a table of
 real tokens/s, CPU per token, memory and time to first batch, as ratios against torch's
 DataLoader. Plain ``arrowloader`` prints help.
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="measure W1 (pad) for arrowloader against torch and Hugging Face loaders",
         description=(
-            "Workload W1 of BENCHMARKS.md: shuffled documents, truncated to --max-length, "
+            "Workload W1: shuffled documents, truncated to --max-length, "
             "padded to the longest of each batch. arrowloader and its peers run in this "
             "process, interleaved, and are reported as ratios to the best torch DataLoader. "
             "Without --data the reference corpus (200,000 documents, about 394 MB) is "

@@ -1,4 +1,4 @@
-"""The synthetic reference corpus of the benchmarks (BENCHMARKS.md)."""
+"""The synthetic reference corpus of the benchmarks (README, Benchmark)."""
 
 from __future__ import annotations
 

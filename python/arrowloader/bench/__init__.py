@@ -1,4 +1,4 @@
-"""Benchmarks of BENCHMARKS.md, run by ``arrowloader bench``.
+"""The benchmark workloads, run by ``arrowloader bench``.
 
 Workload W1 ("pad"): shuffled documents, truncated to 1024 tokens and padded to the longest
 document of each batch of 32, yielding ``input_ids`` int64 ``[B, L]``, ``attention_mask``

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from arrowloader import synthetic
 
-#: The reference corpus of BENCHMARKS.md: ``make_corpus(path, 200_000, 0)``.
+#: The reference corpus: ``make_corpus(path, 200_000, 0)``.
 REFERENCE_DOCUMENTS = 200_000
 REFERENCE_SEED = 0
 

@@ -1,6 +1,6 @@
 """One timed run of one W1 loader, and the figures it yields.
 
-What a run measures (BENCHMARKS.md):
+What a run measures:
 
 - throughput: real (non-pad) tokens/s and batches/s over at least ``seconds``, after a
   warm-up of a few batches, restarting epochs as needed;

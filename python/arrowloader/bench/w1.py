@@ -1,4 +1,4 @@
-"""W1 ("pad") of BENCHMARKS.md: every loader, several repeats, medians and ratios.
+"""W1 ("pad"): every loader, several repeats, medians and ratios.
 
 :func:`run_w1` measures each peer ``repeats`` times, interleaving the loaders within each
 repeat (so slow drift of a shared machine spreads over all of them), and returns a
@@ -88,7 +88,7 @@ class W1Config:
 
     Attributes:
         source: the corpus (anything ``TokenDataset`` accepts); None = the cached reference
-            corpus of BENCHMARKS.md, created on first use.
+            reference corpus, created on first use.
         options: columns, batch size, truncation length.
         seconds: minimum timed seconds per run.
         repeats: runs per loader.
