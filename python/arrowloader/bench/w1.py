@@ -87,7 +87,7 @@ class W1Config:
     """What ``arrowloader bench`` runs.
 
     Attributes:
-        source: the corpus (anything ``TokenDataset`` accepts); None = the cached reference
+        source: the corpus (anything ``TokenDataset`` accepts); None = the cached
             reference corpus, created on first use.
         options: columns, batch size, truncation length.
         seconds: minimum timed seconds per run.
