@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <array>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -15,7 +16,9 @@
 #include "arrow_c_abi.h"
 #include "columns.h"
 #include "errors.h"
+#include "packed_batch.h"
 #include "padded_batch.h"
+#include "permutation.h"
 #include "thread_pool.h"
 
 namespace py = pybind11;
@@ -123,16 +126,67 @@ CheckedBatch check_batch(const PaddedBatchAssembler& assembler, const py::object
   return batch;
 }
 
+struct CheckedPackedBatch {
+  Rows blocks;
+  PackedOutputs outputs;
+  py::tuple keepalive;
+};
+
+CheckedPackedBatch check_packed_batch(const PackedBatchAssembler& assembler,
+                                      const py::object& blocks_in, const py::object& input_ids,
+                                      const py::object& labels, const py::object& position_ids,
+                                      const py::object& cu_seqlens) {
+  CheckedPackedBatch batch;
+  batch.blocks = Rows::ensure(blocks_in);
+  if (!batch.blocks || batch.blocks.ndim() != 1) {
+    throw std::invalid_argument("blocks must be a 1-D sequence of int64 block indices");
+  }
+  const int64_t n = batch.blocks.shape(0);
+  const int64_t seq_len = assembler.options().seq_len;
+  if (!py::isinstance<py::array>(input_ids)) {
+    throw py::type_error("input_ids must be a numpy array (use tensor.numpy())");
+  }
+  py::dtype dtype = py::reinterpret_borrow<py::array>(input_ids).dtype();
+  PackedOutputs& out = batch.outputs;
+  if (dtype.is(py::dtype::of<int64_t>())) {
+    out.type = OutType::kInt64;
+  } else if (dtype.is(py::dtype::of<int32_t>())) {
+    out.type = OutType::kInt32;
+    const PackOptions& o = assembler.options();
+    for (int64_t id : {o.eos_token_id, o.pad_token_id}) {
+      if (id < INT32_MIN || id > INT32_MAX) {
+        throw std::invalid_argument("eos_token_id and pad_token_id must fit in int32 output");
+      }
+    }
+  } else {
+    throw py::type_error("input_ids must have dtype int64 or int32, got " +
+                         std::string(py::str(dtype)));
+  }
+  out.input_ids = output_pointer(input_ids, "input_ids", dtype, {n, seq_len});
+  out.labels = output_pointer(labels, "labels", dtype, {n, seq_len});
+  if (!position_ids.is_none()) {
+    out.position_ids = output_pointer(position_ids, "position_ids", dtype, {n, seq_len});
+  }
+  if (!cu_seqlens.is_none()) {
+    out.cu_seqlens = static_cast<int32_t*>(
+        output_pointer(cu_seqlens, "cu_seqlens", py::dtype::of<int32_t>(), {n * seq_len + 1}));
+  }
+  batch.keepalive = py::make_tuple(batch.blocks, input_ids, labels, position_ids, cu_seqlens);
+  return batch;
+}
+
 // A batch being assembled on a pool. Holds the output buffers alive; its
 // destructor cancels the job or waits for it, so native code never writes into
 // freed memory whatever order Python drops things in.
 class Ticket {
  public:
-  Ticket(std::shared_ptr<Job> job, py::tuple keepalive, std::shared_ptr<int64_t> truncated,
+  using Values = std::array<int64_t, 2>;
+
+  Ticket(std::shared_ptr<Job> job, py::tuple keepalive, std::shared_ptr<Values> values,
          std::shared_ptr<ThreadPool> pool)
       : job_(std::move(job)),
         keepalive_(std::move(keepalive)),
-        truncated_(std::move(truncated)),
+        values_(std::move(values)),
         pool_(std::move(pool)) {}
   ~Ticket() {
     // In a forked child no thread will ever run or finish the job, and its lock may
@@ -150,9 +204,9 @@ class Ticket {
     py::gil_scoped_release release;
     return job_->wait(timeout);
   }
-  // Waits up to timeout seconds (negative: forever), then returns the number of
-  // truncated tokens or raises the batch's error (TimeoutError if not done).
-  int64_t result(double timeout) {
+  // Waits up to timeout seconds (negative: forever), then returns the job's two values
+  // or raises the batch's error (TimeoutError if not done).
+  py::tuple result(double timeout) {
     check_not_orphaned();
     bool done;
     {
@@ -165,7 +219,7 @@ class Ticket {
       throw TimeoutError(msg.str());
     }
     job_->rethrow_if_failed();
-    return *truncated_;
+    return py::make_tuple((*values_)[0], (*values_)[1]);
   }
   bool done() { return job_->done(); }
   void cancel() {
@@ -187,7 +241,7 @@ class Ticket {
 
   std::shared_ptr<Job> job_;
   py::tuple keepalive_;
-  std::shared_ptr<int64_t> truncated_;
+  std::shared_ptr<Values> values_;
   std::shared_ptr<ThreadPool> pool_;
 };
 
@@ -327,8 +381,9 @@ PYBIND11_MODULE(_C, m) {
              return self.result(timeout.has_value() ? *timeout : -1.0);
            },
            py::arg("timeout") = py::none(),
-           "Wait up to timeout seconds (None: forever), then return the number of truncated "
-           "tokens or raise the batch's error (LoaderTimeoutError when not done in time).")
+           "Wait up to timeout seconds (None: forever), then return the batch's two figures "
+           "or raise its error (LoaderTimeoutError when not done in time). Padded batches: "
+           "(truncated tokens, 0); packed: (cu_seqlens entries, max_seqlen).")
       .def("cancel", &Ticket::cancel, "Cancel if not started, else wait for it to finish.")
       .def_property_readonly("done", &Ticket::done);
 
@@ -406,16 +461,16 @@ PYBIND11_MODULE(_C, m) {
                 check_batch(*self, rows, input_ids, attention_mask, causal_labels, labels);
             const int64_t* r = batch.rows.data();
             const int64_t n = batch.rows.shape(0);
-            auto truncated = std::make_shared<int64_t>(0);
-            auto job = std::make_shared<Job>([self, r, n, out = batch.outputs, truncated] {
-              *truncated = self->assemble(r, n, out);
+            auto values = std::make_shared<Ticket::Values>(Ticket::Values{0, 0});
+            auto job = std::make_shared<Job>([self, r, n, out = batch.outputs, values] {
+              (*values)[0] = self->assemble(r, n, out);
             });
             if (pool->orphaned()) {
               throw std::runtime_error(
                   "this loader's threads belong to the parent process; create the "
                   "iterator after the fork");
             }
-            auto ticket = std::make_unique<Ticket>(job, batch.keepalive, truncated, pool);
+            auto ticket = std::make_unique<Ticket>(job, batch.keepalive, values, pool);
             pool->submit(job);
             return ticket;
           },
@@ -458,4 +513,104 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("truncated_tokens", &PaddedBatchAssembler::truncated_tokens,
                              "Tokens dropped by truncation in gather() calls so far.")
       .def_property_readonly("num_rows", &PaddedBatchAssembler::num_rows);
+
+  m.def(
+      "seeded_permutation",
+      [](uint64_t seed, uint64_t stream, int64_t n) {
+        if (n < 0) throw std::invalid_argument("n must be >= 0");
+        py::array_t<int64_t> out(n);
+        int64_t* o = out.mutable_data();
+        py::gil_scoped_release release;
+        seeded_permutation(seed, stream, n, o);
+        return out;
+      },
+      py::arg("seed"), py::arg("stream"), py::arg("n"),
+      "A permutation of range(n) (int64 [n]) that depends only on (seed, stream, n).");
+
+  py::class_<PackPlan, std::shared_ptr<PackPlan>>(
+      m, "PackPlan", "The blocks of one packed epoch, for one document order.")
+      .def_property_readonly("num_blocks", &PackPlan::num_blocks)
+      .def_property_readonly("dropped_tokens", &PackPlan::dropped_tokens,
+                             "Tokens (EOS included) left out of every block: the concat tail.");
+
+  py::class_<PackedBatchAssembler, std::shared_ptr<PackedBatchAssembler>>(
+      m, "PackedBatchAssembler",
+      "Packs documents (each followed by EOS) into rows of seq_len + 1 tokens and writes "
+      "batches of them.")
+      .def(py::init([](std::shared_ptr<TokenColumn> tokens, int64_t seq_len, int64_t eos_token_id,
+                       bool bestfit, bool mask_across_documents, int64_t pad_token_id,
+                       int64_t label_pad_id) {
+             tokens->freeze();
+             PackOptions options{seq_len,      eos_token_id, bestfit, mask_across_documents,
+                                 pad_token_id, label_pad_id};
+             return std::make_shared<PackedBatchAssembler>(tokens, options);
+           }),
+           py::arg("tokens"), py::arg("seq_len"), py::arg("eos_token_id"),
+           py::arg("bestfit") = false, py::arg("mask_across_documents") = false,
+           py::arg("pad_token_id") = 0, py::arg("label_pad_id") = -100,
+           "bestfit=False packs in 'concat' mode. Freezes the column.")
+      .def(
+          "plan",
+          [](const PackedBatchAssembler& self, const Rows& order) {
+            const int64_t* o = order.data();
+            const int64_t n = order.shape(0);
+            py::gil_scoped_release release;
+            return std::const_pointer_cast<PackPlan>(self.plan(o, n));
+          },
+          py::arg("order"),
+          "Plan an epoch whose documents come in `order` (int64 [n] global rows).")
+      .def(
+          "assemble",
+          [](const PackedBatchAssembler& self, const PackPlan& plan, const py::object& blocks,
+             const py::object& input_ids, const py::object& labels,
+             const py::object& position_ids, const py::object& cu_seqlens) {
+            CheckedPackedBatch batch =
+                check_packed_batch(self, blocks, input_ids, labels, position_ids, cu_seqlens);
+            const int64_t* b = batch.blocks.data();
+            const int64_t n = batch.blocks.shape(0);
+            PackedBatchInfo info;
+            {
+              py::gil_scoped_release release;
+              info = self.assemble(plan, b, n, batch.outputs);
+            }
+            return py::make_tuple(info.cu_seqlens_length, info.max_seqlen);
+          },
+          py::arg("plan"), py::arg("blocks"), py::arg("input_ids").noconvert(),
+          py::arg("labels").noconvert(), py::arg("position_ids").noconvert() = py::none(),
+          py::arg("cu_seqlens").noconvert() = py::none(),
+          "Write blocks (int64 [n]) of plan as one batch on the calling thread (GIL released). "
+          "input_ids, labels, position_ids: int64 or int32 [n, seq_len]; cu_seqlens: int32 "
+          "[n * seq_len + 1], of which the returned count is used. Returns "
+          "(cu_seqlens entries, max_seqlen).")
+      .def(
+          "submit",
+          [](const std::shared_ptr<PackedBatchAssembler>& self,
+             const std::shared_ptr<ThreadPool>& pool, const std::shared_ptr<PackPlan>& plan,
+             const py::object& blocks, const py::object& input_ids, const py::object& labels,
+             const py::object& position_ids, const py::object& cu_seqlens) {
+            CheckedPackedBatch batch =
+                check_packed_batch(*self, blocks, input_ids, labels, position_ids, cu_seqlens);
+            if (pool->orphaned()) {
+              throw std::runtime_error(
+                  "this loader's threads belong to the parent process; create the "
+                  "iterator after the fork");
+            }
+            const int64_t* b = batch.blocks.data();
+            const int64_t n = batch.blocks.shape(0);
+            auto values = std::make_shared<Ticket::Values>(Ticket::Values{0, 0});
+            std::shared_ptr<const PackPlan> held = plan;
+            auto job = std::make_shared<Job>([self, held, b, n, out = batch.outputs, values] {
+              const PackedBatchInfo info = self->assemble(*held, b, n, out);
+              (*values)[0] = info.cu_seqlens_length;
+              (*values)[1] = info.max_seqlen;
+            });
+            auto ticket = std::make_unique<Ticket>(job, batch.keepalive, values, pool);
+            pool->submit(job);
+            return ticket;
+          },
+          py::arg("pool"), py::arg("plan"), py::arg("blocks"), py::arg("input_ids").noconvert(),
+          py::arg("labels").noconvert(), py::arg("position_ids").noconvert() = py::none(),
+          py::arg("cu_seqlens").noconvert() = py::none(),
+          "Like assemble(), but queued on pool; returns a Ticket whose result() is "
+          "(cu_seqlens entries, max_seqlen).");
 }

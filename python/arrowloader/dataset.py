@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 import numpy as np
@@ -12,7 +12,9 @@ import torch
 from torch.utils.data import Dataset
 
 from arrowloader import _C
+from arrowloader.buffers import NUMPY_DTYPES, output_buffer
 from arrowloader.corpus import Corpus
+from arrowloader.plan import EpochPlan
 from arrowloader.sources import Source
 
 logger = logging.getLogger("arrowloader")
@@ -20,7 +22,6 @@ logger = logging.getLogger("arrowloader")
 #: Label value on padded positions (ignored by torch.nn.functional.cross_entropy).
 IGNORE_INDEX = -100
 
-_NUMPY_DTYPES = {torch.int64: np.dtype(np.int64), torch.int32: np.dtype(np.int32)}
 
 Item = dict[str, torch.Tensor]
 Batch = dict[str, torch.Tensor]
@@ -120,7 +121,7 @@ class TokenDataset(Dataset):
             pad_token_id=self.pad_token_id,
             label_pad_id=IGNORE_INDEX,
         )
-        self._np_dtype = _NUMPY_DTYPES[self.dtype]
+        self._np_dtype = NUMPY_DTYPES[self.dtype]
         # Tokens dropped in batches the native loader delivered (items count natively).
         self._truncated_in_batches = 0
         self._truncation = (0, 0)
@@ -246,6 +247,10 @@ class TokenDataset(Dataset):
             )
         return batch
 
+    def _native_epoch(self, loader: Any, pin: bool, first_iterator: bool) -> PaddedEpoch:
+        """The native path's batches for one pass of ``loader`` (see loader.NativeEpoch)."""
+        return PaddedEpoch(self, loader, pin, first_iterator)
+
     def stats(self) -> dict[str, int]:
         """Counts about the corpus and truncation.
 
@@ -300,7 +305,7 @@ def _check_options(
         )
     if padding_side not in ("right", "left"):
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
-    if dtype not in _NUMPY_DTYPES:
+    if dtype not in NUMPY_DTYPES:
         raise ValueError(f"dtype must be torch.int64 or torch.int32, got {dtype}")
     if not isinstance(pad_token_id, int):
         raise TypeError(f"pad_token_id must be an int, got {type(pad_token_id).__name__}")
@@ -311,3 +316,60 @@ def _check_options(
         raise ValueError(
             "causal_labels=True and label_column both produce 'labels'; choose one"
         )
+
+
+class PaddedEpoch:
+    """One pass of a DataLoader over a TokenDataset: batch indices from the loader's own
+    (batch) sampler, each batch padded natively into freshly allocated tensors."""
+
+    def __init__(self, dataset: TokenDataset, loader: Any, pin: bool, first_iterator: bool) -> None:
+        self._dataset = dataset
+        self._assembler = dataset._assembler
+        self._pin = pin
+        self._length = len(loader)
+        # The same draws, in the same order, as torch's _BaseDataLoaderIter: the sampler
+        # iterator is made first (its draws happen lazily, at the first batch), then the
+        # base seed is drawn; torch's reused persistent-worker iterator draws none.
+        self._batches = _batches_with_widths(self._assembler, EpochPlan(loader._index_sampler))
+        if first_iterator:
+            torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def submit(self, pool: Any) -> Optional[tuple]:
+        planned = next(self._batches, None)
+        if planned is None:
+            return None
+        rows, width = planned
+        dataset = self._dataset
+        n = len(rows)
+        shape = (n, width)
+        input_ids, ids_out = output_buffer(shape, dataset.dtype, self._pin)
+        batch = {"input_ids": input_ids}
+        mask_out = causal_out = labels_out = None
+        if dataset.return_attention_mask:
+            batch["attention_mask"], mask_out = output_buffer(shape, dataset.dtype, self._pin)
+        if dataset.causal_labels:
+            batch["labels"], causal_out = output_buffer(shape, dataset.dtype, self._pin)
+        elif dataset.label_column is not None:
+            batch["labels"], labels_out = output_buffer((n,), torch.int64, self._pin)
+        ticket = self._assembler.submit(pool, rows, ids_out, mask_out, causal_out, labels_out)
+        return ticket, batch, self._finish
+
+    def _finish(self, batch: Batch, values: tuple[int, int]) -> Batch:
+        self._dataset._truncated_in_batches += values[0]
+        return batch
+
+
+def _batches_with_widths(assembler: Any, plan: EpochPlan) -> Iterator[tuple[np.ndarray, int]]:
+    """Yields (rows int64 [batch], padded width) for every batch of the epoch: widths of a
+    vectorised plan in one native call, else batch by batch."""
+    order = plan.order()
+    if order is None:
+        for rows in plan:
+            yield rows, assembler.width(rows)
+        return
+    widths = assembler.widths(order, plan.batch_size).tolist()
+    for b, width in enumerate(widths):
+        yield order[b * plan.batch_size : (b + 1) * plan.batch_size], width

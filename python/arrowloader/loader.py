@@ -5,17 +5,14 @@ from __future__ import annotations
 import os
 import warnings
 from collections import deque
-from collections.abc import Iterator
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
-import numpy as np
 import torch
 import torch.utils.data
 
 from arrowloader import _C
-from arrowloader.dataset import _NUMPY_DTYPES, Batch, TokenDataset
+from arrowloader.dataset import Batch, TokenDataset
 from arrowloader.errors import LoaderClosedError
-from arrowloader.plan import EpochPlan
 
 #: Native threads used when ``num_workers=0`` on the native path.
 MAX_DEFAULT_THREADS = 4
@@ -28,6 +25,17 @@ def default_num_threads() -> int:
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
     return max(1, min(MAX_DEFAULT_THREADS, cores))
+
+
+class NativeEpoch(Protocol):
+    """One pass of a dataset's native path, as its ``_native_epoch()`` returns it."""
+
+    def __len__(self) -> int:
+        """Batches of the epoch."""
+
+    def submit(self, pool: Any) -> Optional[tuple[Any, Batch, Callable[[Batch, tuple], Batch]]]:
+        """Queues the next batch on ``pool``: returns ``(ticket, batch, finish)``, where
+        ``finish(batch, ticket.result())`` gives the batch to yield, or None at the end."""
 
 
 class DataLoader(torch.utils.data.DataLoader):
@@ -119,15 +127,16 @@ class DataLoader(torch.utils.data.DataLoader):
             # made, and none on later epochs: the generator must advance the same way.
             reused = self.persistent_workers and self.num_workers > 0 and self._native_iterators
             self._native_iterators += 1
-            return NativeBatchIterator(self, draw_base_seed=not reused)
+            return NativeBatchIterator(self, first_iterator=not reused)
         return super().__iter__()
 
 
 # Shutdown protocol of NativeBatchIterator (the one place it is written down):
 #
-# - The iterator owns a _C.ThreadPool and a deque of (Ticket, batch) in flight. A Ticket
-#   keeps its batch's output arrays alive and, when destroyed, cancels its job or waits
-#   for it, so native threads never write into freed memory.
+# - The iterator owns a _C.ThreadPool and a deque of batches in flight, each with the
+#   Ticket of its native job. A Ticket keeps its batch's output arrays alive and, when
+#   destroyed, cancels its job or waits for it, so native threads never write into freed
+#   memory.
 # - close() cancels every ticket, then shuts the pool down (queued jobs are cancelled,
 #   running ones finish, threads are joined). It is idempotent and is called on
 #   exhaustion, on an error, by __exit__ and by __del__, so breaking out of a loop,
@@ -135,30 +144,28 @@ class DataLoader(torch.utils.data.DataLoader):
 # - Native threads never take the GIL, so close() holding it cannot deadlock; at
 #   interpreter exit an iterator still alive is closed by __del__ or, if never
 #   collected, its idle threads end with the process.
+# - Nothing the iterator owns refers back to it (no reference cycle), so dropping the
+#   last reference closes it at once, without waiting for the cyclic collector.
 class NativeBatchIterator:
-    """Iterates a :class:`DataLoader` on the native path (see the shutdown protocol above)."""
+    """Iterates a :class:`DataLoader` on the native path (see the shutdown protocol above).
 
-    def __init__(self, loader: DataLoader, draw_base_seed: bool = True) -> None:
+    What to assemble comes from the dataset's *native epoch* (``_native_epoch()``); this
+    class only keeps batches in flight, hands errors to the consumer and shuts down.
+    """
+
+    def __init__(self, loader: DataLoader, first_iterator: bool = True) -> None:
         self._closed = True  # until the pool exists, __del__ has nothing to do
-        dataset: TokenDataset = loader.dataset
-        self._dataset = dataset
-        self._assembler = dataset._assembler
         self._threads = loader.num_workers or default_num_threads()
         self._depth = max(1, (loader.prefetch_factor or 2) * self._threads)
         self._timeout = loader.timeout if loader.timeout > 0 else None
-        self._pin = bool(loader.pin_memory) and torch.cuda.is_available()
-        if loader.pin_memory and not self._pin:
+        pin = bool(loader.pin_memory) and torch.cuda.is_available()
+        if loader.pin_memory and not pin:
             warnings.warn(
                 "'pin_memory' argument is set as true but no accelerator is found, "
                 "then device pinned memory won't be used.",
                 stacklevel=3,
             )
-        self._length = len(loader)
-        # The same draws, in the same order, as torch's _BaseDataLoaderIter: the sampler
-        # iterator is created first (lazily), then the base seed is drawn.
-        self._batches = self._batches_with_widths(self._assembler, EpochPlan(loader._index_sampler))
-        if draw_base_seed:
-            torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
+        self._epoch: NativeEpoch = loader.dataset._native_epoch(loader, pin, first_iterator)
         self._inflight: deque = deque()
         self._exhausted = False
         self._pool = _C.ThreadPool(self._threads, "arrowloader")
@@ -168,7 +175,7 @@ class NativeBatchIterator:
         return self
 
     def __len__(self) -> int:
-        return self._length
+        return len(self._epoch)
 
     def __next__(self) -> Batch:
         if self._closed:
@@ -181,67 +188,21 @@ class NativeBatchIterator:
                 self._exhausted = True
                 self.close()
                 raise StopIteration
-            ticket, batch = self._inflight.popleft()
+            ticket, batch, finish = self._inflight.popleft()
             self._fill()  # keep the threads busy while this batch is finished and consumed
             # Raises the batch's native error (or LoaderTimeoutError) in this thread.
-            self._dataset._truncated_in_batches += ticket.result(self._timeout)
-            return batch
+            return finish(batch, ticket.result(self._timeout))
         except BaseException:
             self.close()
             raise
 
-    @staticmethod
-    def _batches_with_widths(assembler: Any, plan: EpochPlan) -> Iterator[tuple[np.ndarray, int]]:
-        """Yields (rows int64 [batch], padded width) for every batch of the epoch.
-
-        A static method: a generator holding ``self`` would make a reference cycle, and
-        ``del``/``break`` would leave the threads running until the cyclic collector ran.
-        """
-        order = plan.order()
-        if order is None:
-            for rows in plan:
-                yield rows, assembler.width(rows)
-            return
-        widths = assembler.widths(order, plan.batch_size).tolist()
-        for b, width in enumerate(widths):
-            yield order[b * plan.batch_size : (b + 1) * plan.batch_size], width
-
     def _fill(self) -> None:
         while not self._exhausted and len(self._inflight) < self._depth:
-            planned = next(self._batches, None)
-            if planned is None:
+            submitted = self._epoch.submit(self._pool)
+            if submitted is None:
                 self._exhausted = True
                 break
-            self._inflight.append(self._submit(*planned))
-
-    def _empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, Any]:
-        """An output tensor and its numpy view for the native side. Pinned tensors come
-        from torch's caching host allocator; pageable ones are allocated by numpy and
-        shared with torch (same memory, about half the per-batch Python overhead)."""
-        if self._pin:
-            tensor = torch.empty(shape, dtype=dtype, pin_memory=True)
-            return tensor, tensor.numpy()
-        array = np.empty(shape, dtype=_NUMPY_DTYPES[dtype])
-        return torch.from_numpy(array), array
-
-    def _submit(self, rows: np.ndarray, width: int) -> tuple:
-        dataset = self._dataset
-        n = len(rows)
-        shape = (n, width)
-        dtype = dataset.dtype
-        input_ids, ids_out = self._empty(shape, dtype)
-        batch = {"input_ids": input_ids}
-        mask_out = causal_out = labels_out = None
-        if dataset.return_attention_mask:
-            batch["attention_mask"], mask_out = self._empty(shape, dtype)
-        if dataset.causal_labels:
-            batch["labels"], causal_out = self._empty(shape, dtype)
-        elif dataset.label_column is not None:
-            batch["labels"], labels_out = self._empty((n,), torch.int64)
-        ticket = self._assembler.submit(
-            self._pool, rows, ids_out, mask_out, causal_out, labels_out
-        )
-        return ticket, batch
+            self._inflight.append(submitted)
 
     def close(self) -> None:
         """Cancels batches in flight and joins the native threads. Idempotent."""
@@ -249,7 +210,7 @@ class NativeBatchIterator:
             return
         self._closed = True
         while self._inflight:
-            ticket, _ = self._inflight.popleft()
+            ticket, _, _ = self._inflight.popleft()
             ticket.cancel()
         self._pool.shutdown()
 

@@ -1,0 +1,226 @@
+#include "packed_batch.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "token_copy.h"
+
+namespace arrowloader {
+
+namespace {
+
+// Length of document `row`'s piece: its tokens plus the EOS.
+int64_t piece_length(const TokenColumn& tokens, int64_t row) {
+  return tokens.row_length(row) + 1;
+}
+
+void check_rows(const TokenColumn& tokens, const int64_t* order, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) tokens.check_index(order[i]);
+}
+
+}  // namespace
+
+PackPlan::PackPlan(const TokenColumn& tokens, const PackOptions& options, const int64_t* order,
+                   int64_t n)
+    : block_size_(options.seq_len + 1), bestfit_(options.bestfit) {
+  check_rows(tokens, order, n);
+  if (bestfit_) {
+    plan_bestfit(tokens, order, n);
+  } else {
+    plan_concat(tokens, order, n);
+  }
+}
+
+void PackPlan::plan_concat(const TokenColumn& tokens, const int64_t* order, int64_t n) {
+  order_.assign(order, order + n);
+  int64_t total = 0;
+  for (int64_t i = 0; i < n; ++i) total += piece_length(tokens, order[i]);
+  num_blocks_ = total / block_size_;
+  dropped_tokens_ = total - num_blocks_ * block_size_;
+  block_first_piece_.resize(static_cast<size_t>(num_blocks_));
+  block_first_offset_.resize(static_cast<size_t>(num_blocks_));
+  // One walk over the pieces records where each block starts.
+  int64_t piece = 0;
+  int64_t offset = 0;  // tokens of order_[piece]'s piece already in earlier blocks
+  for (int64_t b = 0; b < num_blocks_; ++b) {
+    block_first_piece_[b] = piece;
+    block_first_offset_[b] = offset;
+    int64_t room = block_size_;
+    while (room > 0) {
+      const int64_t left = piece_length(tokens, order_[piece]) - offset;
+      if (left <= room) {
+        room -= left;
+        ++piece;
+        offset = 0;
+      } else {
+        offset += room;
+        room = 0;
+      }
+    }
+  }
+}
+
+void PackPlan::plan_bestfit(const TokenColumn& tokens, const int64_t* order, int64_t n) {
+  // Assign every piece (chunk) to a block, remembering the block of each in order.
+  std::vector<Segment> pieces;
+  std::vector<int64_t> block_of;
+  pieces.reserve(static_cast<size_t>(n));
+  block_of.reserve(static_cast<size_t>(n));
+  std::vector<int64_t> room;  // remaining positions of each block
+  std::set<std::pair<int64_t, int64_t>> open;  // (room, block) of blocks with room > 0
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t row = order[i];
+    const int64_t length = piece_length(tokens, row);
+    for (int64_t start = 0; start < length; start += block_size_) {
+      const int64_t chunk = std::min(block_size_, length - start);
+      pieces.push_back(Segment{row, start, chunk});
+      auto fit = open.lower_bound({chunk, std::numeric_limits<int64_t>::min()});
+      int64_t block;
+      if (fit == open.end()) {
+        block = static_cast<int64_t>(room.size());
+        room.push_back(block_size_);
+      } else {
+        block = fit->second;
+        open.erase(fit);
+      }
+      room[block] -= chunk;
+      if (room[block] > 0) open.insert({room[block], block});
+      block_of.push_back(block);
+    }
+  }
+  num_blocks_ = static_cast<int64_t>(room.size());
+  // Group pieces by block, keeping each block's pieces in placement order.
+  block_begin_.assign(static_cast<size_t>(num_blocks_) + 1, 0);
+  for (int64_t block : block_of) ++block_begin_[block + 1];
+  for (int64_t b = 0; b < num_blocks_; ++b) block_begin_[b + 1] += block_begin_[b];
+  pieces_.resize(pieces.size());
+  std::vector<int64_t> next(block_begin_.begin(), block_begin_.end() - 1);
+  for (size_t p = 0; p < pieces.size(); ++p) pieces_[next[block_of[p]]++] = pieces[p];
+}
+
+void PackPlan::segments(const TokenColumn& tokens, int64_t b, std::vector<Segment>* out) const {
+  out->clear();
+  if (bestfit_) {
+    out->assign(pieces_.begin() + block_begin_[b], pieces_.begin() + block_begin_[b + 1]);
+    return;
+  }
+  int64_t piece = block_first_piece_[b];
+  int64_t offset = block_first_offset_[b];
+  int64_t room = block_size_;
+  while (room > 0) {
+    const int64_t row = order_[piece];
+    const int64_t take = std::min(piece_length(tokens, row) - offset, room);
+    out->push_back(Segment{row, offset, take});
+    room -= take;
+    ++piece;
+    offset = 0;
+  }
+}
+
+PackedBatchAssembler::PackedBatchAssembler(std::shared_ptr<const TokenColumn> tokens,
+                                           PackOptions options)
+    : tokens_(std::move(tokens)), options_(options) {
+  if (tokens_ == nullptr) throw std::invalid_argument("tokens must not be None");
+  if (options_.seq_len < 1) {
+    throw std::invalid_argument("seq_len must be at least 1, got " +
+                                std::to_string(options_.seq_len));
+  }
+  if (options_.bestfit) options_.mask_across_documents = true;
+}
+
+std::shared_ptr<const PackPlan> PackedBatchAssembler::plan(const int64_t* order,
+                                                           int64_t n) const {
+  return std::make_shared<const PackPlan>(*tokens_, options_, order, n);
+}
+
+namespace {
+
+template <typename Dst>
+void write_batch(const TokenColumn& tokens, const PackOptions& opt, const PackPlan& plan,
+                 const int64_t* blocks, int64_t n, const PackedOutputs& out,
+                 PackedBatchInfo* info) {
+  const int64_t S = opt.seq_len;
+  const auto label_pad = static_cast<Dst>(opt.label_pad_id);
+  std::vector<Dst> block(static_cast<size_t>(S + 1));
+  std::vector<Segment> segments;
+  std::vector<int64_t> starts;
+  int64_t cu_length = 0;
+  int64_t max_seqlen = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t b = blocks[r];
+    if (b < 0 || b >= plan.num_blocks()) {
+      throw std::out_of_range("block " + std::to_string(b) + " is out of range for an epoch of " +
+                              std::to_string(plan.num_blocks()) + " blocks");
+    }
+    plan.segments(tokens, b, &segments);
+    // Materialise the block's S + 1 tokens, then derive the row from them.
+    int64_t at = 0;
+    starts.clear();
+    for (const Segment& seg : segments) {
+      starts.push_back(at);
+      const TokenRow row = tokens.row(seg.row);
+      const int64_t from_tokens = std::max<int64_t>(
+          0, std::min(seg.start + seg.length, row.length) - seg.start);
+      copy_row(row, seg.start, from_tokens, block.data() + at, tokens, seg.row);
+      if (from_tokens < seg.length) block[at + seg.length - 1] = static_cast<Dst>(opt.eos_token_id);
+      at += seg.length;
+    }
+    const int64_t valid = at;
+    fill(block.data() + valid, S + 1 - valid, static_cast<Dst>(opt.pad_token_id));
+
+    Dst* ids = static_cast<Dst*>(out.input_ids) + r * S;
+    Dst* labels = static_cast<Dst*>(out.labels) + r * S;
+    std::memcpy(ids, block.data(), static_cast<size_t>(S) * sizeof(Dst));
+    std::memcpy(labels, block.data() + 1, static_cast<size_t>(S) * sizeof(Dst));
+    // Labels whose target is padding, or (when masking) the first token of another piece.
+    if (valid - 1 < S) fill(labels + std::max<int64_t>(valid - 1, 0), S - std::max<int64_t>(valid - 1, 0), label_pad);
+    if (opt.mask_across_documents) {
+      for (size_t k = 1; k < starts.size(); ++k) {
+        if (starts[k] - 1 < S) labels[starts[k] - 1] = label_pad;
+      }
+    }
+    if (out.position_ids != nullptr) {
+      Dst* pos = static_cast<Dst*>(out.position_ids) + r * S;
+      for (size_t k = 0; k < segments.size(); ++k) {
+        const int64_t end = std::min(starts[k] + segments[k].length, S);
+        for (int64_t i = starts[k]; i < end; ++i) pos[i] = static_cast<Dst>(i - starts[k]);
+      }
+      for (int64_t i = valid; i < S; ++i) pos[i] = static_cast<Dst>(i - valid);
+    }
+    // Segments over the input positions: pieces starting before S, then the padding.
+    for (size_t k = 0; k < segments.size(); ++k) {
+      if (starts[k] >= S) continue;
+      if (out.cu_seqlens != nullptr) out.cu_seqlens[cu_length] = static_cast<int32_t>(r * S + starts[k]);
+      ++cu_length;
+      max_seqlen = std::max(max_seqlen, std::min(segments[k].length, S - starts[k]));
+    }
+    if (valid < S) {
+      if (out.cu_seqlens != nullptr) out.cu_seqlens[cu_length] = static_cast<int32_t>(r * S + valid);
+      ++cu_length;
+      max_seqlen = std::max(max_seqlen, S - valid);
+    }
+  }
+  if (out.cu_seqlens != nullptr) out.cu_seqlens[cu_length] = static_cast<int32_t>(n * S);
+  info->cu_seqlens_length = cu_length + 1;
+  info->max_seqlen = max_seqlen;
+}
+
+}  // namespace
+
+PackedBatchInfo PackedBatchAssembler::assemble(const PackPlan& plan, const int64_t* blocks,
+                                               int64_t n, const PackedOutputs& out) const {
+  PackedBatchInfo info;
+  if (out.type == OutType::kInt64) {
+    write_batch<int64_t>(*tokens_, options_, plan, blocks, n, out, &info);
+  } else {
+    write_batch<int32_t>(*tokens_, options_, plan, blocks, n, out, &info);
+  }
+  return info;
+}
+
+}  // namespace arrowloader

@@ -1,0 +1,102 @@
+// Packing documents into fixed-length rows (workload W2) and writing batches of them.
+//
+// Every document contributes a *piece*: its tokens followed by the EOS id. A packed
+// epoch is a sequence of *blocks* of seq_len + 1 token positions, each made of segments
+// (consecutive tokens of one piece) and, in "bestfit" mode, trailing padding. A block b
+// becomes one row: input_ids = block[:-1], labels = block[1:], with -100 on labels whose
+// target is padding, and, in "bestfit" mode or when asked, whose target starts another
+// document. position_ids restart at 0 at every segment start (and at the padding);
+// cu_seqlens marks the segment starts over the flattened batch.
+//
+// "concat": pieces in epoch order form one stream cut into consecutive blocks
+//   (Megatron/nanoGPT); a document may cross blocks; the tail shorter than a block is
+//   dropped.
+// "bestfit": pieces longer than a block are cut into block-sized chunks; then each
+//   piece in epoch order goes to the open block with the least remaining room that
+//   still holds it (ties: the block opened first), or opens a new block. Blocks are
+//   numbered in the order they were opened. No piece that fits a block is split.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "columns.h"
+#include "padded_batch.h"
+
+namespace arrowloader {
+
+struct PackOptions {
+  int64_t seq_len = 2048;
+  int64_t eos_token_id = 0;
+  bool bestfit = false;
+  bool mask_across_documents = false;  // always on in bestfit mode
+  int64_t pad_token_id = 0;
+  int64_t label_pad_id = -100;
+};
+
+// `length` tokens of the piece of document `row` (its tokens, then EOS), from `start`.
+struct Segment {
+  int64_t row;
+  int64_t start;
+  int64_t length;
+};
+
+// The blocks of one epoch, for a given document order.
+class PackPlan {
+ public:
+  PackPlan(const TokenColumn& tokens, const PackOptions& options, const int64_t* order,
+           int64_t n);
+
+  int64_t num_blocks() const { return num_blocks_; }
+  // Replaces `out` with block b's segments, in position order.
+  void segments(const TokenColumn& tokens, int64_t b, std::vector<Segment>* out) const;
+  // Tokens the plan leaves out of every block (the concat tail).
+  int64_t dropped_tokens() const { return dropped_tokens_; }
+
+ private:
+  void plan_concat(const TokenColumn& tokens, const int64_t* order, int64_t n);
+  void plan_bestfit(const TokenColumn& tokens, const int64_t* order, int64_t n);
+
+  int64_t block_size_;  // seq_len + 1
+  bool bestfit_;
+  int64_t num_blocks_ = 0;
+  int64_t dropped_tokens_ = 0;
+  // concat: the epoch's document order and where each block starts in it.
+  std::vector<int64_t> order_;
+  std::vector<int64_t> block_first_piece_;
+  std::vector<int64_t> block_first_offset_;
+  // bestfit: block b holds pieces_[block_begin_[b] .. block_begin_[b + 1]).
+  std::vector<int64_t> block_begin_;
+  std::vector<Segment> pieces_;
+};
+
+struct PackedOutputs {
+  OutType type = OutType::kInt64;
+  void* input_ids = nullptr;     // [n, seq_len]
+  void* labels = nullptr;        // [n, seq_len]
+  void* position_ids = nullptr;  // [n, seq_len] or null
+  int32_t* cu_seqlens = nullptr; // [n * seq_len + 1] or null; the used prefix is returned
+};
+
+struct PackedBatchInfo {
+  int64_t cu_seqlens_length = 0;  // entries of cu_seqlens written
+  int64_t max_seqlen = 0;         // longest segment over the batch
+};
+
+class PackedBatchAssembler {
+ public:
+  PackedBatchAssembler(std::shared_ptr<const TokenColumn> tokens, PackOptions options);
+
+  const PackOptions& options() const { return options_; }
+  std::shared_ptr<const PackPlan> plan(const int64_t* order, int64_t n) const;
+  // Writes blocks[0..n) of `plan` as rows of one batch.
+  PackedBatchInfo assemble(const PackPlan& plan, const int64_t* blocks, int64_t n,
+                           const PackedOutputs& out) const;
+
+ private:
+  std::shared_ptr<const TokenColumn> tokens_;
+  PackOptions options_;
+};
+
+}  // namespace arrowloader

@@ -1,0 +1,84 @@
+#include "token_copy.h"
+
+#include <cstring>
+
+namespace arrowloader {
+
+namespace {
+
+// The hot loops are compiled twice, for AVX2 and for the baseline ISA, and the dynamic
+// loader picks one per machine (GCC/Clang target_clones), so one wheel runs everywhere
+// and wide stores are used where the CPU has them.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_ADDRESS__)
+#define ARROWLOADER_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define ARROWLOADER_CLONES
+#endif
+
+template <typename Src, typename Dst>
+inline void convert_loop(const Src* src, int64_t n, Dst* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(src[i]);
+}
+
+// Index of the first value outside int32's range, or -1. Branch-free reduction first; the
+// loop that finds the index runs only after a failure.
+template <typename Src>
+inline int64_t first_outside_int32(const Src* src, int64_t n) {
+  bool bad = false;
+  for (int64_t i = 0; i < n; ++i) {
+    bad |= src[i] > static_cast<Src>(INT32_MAX);
+    if constexpr (std::is_signed_v<Src>) bad |= src[i] < static_cast<Src>(INT32_MIN);
+  }
+  if (!bad) return -1;
+  for (int64_t i = 0; i < n; ++i) {
+    bool outside = src[i] > static_cast<Src>(INT32_MAX);
+    if constexpr (std::is_signed_v<Src>) outside |= src[i] < static_cast<Src>(INT32_MIN);
+    if (outside) return i;
+  }
+  return -1;
+}
+
+}  // namespace
+
+ARROWLOADER_CLONES void copy_tokens(const void* src, TokenType type, int64_t n, int64_t* dst) {
+  switch (type) {
+    case TokenType::kInt32: convert_loop(static_cast<const int32_t*>(src), n, dst); break;
+    case TokenType::kInt64: std::memcpy(dst, src, static_cast<size_t>(n) * 8); break;
+    case TokenType::kUInt16: convert_loop(static_cast<const uint16_t*>(src), n, dst); break;
+    case TokenType::kUInt32: convert_loop(static_cast<const uint32_t*>(src), n, dst); break;
+  }
+}
+
+// Returns the index of a token that does not fit int32 (nothing written), or -1.
+ARROWLOADER_CLONES int64_t copy_tokens(const void* src, TokenType type, int64_t n,
+                                       int32_t* dst) {
+  switch (type) {
+    case TokenType::kInt32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); return -1;
+    case TokenType::kUInt16:
+      convert_loop(static_cast<const uint16_t*>(src), n, dst);
+      return -1;
+    case TokenType::kInt64: {
+      const auto* s = static_cast<const int64_t*>(src);
+      const int64_t bad = first_outside_int32(s, n);
+      if (bad < 0) convert_loop(s, n, dst);
+      return bad;
+    }
+    case TokenType::kUInt32: {
+      const auto* s = static_cast<const uint32_t*>(src);
+      const int64_t bad = first_outside_int32(s, n);
+      if (bad < 0) convert_loop(s, n, dst);
+      return bad;
+    }
+  }
+  return -1;
+}
+
+ARROWLOADER_CLONES void fill(int64_t* dst, int64_t n, int64_t value) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = value;
+}
+
+ARROWLOADER_CLONES void fill(int32_t* dst, int64_t n, int32_t value) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = value;
+}
+
+}  // namespace arrowloader

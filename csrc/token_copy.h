@@ -1,0 +1,49 @@
+// Copying token rows into output buffers, converting their type. The loops behind these
+// functions are the hottest of the library (token_copy.cpp).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "columns.h"
+#include "errors.h"
+
+namespace arrowloader {
+
+// Copies n tokens of `type` from src, widening to int64.
+void copy_tokens(const void* src, TokenType type, int64_t n, int64_t* dst);
+// Copies n tokens into int32; returns the index of the first token that does not fit
+// (then nothing is written), or -1.
+int64_t copy_tokens(const void* src, TokenType type, int64_t n, int32_t* dst);
+void fill(int64_t* dst, int64_t n, int64_t value);
+void fill(int32_t* dst, int64_t n, int32_t value);
+
+inline int64_t token_bytes(TokenType type) {
+  return type == TokenType::kInt64 ? 8 : type == TokenType::kUInt16 ? 2 : 4;
+}
+
+// Copies `count` tokens of `row` (global row `global` of `tokens`), starting at token
+// `skip`, converting to Dst. A token that does not fit Dst raises CorpusFormatError
+// naming the file, column and row.
+template <typename Dst>
+void copy_row(const TokenRow& row, int64_t skip, int64_t count, Dst* dst,
+              const TokenColumn& tokens, int64_t global) {
+  if (count <= 0) return;
+  const void* src = static_cast<const char*>(row.data) + skip * token_bytes(row.type);
+  if constexpr (std::is_same_v<Dst, int64_t>) {
+    copy_tokens(src, row.type, count, dst);
+  } else {
+    const int64_t bad = copy_tokens(src, row.type, count, dst);
+    if (bad >= 0) {
+      const int64_t value = row.type == TokenType::kInt64
+                                ? static_cast<const int64_t*>(src)[bad]
+                                : static_cast<int64_t>(static_cast<const uint32_t*>(src)[bad]);
+      throw CorpusFormatError(tokens.describe_row(global) + ": token id " +
+                              std::to_string(value) +
+                              " does not fit in int32 output; use dtype=torch.int64");
+    }
+  }
+}
+
+}  // namespace arrowloader
