@@ -146,7 +146,8 @@ void write_batch(const TokenColumn& tokens, const PackOptions& opt, const PackPl
                  PackedBatchInfo* info) {
   const int64_t S = opt.seq_len;
   const auto label_pad = static_cast<Dst>(opt.label_pad_id);
-  std::vector<Dst> block(static_cast<size_t>(S + 1));
+  const auto pad = static_cast<Dst>(opt.pad_token_id);
+  const auto eos = static_cast<Dst>(opt.eos_token_id);
   std::vector<Segment> segments;
   std::vector<int64_t> starts;
   int64_t cu_length = 0;
@@ -158,27 +159,38 @@ void write_batch(const TokenColumn& tokens, const PackOptions& opt, const PackPl
                               std::to_string(plan.num_blocks()) + " blocks");
     }
     plan.segments(tokens, b, &segments);
-    // Materialise the block's S + 1 tokens, then derive the row from them.
+    Dst* ids = static_cast<Dst*>(out.input_ids) + r * S;
+    Dst* labels = static_cast<Dst*>(out.labels) + r * S;
+    // The block's S + 1 tokens go straight into input_ids; the one at position S (the
+    // target of the last input) is kept aside, then labels are input_ids shifted by one.
+    Dst beyond = pad;
     int64_t at = 0;
     starts.clear();
     for (const Segment& seg : segments) {
       starts.push_back(at);
       const TokenRow row = tokens.row(seg.row);
-      const int64_t from_tokens = std::max<int64_t>(
-          0, std::min(seg.start + seg.length, row.length) - seg.start);
-      copy_row(row, seg.start, from_tokens, block.data() + at, tokens, seg.row);
-      if (from_tokens < seg.length) block[at + seg.length - 1] = static_cast<Dst>(opt.eos_token_id);
+      const int64_t from_tokens =
+          std::max<int64_t>(0, std::min(seg.start + seg.length, row.length) - seg.start);
+      const int64_t into_ids = std::max<int64_t>(0, std::min(from_tokens, S - at));
+      copy_row(row, seg.start, into_ids, ids + at, tokens, seg.row);
+      if (from_tokens > into_ids) copy_row(row, seg.start + into_ids, 1, &beyond, tokens, seg.row);
+      if (from_tokens < seg.length) {  // the segment ends with the piece's EOS
+        const int64_t eos_at = at + seg.length - 1;
+        if (eos_at < S) {
+          ids[eos_at] = eos;
+        } else {
+          beyond = eos;
+        }
+      }
       at += seg.length;
     }
-    const int64_t valid = at;
-    fill(block.data() + valid, S + 1 - valid, static_cast<Dst>(opt.pad_token_id));
-
-    Dst* ids = static_cast<Dst*>(out.input_ids) + r * S;
-    Dst* labels = static_cast<Dst*>(out.labels) + r * S;
-    std::memcpy(ids, block.data(), static_cast<size_t>(S) * sizeof(Dst));
-    std::memcpy(labels, block.data() + 1, static_cast<size_t>(S) * sizeof(Dst));
-    // Labels whose target is padding, or (when masking) the first token of another piece.
-    if (valid - 1 < S) fill(labels + std::max<int64_t>(valid - 1, 0), S - std::max<int64_t>(valid - 1, 0), label_pad);
+    const int64_t valid = at;  // real tokens of the block; the rest is padding
+    if (valid < S) fill(ids + valid, S - valid, pad);
+    std::memcpy(labels, ids + 1, static_cast<size_t>(S - 1) * sizeof(Dst));
+    labels[S - 1] = beyond;
+    // -100 where the target is padding, or (when masking) another document's first token.
+    const int64_t last_target = valid - 1;  // labels[i] is real for i < valid - 1
+    if (last_target < S) fill(labels + last_target, S - last_target, label_pad);
     if (opt.mask_across_documents) {
       for (size_t k = 1; k < starts.size(); ++k) {
         if (starts[k] - 1 < S) labels[starts[k] - 1] = label_pad;
@@ -195,7 +207,9 @@ void write_batch(const TokenColumn& tokens, const PackOptions& opt, const PackPl
     // Segments over the input positions: pieces starting before S, then the padding.
     for (size_t k = 0; k < segments.size(); ++k) {
       if (starts[k] >= S) continue;
-      if (out.cu_seqlens != nullptr) out.cu_seqlens[cu_length] = static_cast<int32_t>(r * S + starts[k]);
+      if (out.cu_seqlens != nullptr) {
+        out.cu_seqlens[cu_length] = static_cast<int32_t>(r * S + starts[k]);
+      }
       ++cu_length;
       max_seqlen = std::max(max_seqlen, std::min(segments[k].length, S - starts[k]));
     }

@@ -16,6 +16,7 @@ from arrowloader.errors import (
     LoaderTimeoutError,
 )
 from arrowloader.loader import DataLoader
+from arrowloader.packed import PackedDataset
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,7 @@ __all__ = [
     "DataLoader",
     "LoaderClosedError",
     "LoaderTimeoutError",
+    "PackedDataset",
     "TokenDataset",
     "__version__",
     "errors",

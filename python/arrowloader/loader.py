@@ -13,6 +13,12 @@ import torch.utils.data
 from arrowloader import _C
 from arrowloader.dataset import Batch, TokenDataset
 from arrowloader.errors import LoaderClosedError
+from arrowloader.packed import PackedDataset, native_packed_shuffle
+
+#: Version tag of DataLoader.state_dict().
+STATE_FORMAT = "arrowloader.DataLoader/1"
+#: What DataLoader.state_dict() holds.
+STATE_KEYS = ("format", "fingerprint", "seed", "epoch", "samples_consumed", "global_batch_size")
 
 #: Native threads used when ``num_workers=0`` on the native path.
 MAX_DEFAULT_THREADS = 4
@@ -85,6 +91,8 @@ class DataLoader(torch.utils.data.DataLoader):
     ) -> None:
         self._custom_collate_fn = collate_fn
         self._native_iterators = 0
+        self._resume: Optional[dict[str, Any]] = None  # a loaded state for the next iterator
+        self._position: Optional[dict[str, Any]] = None  # of the latest packed iterator
         super().__init__(
             dataset,
             batch_size=batch_size,
@@ -109,17 +117,26 @@ class DataLoader(torch.utils.data.DataLoader):
     def native(self) -> bool:
         """Whether iteration takes the native path (see the class docstring)."""
         dataset = self.dataset
-        return (
-            isinstance(dataset, TokenDataset)
-            and self.batch_sampler is not None
-            and (self._custom_collate_fn is None or self._custom_collate_fn == dataset.collate)
-        )
+        if self.batch_sampler is None or not (
+            self._custom_collate_fn is None or self._custom_collate_fn == dataset.collate
+        ):
+            return False
+        if isinstance(dataset, TokenDataset):
+            return True
+        return isinstance(dataset, PackedDataset) and native_packed_shuffle(self) is not None
 
     def check_worker_number_rationality(self) -> None:
         # torch warns when worker processes outnumber cores; native threads are not
         # processes and num_workers=0 already picks a count that fits the machine.
         if not self.native:
             super().check_worker_number_rationality()
+
+    def __len__(self) -> int:
+        if self.native and isinstance(self.dataset, PackedDataset):
+            dataset = self.dataset
+            plan = dataset.plan(dataset.epoch, self._packed_seed())
+            return plan.num_blocks // (self.batch_size * dataset.world_size)
+        return super().__len__()
 
     def __iter__(self):
         if self.native:
@@ -129,6 +146,97 @@ class DataLoader(torch.utils.data.DataLoader):
             self._native_iterators += 1
             return NativeBatchIterator(self, first_iterator=not reused)
         return super().__iter__()
+
+    # Resumption (packed datasets). The position of a run is (epoch, blocks of global
+    # batches already delivered); the global order depends on (seed, epoch) alone, so a
+    # fresh loader, with any thread count or world size, continues where it stopped.
+
+    def _packed_seed(self) -> int:
+        return self.dataset.seed if self.generator is None else self.generator.initial_seed()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this loader is: load it into a fresh loader over the same dataset to
+        continue with exactly the batches this one would have produced next."""
+        dataset = self.dataset
+        if not (self.native and isinstance(dataset, PackedDataset)):
+            raise NotImplementedError(
+                "state_dict() is available for PackedDataset on the native path"
+            )
+        position = self._position or {"epoch": dataset.epoch, "samples_consumed": 0}
+        return {
+            "format": STATE_FORMAT,
+            "fingerprint": dataset.fingerprint(),
+            "seed": self._packed_seed(),
+            "epoch": position["epoch"],
+            "samples_consumed": position["samples_consumed"],
+            "global_batch_size": self.batch_size * dataset.world_size,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Makes the next iterator continue from ``state`` (see :meth:`state_dict`).
+
+        Raises:
+            ValueError: the state is malformed, or was taken over another corpus, packing
+                or seed (continuing would not visit each block exactly once).
+        """
+        dataset = self.dataset
+        if not (self.native and isinstance(dataset, PackedDataset)):
+            raise NotImplementedError(
+                "load_state_dict() is available for PackedDataset on the native path"
+            )
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not an arrowloader DataLoader state (format {STATE_FORMAT!r})")
+        missing = [key for key in STATE_KEYS if key not in state]
+        if missing:
+            raise ValueError(f"loader state: missing {', '.join(map(repr, missing))}")
+        for key in ("epoch", "samples_consumed", "seed", "global_batch_size"):
+            value = state[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(
+                    f"loader state: {key!r} must be a non-negative int, got {value!r}"
+                )
+        if state["global_batch_size"] < 1:
+            raise ValueError("loader state: 'global_batch_size' must be positive")
+        if state["samples_consumed"] % state["global_batch_size"]:
+            raise ValueError(
+                f"loader state: 'samples_consumed' ({state['samples_consumed']}) is not a "
+                f"multiple of 'global_batch_size' ({state['global_batch_size']})"
+            )
+        if state["fingerprint"] != dataset.fingerprint():
+            raise ValueError(
+                "loader state: 'fingerprint' shows it was taken over another corpus or "
+                f"packing: {state['fingerprint']} != {dataset.fingerprint()}"
+            )
+        if state["seed"] != self._packed_seed():
+            raise ValueError(
+                f"loader state was taken with seed {state['seed']}, this loader shuffles with "
+                f"{self._packed_seed()}; pass the same generator seed to resume the same order"
+            )
+        num_blocks = dataset.plan(state["epoch"], state["seed"]).num_blocks
+        if state["samples_consumed"] > num_blocks:
+            raise ValueError(
+                f"loader state: 'samples_consumed' ({state['samples_consumed']}) is beyond the "
+                f"{num_blocks} blocks of epoch {state['epoch']}"
+            )
+        dataset.set_epoch(state["epoch"])
+        self._resume = dict(state)
+        self._position = {"epoch": state["epoch"], "samples_consumed": state["samples_consumed"]}
+
+    def _take_resume_point(self, epoch: Any) -> int:
+        """Blocks of global batches to skip in the epoch an iterator is starting."""
+        resume, self._resume = self._resume, None
+        if resume is None or resume["epoch"] != epoch.epoch:
+            self._position = {"epoch": epoch.epoch, "samples_consumed": 0}
+            return 0
+        return resume["samples_consumed"]
+
+    def _progress(self, epoch: Any, last: bool) -> None:
+        """Called as each packed batch is delivered."""
+        if last:
+            self.dataset.set_epoch(epoch.epoch + 1)
+            self._position = {"epoch": epoch.epoch + 1, "samples_consumed": 0}
+        else:
+            self._position = {"epoch": epoch.epoch, "samples_consumed": epoch.samples_consumed}
 
 
 # Shutdown protocol of NativeBatchIterator (the one place it is written down):

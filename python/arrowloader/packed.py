@@ -1,0 +1,334 @@
+"""PackedDataset: documents packed into fixed-length rows for pretraining."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.distributed
+from torch.utils.data import BatchSampler, Dataset, RandomSampler, SequentialSampler
+
+from arrowloader import _C
+from arrowloader.buffers import NUMPY_DTYPES, output_buffer
+from arrowloader.corpus import Corpus
+from arrowloader.dataset import IGNORE_INDEX, Batch, Item
+from arrowloader.sources import Source
+
+MODES = ("concat", "bestfit")
+
+
+class PackedDataset(Dataset):
+    """Documents packed into rows of ``seq_len`` tokens for causal language modelling.
+
+    Every document is followed by ``eos_token_id``. Each epoch the documents are shuffled
+    (a function of ``(seed, epoch)`` alone) and packed into *blocks* of ``seq_len + 1``
+    tokens; a block gives one row with ``input_ids = block[:-1]`` and
+    ``labels = block[1:]``.
+
+    - ``mode="concat"``: the documents form one stream cut into consecutive blocks
+      (Megatron / nanoGPT); documents may cross blocks; the tail of the stream shorter
+      than a block is left out of the epoch (it is elsewhere in the next one).
+    - ``mode="bestfit"``: whole documents go, in epoch order, into the open block with the
+      least room that still holds them; only documents longer than a block are split. The
+      rest of a block is ``pad_token_id`` with label -100, and labels never cross from one
+      document into the next.
+
+    ``ds[i]`` is block ``i`` of the current epoch's packing (set with :meth:`set_epoch`);
+    :class:`arrowloader.DataLoader` assembles whole batches natively, shuffles the block
+    order per epoch, splits every global batch between distributed ranks and can resume
+    mid-epoch from ``state_dict()``.
+
+    Args:
+        source: anything :class:`TokenDataset` accepts.
+        seq_len: tokens per row.
+        eos_token_id: appended to every document.
+        mode: ``"concat"`` or ``"bestfit"``.
+        column: the token column.
+        seed: shuffling seed (a DataLoader ``generator`` overrides it with its
+            ``initial_seed()``).
+        shuffle_documents: shuffle documents before packing each epoch.
+        mask_across_documents: in concat mode, -100 on labels whose target is the first
+            token of the next document (always so in bestfit mode).
+        pad_token_id: padding id in bestfit mode (default: ``eos_token_id``).
+        return_position_ids: add ``position_ids`` restarting at 0 at every document start.
+        return_cu_seqlens: batches carry ``cu_seqlens`` (int32, document boundaries over the
+            flattened batch) and ``max_seqlen`` for variable-length attention kernels.
+        dtype: ``torch.int64`` or ``torch.int32`` for ids, labels and positions.
+        rank, world_size: this process's share of every global batch; default: from
+            ``torch.distributed`` when initialised, else 0 and 1.
+        require_end_of_stream: as for :class:`TokenDataset`.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        seq_len: int,
+        eos_token_id: int,
+        mode: str = "concat",
+        column: str = "input_ids",
+        seed: int = 0,
+        shuffle_documents: bool = True,
+        mask_across_documents: bool = False,
+        pad_token_id: Optional[int] = None,
+        return_position_ids: bool = True,
+        return_cu_seqlens: bool = True,
+        dtype: torch.dtype = torch.int64,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+        require_end_of_stream: bool = True,
+    ) -> None:
+        self._args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self._configure()
+
+    def _configure(self) -> None:
+        args = self._args
+        if not isinstance(args["seq_len"], int) or args["seq_len"] < 1:
+            raise ValueError(f"seq_len must be a positive integer, got {args['seq_len']!r}")
+        if args["mode"] not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {args['mode']!r}")
+        if args["dtype"] not in NUMPY_DTYPES:
+            raise ValueError(f"dtype must be torch.int64 or torch.int32, got {args['dtype']}")
+        limit = torch.iinfo(args["dtype"])
+        for name in ("eos_token_id", "pad_token_id"):
+            value = args[name]
+            if value is not None and not limit.min <= value <= limit.max:
+                raise ValueError(f"{name}={value} does not fit in {args['dtype']}")
+        self.seq_len: int = args["seq_len"]
+        self.eos_token_id: int = args["eos_token_id"]
+        self.mode: str = args["mode"]
+        self.seed: int = args["seed"]
+        self.shuffle_documents: bool = args["shuffle_documents"]
+        self.pad_token_id: int = (
+            args["eos_token_id"] if args["pad_token_id"] is None else args["pad_token_id"]
+        )
+        self.return_position_ids: bool = args["return_position_ids"]
+        self.return_cu_seqlens: bool = args["return_cu_seqlens"]
+        self.dtype: torch.dtype = args["dtype"]
+        self._rank, self._world_size = args["rank"], args["world_size"]
+        if (self._rank is None) != (self._world_size is None):
+            raise ValueError("pass both rank and world_size, or neither")
+        if self._world_size is not None and not 0 <= self._rank < self._world_size:
+            raise ValueError(f"rank {self._rank} is not in range(world_size={self._world_size})")
+        self.corpus = Corpus(
+            args["source"], args["column"], require_end_of_stream=args["require_end_of_stream"]
+        )
+        self._assembler = _C.PackedBatchAssembler(
+            self.corpus.tokens,
+            seq_len=self.seq_len,
+            eos_token_id=self.eos_token_id,
+            bestfit=self.mode == "bestfit",
+            mask_across_documents=bool(args["mask_across_documents"]),
+            pad_token_id=self.pad_token_id,
+            label_pad_id=IGNORE_INDEX,
+        )
+        self.epoch = 0
+        self._plans: dict[tuple[int, int], Any] = {}
+
+    # Pickling by arguments: workers reopen and remap the files.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"args": self._args, "epoch": self.epoch}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._args = dict(state["args"])
+        self._configure()
+        self.epoch = state["epoch"]
+
+    def __repr__(self) -> str:
+        return (
+            f"PackedDataset({self.corpus.num_rows} documents, {self.corpus.num_tokens} tokens, "
+            f"mode={self.mode!r}, seq_len={self.seq_len}, epoch={self.epoch})"
+        )
+
+    @property
+    def rank(self) -> int:
+        """This process's rank (explicit, else torch.distributed's, else 0)."""
+        if self._rank is not None:
+            return self._rank
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank()
+        return 0
+
+    @property
+    def world_size(self) -> int:
+        """Processes sharing every global batch (explicit, else torch.distributed's, else 1)."""
+        if self._world_size is not None:
+            return self._world_size
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size()
+        return 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch whose document order (and block order) is used."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = int(epoch)
+
+    def document_order(self, epoch: int, seed: Optional[int] = None) -> np.ndarray:
+        """The order documents are packed in for ``epoch``: int64 ``[documents]``."""
+        n = self.corpus.num_rows
+        if not self.shuffle_documents:
+            return np.arange(n, dtype=np.int64)
+        return _C.seeded_permutation(self.seed if seed is None else seed, 2 * epoch, n)
+
+    def block_order(self, epoch: int, seed: int, num_blocks: int) -> np.ndarray:
+        """The shuffled order of ``epoch``'s blocks: int64 ``[num_blocks]``."""
+        return _C.seeded_permutation(seed, 2 * epoch + 1, num_blocks)
+
+    def plan(self, epoch: Optional[int] = None, seed: Optional[int] = None) -> Any:
+        """The packing of ``epoch`` (default: the current one); kept for the last two
+        epochs asked for, since each costs one pass over the documents."""
+        key = (self.epoch if epoch is None else epoch, self.seed if seed is None else seed)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._assembler.plan(self.document_order(*key))
+            while len(self._plans) >= 2:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[key] = plan
+        return plan
+
+    def __len__(self) -> int:
+        """Blocks (rows) in the current epoch."""
+        return self.plan().num_blocks
+
+    def __getitem__(self, index: int) -> Item:
+        """Block ``index`` of the current epoch: ``input_ids``, ``labels`` and (if asked)
+        ``position_ids``, each ``[seq_len]`` of the dataset's dtype."""
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"block {index} is out of range for an epoch of {n} blocks")
+        batch = self.assemble([index % n])
+        return {k: v[0] for k, v in batch.items() if k not in ("cu_seqlens", "max_seqlen")}
+
+    def assemble(self, blocks: Sequence[int], epoch: Optional[int] = None) -> Batch:
+        """Blocks of ``epoch``'s packing as one batch, on the calling thread."""
+        plan = self.plan(epoch)
+        rows = np.asarray(blocks, dtype=np.int64)
+        batch, outputs = self._allocate(len(rows), pin=False)
+        values = self._assembler.assemble(plan, rows, *outputs)
+        return self._finish(batch, values)
+
+    def collate(self, items: Sequence[Item]) -> Batch:
+        """Stacks ``ds[i]`` results into a batch exactly like the native path: ``input_ids``,
+        ``labels``, ``position_ids`` ``[B, seq_len]``, plus ``cu_seqlens`` (int32) and
+        ``max_seqlen`` (int) derived from the position ids."""
+        batch = {k: torch.stack([item[k] for item in items]) for k in items[0]}
+        if self.return_cu_seqlens:
+            positions = batch.get("position_ids")
+            if positions is None:
+                raise ValueError("collate needs position_ids to derive cu_seqlens")
+            flat = positions.reshape(-1)
+            starts = torch.nonzero(flat == 0).reshape(-1)
+            ends = torch.cat([starts[1:], torch.tensor([flat.numel()])])
+            batch["cu_seqlens"] = torch.cat([starts, torch.tensor([flat.numel()])]).to(
+                torch.int32
+            )
+            batch["max_seqlen"] = int((ends - starts).max()) if len(starts) else 0
+        return batch
+
+    def _allocate(self, n: int, pin: bool) -> tuple[Batch, tuple]:
+        shape = (n, self.seq_len)
+        batch: Batch = {}
+        batch["input_ids"], ids = output_buffer(shape, self.dtype, pin)
+        batch["labels"], labels = output_buffer(shape, self.dtype, pin)
+        positions = cu_seqlens = None
+        if self.return_position_ids or self.return_cu_seqlens:
+            # position ids are needed to derive cu_seqlens in collate(); the native path
+            # computes both anyway.
+            batch["position_ids"], positions = output_buffer(shape, self.dtype, pin)
+        if self.return_cu_seqlens:
+            flat = (n * self.seq_len + 1,)
+            batch["cu_seqlens"], cu_seqlens = output_buffer(flat, torch.int32, pin)
+        return batch, (ids, labels, positions, cu_seqlens)
+
+    def _finish(self, batch: Batch, values: tuple[int, int]) -> Batch:
+        if self.return_cu_seqlens:
+            batch["cu_seqlens"] = batch["cu_seqlens"][: values[0]]
+            batch["max_seqlen"] = values[1]
+        if not self.return_position_ids:
+            batch.pop("position_ids", None)
+        return batch
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a saved loader state must match to be resumed on this dataset."""
+        return {
+            "documents": self.corpus.num_rows,
+            "tokens": self.corpus.num_tokens,
+            "files": [os.fspath(f.path.name) for f in self.corpus.files],
+            "seq_len": self.seq_len,
+            "mode": self.mode,
+            "eos_token_id": self.eos_token_id,
+            "shuffle_documents": self.shuffle_documents,
+        }
+
+    def _native_epoch(self, loader: Any, pin: bool, first_iterator: bool) -> PackedEpoch:
+        return PackedEpoch(self, loader, pin)
+
+
+def native_packed_shuffle(loader: Any) -> Optional[bool]:
+    """Whether the loader asks for shuffled blocks, or None when its sampler is custom
+    (then torch's own path iterates the dataset)."""
+    batch_sampler = loader.batch_sampler
+    if type(batch_sampler) is not BatchSampler:
+        return None
+    sampler = batch_sampler.sampler
+    if type(sampler) is RandomSampler and not sampler.replacement and sampler._num_samples is None:
+        return True
+    if type(sampler) is SequentialSampler:
+        return False
+    return None
+
+
+class PackedEpoch:
+    """One pass of a DataLoader over a PackedDataset.
+
+    The epoch's blocks, in (seed, epoch)-shuffled order, are cut into *global* batches of
+    ``batch_size * world_size`` blocks; this rank takes its ``batch_size`` slice of each.
+    The global order does not depend on the world size, and a global batch that would be
+    incomplete at the end of the epoch is left out (fewer than ``batch_size *
+    world_size`` blocks per epoch, a different set each epoch).
+    """
+
+    def __init__(self, dataset: PackedDataset, loader: Any, pin: bool) -> None:
+        self._dataset = dataset
+        self._pin = pin
+        self._batch_size = loader.batch_size
+        self._rank, self._world_size = dataset.rank, dataset.world_size
+        self._global = self._batch_size * self._world_size
+        generator = loader.generator
+        self.seed = dataset.seed if generator is None else generator.initial_seed()
+        self.epoch = dataset.epoch
+        self._plan = dataset.plan(self.epoch, self.seed)
+        num_blocks = self._plan.num_blocks
+        shuffle = native_packed_shuffle(loader)
+        self._order = (
+            dataset.block_order(self.epoch, self.seed, num_blocks)
+            if shuffle
+            else np.arange(num_blocks, dtype=np.int64)
+        )
+        resume = loader._take_resume_point(self)
+        self.samples_consumed = resume  # blocks of global batches already yielded
+        self._next = resume  # start of the next global batch to submit
+        self._end = resume + (num_blocks - resume) // self._global * self._global
+        self._loader_progress = loader._progress
+
+    def __len__(self) -> int:
+        return (self._end - self.samples_consumed) // self._global
+
+    def submit(self, pool: Any) -> Optional[tuple]:
+        if self._next >= self._end:
+            return None
+        begin = self._next + self._rank * self._batch_size
+        blocks = self._order[begin : begin + self._batch_size]
+        self._next += self._global
+        batch, outputs = self._dataset._allocate(len(blocks), self._pin)
+        ticket = self._dataset._assembler.submit(pool, self._plan, blocks, *outputs)
+        return ticket, batch, self._finish
+
+    def _finish(self, batch: Batch, values: tuple[int, int]) -> Batch:
+        self.samples_consumed += self._global
+        last = self.samples_consumed >= self._end
+        self._loader_progress(self, last)
+        return self._dataset._finish(batch, values)
