@@ -26,7 +26,10 @@ def reference_lengths(num_docs: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_corpus(
-    path: Union[str, os.PathLike], num_docs: int = 200_000, seed: int = 0
+    path: Union[str, os.PathLike],
+    num_docs: int = 200_000,
+    seed: int = 0,
+    vocab_size: int = VOCAB_SIZE,
 ) -> Path:
     """Writes the reference corpus as one Arrow IPC file and returns its path.
 
@@ -34,14 +37,17 @@ def make_corpus(
     uniform in ``[1, 50257)``) and ``label: int64`` uniform in {0, 1}. With numpy's
     ``default_rng(seed)`` the lengths are drawn first, then the ids, then the labels, so
     the same arguments always give the same bytes. The default is about 98.6M tokens
-    (394 MB). The file is written to a temporary name and renamed, so an interrupted run
-    never leaves a partial corpus behind.
+    (394 MB). ``vocab_size`` changes the id range to ``[1, vocab_size)`` (the benchmarks
+    keep GPT-2's; small models in the examples use less). The file is written to a
+    temporary name and renamed, so an interrupted run never leaves a partial corpus.
     """
     if num_docs < 1:
         raise ValueError(f"num_docs must be at least 1, got {num_docs}")
+    if vocab_size < 2:
+        raise ValueError(f"vocab_size must be at least 2, got {vocab_size}")
     rng = np.random.default_rng(seed)
     lengths = reference_lengths(num_docs, rng)
-    ids = rng.integers(1, VOCAB_SIZE, size=int(lengths.sum()), dtype=np.int32)
+    ids = rng.integers(1, vocab_size, size=int(lengths.sum()), dtype=np.int32)
     labels = rng.integers(0, 2, size=num_docs, dtype=np.int64)
     offsets = np.zeros(num_docs + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
