@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "arrow_c_abi.h"
+#include "blend.h"
 #include "columns.h"
 #include "errors.h"
 #include "packed_batch.h"
@@ -613,4 +614,92 @@ PYBIND11_MODULE(_C, m) {
           py::arg("cu_seqlens").noconvert() = py::none(),
           "Like assemble(), but queued on pool; returns a Ticket whose result() is "
           "(cu_seqlens entries, max_seqlen).");
+
+  m.def(
+      "blend",
+      [](const py::array_t<double, py::array::c_style | py::array::forcecast>& weights,
+         int64_t start, int64_t count) {
+        if (weights.ndim() != 1) throw std::invalid_argument("weights must be 1-D");
+        if (count < 0) throw std::invalid_argument("count must be >= 0");
+        py::array_t<int64_t> source(count);
+        py::array_t<int64_t> index(count);
+        const double* w = weights.data();
+        const int64_t d = weights.shape(0);
+        int64_t* s = source.mutable_data();
+        int64_t* i = index.mutable_data();
+        {
+          py::gil_scoped_release release;
+          blend(w, d, start, count, s, i);
+        }
+        return py::make_tuple(source, index);
+      },
+      py::arg("weights"), py::arg("start"), py::arg("count"),
+      "Mixed samples [start, start + count) of datasets weighted by `weights` (float64 [D], "
+      "summing to 1): returns (dataset int64 [count], index within it int64 [count]).");
+
+  m.def(
+      "blend_counts",
+      [](const py::array_t<double, py::array::c_style | py::array::forcecast>& weights,
+         int64_t samples) {
+        if (weights.ndim() != 1) throw std::invalid_argument("weights must be 1-D");
+        const int64_t d = weights.shape(0);
+        py::array_t<int64_t> counts(d);
+        const double* w = weights.data();
+        int64_t* c = counts.mutable_data();
+        {
+          py::gil_scoped_release release;
+          blend_counts(w, d, samples, c);
+        }
+        return counts;
+      },
+      py::arg("weights"), py::arg("samples"),
+      "How many of the first `samples` mixed samples each dataset gave: int64 [D].");
+
+  m.def(
+      "submit_mixed",
+      [](const std::shared_ptr<ThreadPool>& pool,
+         const std::vector<std::shared_ptr<PackedBatchAssembler>>& sources,
+         const std::vector<std::shared_ptr<PackPlan>>& plans, const py::object& plan_of_row_in,
+         const py::object& blocks, const py::object& input_ids, const py::object& labels,
+         const py::object& position_ids, const py::object& cu_seqlens) {
+        if (sources.empty() || sources.size() != plans.size()) {
+          throw std::invalid_argument("submit_mixed needs one assembler per plan");
+        }
+        CheckedPackedBatch batch =
+            check_packed_batch(*sources[0], blocks, input_ids, labels, position_ids, cu_seqlens);
+        Rows plan_of_row = Rows::ensure(plan_of_row_in);
+        if (!plan_of_row || plan_of_row.ndim() != 1 ||
+            plan_of_row.shape(0) != batch.blocks.shape(0)) {
+          throw std::invalid_argument("plan_of_row must be int64 [n], one per block");
+        }
+        if (pool->orphaned()) {
+          throw std::runtime_error(
+              "this loader's threads belong to the parent process; create the iterator "
+              "after the fork");
+        }
+        const int64_t* b = batch.blocks.data();
+        const int64_t* p = plan_of_row.data();
+        const int64_t n = batch.blocks.shape(0);
+        auto values = std::make_shared<Ticket::Values>(Ticket::Values{0, 0});
+        auto job = std::make_shared<Job>([sources, plans, p, b, n, out = batch.outputs, values] {
+          std::vector<const PackedBatchAssembler*> raw_sources;
+          std::vector<const PackPlan*> raw_plans;
+          for (const auto& source : sources) raw_sources.push_back(source.get());
+          for (const auto& plan : plans) raw_plans.push_back(plan.get());
+          const PackedBatchInfo info = assemble_mixed(raw_sources, raw_plans, p, b, n, out);
+          (*values)[0] = info.cu_seqlens_length;
+          (*values)[1] = info.max_seqlen;
+        });
+        py::tuple keepalive = py::make_tuple(batch.keepalive, plan_of_row);
+        auto ticket = std::make_unique<Ticket>(job, keepalive, values, pool);
+        pool->submit(job);
+        return ticket;
+      },
+      py::arg("pool"), py::arg("sources"), py::arg("plans"), py::arg("plan_of_row"),
+      py::arg("blocks"), py::arg("input_ids").noconvert(), py::arg("labels").noconvert(),
+      py::arg("position_ids").noconvert() = py::none(),
+      py::arg("cu_seqlens").noconvert() = py::none(),
+      "Queue a batch whose row r is block blocks[r] of plans[plan_of_row[r]], packed by "
+      "sources[plan_of_row[r]] (int64 [n] each); outputs as PackedBatchAssembler.submit. "
+      "Returns a Ticket whose result() is (cu_seqlens entries, max_seqlen).");
 }

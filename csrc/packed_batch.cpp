@@ -140,20 +140,31 @@ std::shared_ptr<const PackPlan> PackedBatchAssembler::plan(const int64_t* order,
 
 namespace {
 
-template <typename Dst>
-void write_batch(const TokenColumn& tokens, const PackOptions& opt, const PackPlan& plan,
-                 const int64_t* blocks, int64_t n, const PackedOutputs& out,
+struct RowSource {
+  const TokenColumn* tokens;
+  const PackOptions* options;
+  const PackPlan* plan;
+  int64_t block;
+};
+
+// Writes n rows; source_of(r) names the corpus, options, plan and block of row r (one
+// dataset, or several mixed). All rows share seq_len.
+template <typename Dst, typename SourceOf>
+void write_batch(const SourceOf& source_of, int64_t n, int64_t S, const PackedOutputs& out,
                  PackedBatchInfo* info) {
-  const int64_t S = opt.seq_len;
-  const auto label_pad = static_cast<Dst>(opt.label_pad_id);
-  const auto pad = static_cast<Dst>(opt.pad_token_id);
-  const auto eos = static_cast<Dst>(opt.eos_token_id);
   std::vector<Segment> segments;
   std::vector<int64_t> starts;
   int64_t cu_length = 0;
   int64_t max_seqlen = 0;
   for (int64_t r = 0; r < n; ++r) {
-    const int64_t b = blocks[r];
+    const RowSource source = source_of(r);
+    const TokenColumn& tokens = *source.tokens;
+    const PackOptions& opt = *source.options;
+    const PackPlan& plan = *source.plan;
+    const int64_t b = source.block;
+    const auto label_pad = static_cast<Dst>(opt.label_pad_id);
+    const auto pad = static_cast<Dst>(opt.pad_token_id);
+    const auto eos = static_cast<Dst>(opt.eos_token_id);
     if (b < 0 || b >= plan.num_blocks()) {
       throw std::out_of_range("block " + std::to_string(b) + " is out of range for an epoch of " +
                               std::to_string(plan.num_blocks()) + " blocks");
@@ -229,10 +240,46 @@ void write_batch(const TokenColumn& tokens, const PackOptions& opt, const PackPl
 PackedBatchInfo PackedBatchAssembler::assemble(const PackPlan& plan, const int64_t* blocks,
                                                int64_t n, const PackedOutputs& out) const {
   PackedBatchInfo info;
+  auto source_of = [&](int64_t r) {
+    return RowSource{tokens_.get(), &options_, &plan, blocks[r]};
+  };
   if (out.type == OutType::kInt64) {
-    write_batch<int64_t>(*tokens_, options_, plan, blocks, n, out, &info);
+    write_batch<int64_t>(source_of, n, options_.seq_len, out, &info);
   } else {
-    write_batch<int32_t>(*tokens_, options_, plan, blocks, n, out, &info);
+    write_batch<int32_t>(source_of, n, options_.seq_len, out, &info);
+  }
+  return info;
+}
+
+PackedBatchInfo assemble_mixed(const std::vector<const PackedBatchAssembler*>& sources,
+                               const std::vector<const PackPlan*>& plans,
+                               const int64_t* plan_of_row, const int64_t* blocks, int64_t n,
+                               const PackedOutputs& out) {
+  if (sources.size() != plans.size() || sources.empty()) {
+    throw std::invalid_argument("assemble_mixed needs one assembler per plan");
+  }
+  const int64_t S = sources[0]->options().seq_len;
+  for (const PackedBatchAssembler* source : sources) {
+    if (source->options().seq_len != S) {
+      throw std::invalid_argument("mixed datasets must share seq_len");
+    }
+  }
+  for (int64_t r = 0; r < n; ++r) {
+    if (plan_of_row[r] < 0 || plan_of_row[r] >= static_cast<int64_t>(plans.size())) {
+      throw std::out_of_range("row " + std::to_string(r) + " names plan " +
+                              std::to_string(plan_of_row[r]) + " of " +
+                              std::to_string(plans.size()));
+    }
+  }
+  PackedBatchInfo info;
+  auto source_of = [&](int64_t r) {
+    const PackedBatchAssembler* source = sources[plan_of_row[r]];
+    return RowSource{&source->tokens(), &source->options(), plans[plan_of_row[r]], blocks[r]};
+  };
+  if (out.type == OutType::kInt64) {
+    write_batch<int64_t>(source_of, n, S, out, &info);
+  } else {
+    write_batch<int32_t>(source_of, n, S, out, &info);
   }
   return info;
 }

@@ -89,6 +89,7 @@ class PackedBatchAssembler {
   PackedBatchAssembler(std::shared_ptr<const TokenColumn> tokens, PackOptions options);
 
   const PackOptions& options() const { return options_; }
+  const TokenColumn& tokens() const { return *tokens_; }
   std::shared_ptr<const PackPlan> plan(const int64_t* order, int64_t n) const;
   // Writes blocks[0..n) of `plan` as rows of one batch.
   PackedBatchInfo assemble(const PackPlan& plan, const int64_t* blocks, int64_t n,
@@ -98,5 +99,12 @@ class PackedBatchAssembler {
   std::shared_ptr<const TokenColumn> tokens_;
   PackOptions options_;
 };
+
+// Writes a batch whose row r is block blocks[r] of plans[plan_of_row[r]], packed from
+// sources[plan_of_row[r]]'s corpus (datasets mixed by weight). All share seq_len.
+PackedBatchInfo assemble_mixed(const std::vector<const PackedBatchAssembler*>& sources,
+                               const std::vector<const PackPlan*>& plans,
+                               const int64_t* plan_of_row, const int64_t* blocks, int64_t n,
+                               const PackedOutputs& out);
 
 }  // namespace arrowloader

@@ -16,6 +16,7 @@ from arrowloader.errors import (
     LoaderTimeoutError,
 )
 from arrowloader.loader import DataLoader
+from arrowloader.mixed import MixedDataset
 from arrowloader.packed import PackedDataset
 
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ __all__ = [
     "DataLoader",
     "LoaderClosedError",
     "LoaderTimeoutError",
+    "MixedDataset",
     "PackedDataset",
     "TokenDataset",
     "__version__",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections import deque
@@ -13,7 +14,11 @@ import torch.utils.data
 from arrowloader import _C
 from arrowloader.dataset import Batch, TokenDataset
 from arrowloader.errors import LoaderClosedError
+from arrowloader.mixed import MixedDataset
 from arrowloader.packed import PackedDataset, native_packed_shuffle
+
+# Datasets whose native path is planned by (seed, epoch) and resumable by state_dict().
+_PACKED_KINDS = (PackedDataset, MixedDataset)
 
 #: Version tag of DataLoader.state_dict().
 STATE_FORMAT = "arrowloader.DataLoader/1"
@@ -123,7 +128,7 @@ class DataLoader(torch.utils.data.DataLoader):
             return False
         if isinstance(dataset, TokenDataset):
             return True
-        return isinstance(dataset, PackedDataset) and native_packed_shuffle(self) is not None
+        return isinstance(dataset, _PACKED_KINDS) and native_packed_shuffle(self) is not None
 
     def check_worker_number_rationality(self) -> None:
         # torch warns when worker processes outnumber cores; native threads are not
@@ -132,6 +137,8 @@ class DataLoader(torch.utils.data.DataLoader):
             super().check_worker_number_rationality()
 
     def __len__(self) -> int:
+        if self.native and isinstance(self.dataset, MixedDataset):
+            return len(self.dataset) // (self.batch_size * self.dataset.world_size)
         if self.native and isinstance(self.dataset, PackedDataset):
             dataset = self.dataset
             plan = dataset.plan(dataset.epoch, self._packed_seed())
@@ -158,11 +165,14 @@ class DataLoader(torch.utils.data.DataLoader):
         """Where this loader is: load it into a fresh loader over the same dataset to
         continue with exactly the batches this one would have produced next."""
         dataset = self.dataset
-        if not (self.native and isinstance(dataset, PackedDataset)):
+        if not (self.native and isinstance(dataset, _PACKED_KINDS)):
             raise NotImplementedError(
-                "state_dict() is available for PackedDataset on the native path"
+                "state_dict() is available for PackedDataset and MixedDataset on the native path"
             )
-        position = self._position or {"epoch": dataset.epoch, "samples_consumed": 0}
+        position = self._position or {
+            "epoch": getattr(dataset, "epoch", 0),
+            "samples_consumed": 0,
+        }
         return {
             "format": STATE_FORMAT,
             "fingerprint": dataset.fingerprint(),
@@ -180,9 +190,10 @@ class DataLoader(torch.utils.data.DataLoader):
                 or seed (continuing would not visit each block exactly once).
         """
         dataset = self.dataset
-        if not (self.native and isinstance(dataset, PackedDataset)):
+        if not (self.native and isinstance(dataset, _PACKED_KINDS)):
             raise NotImplementedError(
-                "load_state_dict() is available for PackedDataset on the native path"
+                "load_state_dict() is available for PackedDataset and MixedDataset on the "
+                "native path"
             )
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ValueError(f"not an arrowloader DataLoader state (format {STATE_FORMAT!r})")
@@ -212,13 +223,18 @@ class DataLoader(torch.utils.data.DataLoader):
                 f"loader state was taken with seed {state['seed']}, this loader shuffles with "
                 f"{self._packed_seed()}; pass the same generator seed to resume the same order"
             )
-        num_blocks = dataset.plan(state["epoch"], state["seed"]).num_blocks
+        num_blocks = (
+            math.inf
+            if isinstance(dataset, MixedDataset)  # one stream over all passes
+            else dataset.plan(state["epoch"], state["seed"]).num_blocks
+        )
         if state["samples_consumed"] > num_blocks:
             raise ValueError(
                 f"loader state: 'samples_consumed' ({state['samples_consumed']}) is beyond the "
                 f"{num_blocks} blocks of epoch {state['epoch']}"
             )
-        dataset.set_epoch(state["epoch"])
+        if isinstance(dataset, PackedDataset):
+            dataset.set_epoch(state["epoch"])
         self._resume = dict(state)
         self._position = {"epoch": state["epoch"], "samples_consumed": state["samples_consumed"]}
 
