@@ -108,10 +108,7 @@ class PackedDataset(Dataset):
         self.return_cu_seqlens: bool = args["return_cu_seqlens"]
         self.dtype: torch.dtype = args["dtype"]
         self._rank, self._world_size = args["rank"], args["world_size"]
-        if (self._rank is None) != (self._world_size is None):
-            raise ValueError("pass both rank and world_size, or neither")
-        if self._world_size is not None and not 0 <= self._rank < self._world_size:
-            raise ValueError(f"rank {self._rank} is not in range(world_size={self._world_size})")
+        resolve_distributed(self._rank, self._world_size)  # validates them
         self.corpus = Corpus(
             args["source"], args["column"], require_end_of_stream=args["require_end_of_stream"]
         )
@@ -145,20 +142,12 @@ class PackedDataset(Dataset):
     @property
     def rank(self) -> int:
         """This process's rank (explicit, else torch.distributed's, else 0)."""
-        if self._rank is not None:
-            return self._rank
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank()
-        return 0
+        return resolve_distributed(self._rank, self._world_size)[0]
 
     @property
     def world_size(self) -> int:
         """Processes sharing every global batch (explicit, else torch.distributed's, else 1)."""
-        if self._world_size is not None:
-            return self._world_size
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_world_size()
-        return 1
+        return resolve_distributed(self._rank, self._world_size)[1]
 
     def set_epoch(self, epoch: int) -> None:
         """Selects the epoch whose document order (and block order) is used."""
@@ -194,17 +183,23 @@ class PackedDataset(Dataset):
         return self.plan().num_blocks
 
     def __getitem__(self, index: int) -> Item:
-        """Block ``index`` of the current epoch: ``input_ids``, ``labels`` and (if asked)
-        ``position_ids``, each ``[seq_len]`` of the dataset's dtype."""
+        """Block ``index`` of the current epoch: ``input_ids``, ``labels`` and
+        ``position_ids``, each ``[seq_len]`` of the dataset's dtype. ``position_ids`` is
+        left out only when neither ``return_position_ids`` nor ``return_cu_seqlens`` is set:
+        :meth:`collate` derives ``cu_seqlens`` from it (and then drops it if not asked)."""
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"block {index} is out of range for an epoch of {n} blocks")
-        batch = self.assemble([index % n])
-        return {k: v[0] for k, v in batch.items() if k not in ("cu_seqlens", "max_seqlen")}
+        batch, outputs = self._allocate(1, pin=False)
+        self._assembler.assemble(self.plan(), np.array([index % n], dtype=np.int64), *outputs)
+        return {k: batch[k][0] for k in ("input_ids", "labels", "position_ids") if k in batch}
 
-    def assemble(self, blocks: Sequence[int], epoch: Optional[int] = None) -> Batch:
-        """Blocks of ``epoch``'s packing as one batch, on the calling thread."""
-        plan = self.plan(epoch)
+    def assemble(
+        self, blocks: Sequence[int], epoch: Optional[int] = None, seed: Optional[int] = None
+    ) -> Batch:
+        """Blocks of ``epoch``'s packing (shuffled with ``seed``) as one batch, on the
+        calling thread."""
+        plan = self.plan(epoch, seed)
         rows = np.asarray(blocks, dtype=np.int64)
         batch, outputs = self._allocate(len(rows), pin=False)
         values = self._assembler.assemble(plan, rows, *outputs)
@@ -226,6 +221,8 @@ class PackedDataset(Dataset):
                 torch.int32
             )
             batch["max_seqlen"] = int((ends - starts).max()) if len(starts) else 0
+        if not self.return_position_ids:
+            batch.pop("position_ids", None)
         return batch
 
     def _allocate(self, n: int, pin: bool) -> tuple[Batch, tuple]:
@@ -265,6 +262,24 @@ class PackedDataset(Dataset):
 
     def _native_epoch(self, loader: Any, pin: bool, first_iterator: bool) -> PackedEpoch:
         return PackedEpoch(self, loader, pin)
+
+
+def resolve_distributed(rank: Optional[int], world_size: Optional[int]) -> tuple[int, int]:
+    """(rank, world_size): the explicit ones, else torch.distributed's when it is
+    initialised, else (0, 1).
+
+    Raises:
+        ValueError: only one of them is given, or rank is not in range(world_size).
+    """
+    if (rank is None) != (world_size is None):
+        raise ValueError("pass both rank and world_size, or neither")
+    if rank is not None and world_size is not None:
+        if not (isinstance(world_size, int) and world_size >= 1 and 0 <= rank < world_size):
+            raise ValueError(f"rank {rank} is not in range(world_size={world_size})")
+        return rank, world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 def native_packed_shuffle(loader: Any) -> Optional[bool]:
@@ -313,12 +328,19 @@ class PackedEpoch:
         self._next = resume  # start of the next global batch to submit
         self._end = resume + (num_blocks - resume) // self._global * self._global
         self._loader_progress = loader._progress
+        self._ended = False  # the loader was told this epoch is over
 
     def __len__(self) -> int:
         return (self._end - self.samples_consumed) // self._global
 
     def submit(self, pool: Any) -> Optional[tuple]:
         if self._next >= self._end:
+            if self.samples_consumed >= self._end and not self._ended:
+                # Nothing of this epoch is left to deliver (e.g. resumed with a larger
+                # global batch than fits in its rest): it is over, and the next iterator
+                # must start the next epoch, not this one again.
+                self._ended = True
+                self._loader_progress(self, True)
             return None
         begin = self._next + self._rank * self._batch_size
         blocks = self._order[begin : begin + self._batch_size]
@@ -329,6 +351,6 @@ class PackedEpoch:
 
     def _finish(self, batch: Batch, values: tuple[int, int]) -> Batch:
         self.samples_consumed += self._global
-        last = self.samples_consumed >= self._end
+        last = self._ended = self.samples_consumed >= self._end
         self._loader_progress(self, last)
         return self._dataset._finish(batch, values)
