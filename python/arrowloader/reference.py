@@ -70,3 +70,128 @@ def pad_batch(
     if labels is not None and not causal_labels:
         out["labels"] = list(labels)
     return out
+
+
+# Packing (PackedDataset). A *piece* is a document's tokens followed by EOS; a *block* is
+# seq_len + 1 token positions holding segments of pieces (and, in bestfit mode, padding).
+# Every packed row below also carries "segments": the lengths of its block's segments, in
+# position order, so cu_seqlens can be derived without looking at position_ids.
+
+
+def _pieces(documents: Sequence[Sequence[int]], eos_token_id: int) -> list[list[int]]:
+    return [[int(t) for t in doc] + [eos_token_id] for doc in documents]
+
+
+def _packed_row(
+    segments: list[list[int]], seq_len: int, pad_token_id: int, mask_across_documents: bool
+) -> dict[str, list]:
+    """One block (its segments, in position order) as a row of ``seq_len`` positions."""
+    tokens: list[int] = []
+    starts: list[int] = []
+    for segment in segments:
+        starts.append(len(tokens))
+        tokens.extend(segment)
+    valid = len(tokens)
+    block = tokens + [pad_token_id] * (seq_len + 1 - valid)
+    input_ids = block[:seq_len]
+    labels = block[1:]
+    for i in range(seq_len):
+        if i + 1 >= valid:  # the target is padding
+            labels[i] = IGNORE_INDEX
+    if mask_across_documents:
+        for start in starts[1:]:
+            labels[start - 1] = IGNORE_INDEX
+    position_ids: list[int] = []
+    for segment in segments:
+        position_ids.extend(range(len(segment)))
+    position_ids.extend(range(seq_len + 1 - valid))
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "position_ids": position_ids[:seq_len],
+        "segments": [len(segment) for segment in segments],
+    }
+
+
+def pack_concat(
+    documents: Sequence[Sequence[int]],
+    seq_len: int,
+    eos_token_id: int,
+    mask_across_documents: bool = False,
+) -> list[dict[str, list]]:
+    """Rows of "concat" packing: the pieces of ``documents`` (in the given order) joined
+    into one stream, cut into consecutive blocks of ``seq_len + 1`` tokens; the tail shorter
+    than a block is dropped.
+
+    Returns one dict per block: ``input_ids``, ``labels``, ``position_ids`` (``[seq_len]``
+    lists) and ``segments`` (lengths of the block's segments).
+    """
+    block_size = seq_len + 1
+    blocks: list[list[list[int]]] = []
+    current: list[list[int]] = []
+    room = block_size
+    for piece in _pieces(documents, eos_token_id):
+        rest = piece
+        while rest:
+            take = rest[:room]
+            rest = rest[room:]
+            current.append(take)
+            room -= len(take)
+            if room == 0:
+                blocks.append(current)
+                current = []
+                room = block_size
+    return [_packed_row(b, seq_len, 0, mask_across_documents) for b in blocks]
+
+
+def pack_bestfit(
+    documents: Sequence[Sequence[int]], seq_len: int, eos_token_id: int, pad_token_id: int
+) -> list[dict[str, list]]:
+    """Rows of "bestfit" packing: pieces longer than a block are cut into chunks of
+    ``seq_len + 1`` tokens (the last one shorter); each chunk, in order, goes to the open
+    block with the least room that still holds it (ties: the block opened first) or opens a
+    new one. Blocks come in opening order, padded with ``pad_token_id``; labels never cross
+    into the next segment.
+
+    Returns rows as :func:`pack_concat` does.
+    """
+    block_size = seq_len + 1
+    chunks: list[list[int]] = []
+    for piece in _pieces(documents, eos_token_id):
+        for start in range(0, len(piece), block_size):
+            chunks.append(piece[start : start + block_size])
+    blocks: list[list[list[int]]] = []
+    rooms: list[int] = []
+    for chunk in chunks:
+        best = -1
+        for k in range(len(blocks)):
+            if rooms[k] >= len(chunk) and (best < 0 or rooms[k] < rooms[best]):
+                best = k
+        if best < 0:
+            blocks.append([])
+            rooms.append(block_size)
+            best = len(blocks) - 1
+        blocks[best].append(chunk)
+        rooms[best] -= len(chunk)
+    return [_packed_row(b, seq_len, pad_token_id, True) for b in blocks]
+
+
+def packed_cu_seqlens(rows: Sequence[dict[str, list]], seq_len: int) -> tuple[list[int], int]:
+    """``(cu_seqlens, max_seqlen)`` of a batch of packed rows, from their ``segments``:
+    for each row r, ``r * seq_len +`` the start of every segment starting before
+    ``seq_len``, then of the padding if any; finally ``len(rows) * seq_len``. max_seqlen is
+    the longest of these segments, clipped to the row."""
+    cu_seqlens: list[int] = []
+    max_seqlen = 0
+    for r, row in enumerate(rows):
+        start = 0
+        for length in row["segments"]:
+            if start < seq_len:
+                cu_seqlens.append(r * seq_len + start)
+                max_seqlen = max(max_seqlen, min(length, seq_len - start))
+            start += length
+        if start < seq_len:
+            cu_seqlens.append(r * seq_len + start)
+            max_seqlen = max(max_seqlen, seq_len - start)
+    cu_seqlens.append(len(rows) * seq_len)
+    return cu_seqlens, max_seqlen
