@@ -247,6 +247,17 @@ class TokenDataset(Dataset):
             )
         return batch
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What a saved loader state must match to be resumed on this dataset."""
+        options = {k: v for k, v in self._args.items() if k not in ("source", "dtype")}
+        return {
+            "documents": len(self),
+            "tokens": self.corpus.num_tokens,
+            "files": [f.path.name for f in self.corpus.files],
+            "dtype": str(self.dtype),
+            **options,
+        }
+
     def _native_epoch(self, loader: Any, pin: bool, first_iterator: bool) -> PaddedEpoch:
         """The native path's batches for one pass of ``loader`` (see loader.NativeEpoch)."""
         return PaddedEpoch(self, loader, pin, first_iterator)
@@ -320,19 +331,43 @@ def _check_options(
 
 class PaddedEpoch:
     """One pass of a DataLoader over a TokenDataset: batch indices from the loader's own
-    (batch) sampler, each batch padded natively into freshly allocated tensors."""
+    (batch) sampler, each batch padded natively into freshly allocated tensors.
+
+    Its position, for ``state_dict()``, is the state of the random generators the sampler
+    draws from, as they were when the epoch began, and the batches delivered since: a
+    resumed epoch restores the generators, draws the same order again and skips that many
+    batches (in O(1) for torch's stock samplers; other samplers are iterated, indices
+    only, up to that point).
+    """
 
     def __init__(self, dataset: TokenDataset, loader: Any, pin: bool, first_iterator: bool) -> None:
         self._dataset = dataset
         self._assembler = dataset._assembler
         self._pin = pin
-        self._length = len(loader)
+        self._progress = loader._progress
+        self._persistent = bool(loader.persistent_workers and loader.num_workers > 0)
+        self._generators = sampling_generators(loader)
+        resume = loader._take_resume()
+        skip = 0
+        if resume is not None:
+            for generator, state in zip(self._generators, resume["generator_states"]):
+                generator.set_state(state)
+            skip = resume["batches"]
+            first_iterator = resume["draws_base_seed"]
+        self._start = {
+            "generator_states": [g.get_state() for g in self._generators],
+            "draws_base_seed": first_iterator,
+        }
+        self._delivered = skip
+        self._length = len(loader) - skip
         # The same draws, in the same order, as torch's _BaseDataLoaderIter: the sampler
         # iterator is made first (its draws happen lazily, at the first batch), then the
         # base seed is drawn; torch's reused persistent-worker iterator draws none.
-        self._batches = _batches_with_widths(self._assembler, EpochPlan(loader._index_sampler))
+        plan = EpochPlan(loader._index_sampler)
+        self._batches = _batches_with_widths(self._assembler, plan, skip)
         if first_iterator:
             torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
+        self._progress({**self._start, "batches": skip})
 
     def __len__(self) -> int:
         return self._length
@@ -359,17 +394,93 @@ class PaddedEpoch:
 
     def _finish(self, batch: Batch, values: tuple[int, int]) -> Batch:
         self._dataset._truncated_in_batches += values[0]
+        self._delivered += 1
+        self._progress({**self._start, "batches": self._delivered})
         return batch
 
+    def exhausted(self) -> None:
+        # The next epoch starts from the generators as this one left them.
+        self._progress(
+            {
+                "generator_states": [g.get_state() for g in self._generators],
+                # torch's reused persistent-worker iterator draws no base seed.
+                "draws_base_seed": not self._persistent,
+                "batches": 0,
+            }
+        )
 
-def _batches_with_widths(assembler: Any, plan: EpochPlan) -> Iterator[tuple[np.ndarray, int]]:
-    """Yields (rows int64 [batch], padded width) for every batch of the epoch: widths of a
-    vectorised plan in one native call, else batch by batch."""
+
+def sampling_generators(loader: Any) -> list[torch.Generator]:
+    """The torch generators an epoch of ``loader`` draws from: the loader's (or torch's
+    global one) and its sampler's own, if it has one."""
+    generators = [loader.generator if loader.generator is not None else torch.default_generator]
+    sampler = getattr(loader.batch_sampler, "sampler", None)
+    own = getattr(sampler, "generator", None)
+    if isinstance(own, torch.Generator) and all(own is not g for g in generators):
+        generators.append(own)
+    return generators
+
+
+def check_token_state(
+    state: Any, dataset: TokenDataset, generators: list[torch.Generator]
+) -> dict[str, Any]:
+    """Validates a TokenDataset loader state and returns the fields resumption uses.
+
+    Raises:
+        ValueError: the state is malformed or was taken over another corpus or options.
+    """
+    from arrowloader.loader import STATE_FORMAT
+
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise ValueError(f"not an arrowloader DataLoader state (format {STATE_FORMAT!r})")
+    missing = [
+        key for key in ("fingerprint", "generator_states", "draws_base_seed", "batches")
+        if key not in state
+    ]
+    if missing:
+        raise ValueError(f"loader state: missing {', '.join(map(repr, missing))}")
+    batches = state["batches"]
+    if not isinstance(batches, int) or isinstance(batches, bool) or batches < 0:
+        raise ValueError(f"loader state: 'batches' must be a non-negative int, got {batches!r}")
+    states = state["generator_states"]
+    if not isinstance(states, (list, tuple)) or len(states) != len(generators):
+        raise ValueError(
+            f"loader state: 'generator_states' must hold {len(generators)} generator states "
+            "(this loader's and its sampler's generators)"
+        )
+    for saved, generator in zip(states, generators):
+        current = generator.get_state()
+        if not (
+            isinstance(saved, torch.Tensor)
+            and saved.dtype == current.dtype
+            and saved.shape == current.shape
+        ):
+            raise ValueError("loader state: 'generator_states' holds something that is not a "
+                             "state of this loader's generators")
+    if state["fingerprint"] != dataset.fingerprint():
+        raise ValueError(
+            "loader state: 'fingerprint' shows it was taken over another corpus or other "
+            f"options: {state['fingerprint']} != {dataset.fingerprint()}"
+        )
+    return {
+        "generator_states": list(states),
+        "draws_base_seed": bool(state["draws_base_seed"]),
+        "batches": batches,
+    }
+
+
+def _batches_with_widths(
+    assembler: Any, plan: EpochPlan, skip: int = 0
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Yields (rows int64 [batch], padded width) for every batch of the epoch after the
+    first ``skip``: widths of a vectorised plan in one native call, else batch by batch."""
     order = plan.order()
     if order is None:
-        for rows in plan:
-            yield rows, assembler.width(rows)
+        for b, rows in enumerate(plan):
+            if b >= skip:
+                yield rows, assembler.width(rows)
         return
+    order = order[skip * plan.batch_size :]
     widths = assembler.widths(order, plan.batch_size).tolist()
     for b, width in enumerate(widths):
         yield order[b * plan.batch_size : (b + 1) * plan.batch_size], width

@@ -12,7 +12,7 @@ import torch
 import torch.utils.data
 
 from arrowloader import _C
-from arrowloader.dataset import Batch, TokenDataset
+from arrowloader.dataset import Batch, TokenDataset, check_token_state, sampling_generators
 from arrowloader.errors import LoaderClosedError
 from arrowloader.mixed import MixedDataset
 from arrowloader.packed import PackedDataset, native_packed_shuffle
@@ -47,6 +47,9 @@ class NativeEpoch(Protocol):
     def submit(self, pool: Any) -> Optional[tuple[Any, Batch, Callable[[Batch, tuple], Batch]]]:
         """Queues the next batch on ``pool``: returns ``(ticket, batch, finish)``, where
         ``finish(batch, ticket.result())`` gives the batch to yield, or None at the end."""
+
+    def exhausted(self) -> None:
+        """Called once every batch of the epoch was delivered."""
 
 
 class DataLoader(torch.utils.data.DataLoader):
@@ -163,11 +166,25 @@ class DataLoader(torch.utils.data.DataLoader):
 
     def state_dict(self) -> dict[str, Any]:
         """Where this loader is: load it into a fresh loader over the same dataset to
-        continue with exactly the batches this one would have produced next."""
+        continue with exactly the batches this one would have produced next.
+
+        For a TokenDataset the state holds the random generators' states at the start of
+        the epoch and the batches delivered since (torch's samplers draw an epoch's order
+        from them); for packed and mixed datasets, the epoch and the blocks delivered.
+        """
         dataset = self.dataset
+        if self.native and isinstance(dataset, TokenDataset):
+            position = self._position or {
+                "generator_states": [g.get_state() for g in sampling_generators(self)],
+                "draws_base_seed": not self._native_iterators
+                or not (self.persistent_workers and self.num_workers > 0),
+                "batches": 0,
+            }
+            return {"format": STATE_FORMAT, "fingerprint": dataset.fingerprint(), **position}
         if not (self.native and isinstance(dataset, _PACKED_KINDS)):
             raise NotImplementedError(
-                "state_dict() is available for PackedDataset and MixedDataset on the native path"
+                "state_dict() is available on the native path (TokenDataset, PackedDataset, "
+                "MixedDataset)"
             )
         position = self._position or {
             "epoch": getattr(dataset, "epoch", 0),
@@ -190,10 +207,14 @@ class DataLoader(torch.utils.data.DataLoader):
                 or seed (continuing would not visit each block exactly once).
         """
         dataset = self.dataset
+        if self.native and isinstance(dataset, TokenDataset):
+            self._resume = check_token_state(state, dataset, sampling_generators(self))
+            self._position = dict(self._resume)
+            return
         if not (self.native and isinstance(dataset, _PACKED_KINDS)):
             raise NotImplementedError(
-                "load_state_dict() is available for PackedDataset and MixedDataset on the "
-                "native path"
+                "load_state_dict() is available on the native path (TokenDataset, "
+                "PackedDataset, MixedDataset)"
             )
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ValueError(f"not an arrowloader DataLoader state (format {STATE_FORMAT!r})")
@@ -238,21 +259,14 @@ class DataLoader(torch.utils.data.DataLoader):
         self._resume = dict(state)
         self._position = {"epoch": state["epoch"], "samples_consumed": state["samples_consumed"]}
 
-    def _take_resume_point(self, epoch: Any) -> int:
-        """Blocks of global batches to skip in the epoch an iterator is starting."""
+    def _take_resume(self) -> Optional[dict[str, Any]]:
+        """The loaded state the iterator now starting continues from (once), or None."""
         resume, self._resume = self._resume, None
-        if resume is None or resume["epoch"] != epoch.epoch:
-            self._position = {"epoch": epoch.epoch, "samples_consumed": 0}
-            return 0
-        return resume["samples_consumed"]
+        return resume
 
-    def _progress(self, epoch: Any, last: bool) -> None:
-        """Called as each packed batch is delivered."""
-        if last:
-            self.dataset.set_epoch(epoch.epoch + 1)
-            self._position = {"epoch": epoch.epoch + 1, "samples_consumed": 0}
-        else:
-            self._position = {"epoch": epoch.epoch, "samples_consumed": epoch.samples_consumed}
+    def _progress(self, position: dict[str, Any]) -> None:
+        """Records where the run is, as each native batch is delivered."""
+        self._position = position
 
 
 # Shutdown protocol of NativeBatchIterator (the one place it is written down):
@@ -311,6 +325,7 @@ class NativeBatchIterator:
             if not self._inflight:
                 self._exhausted = True
                 self.close()
+                self._epoch.exhausted()
                 raise StopIteration
             ticket, batch, finish = self._inflight.popleft()
             self._fill()  # keep the threads busy while this batch is finished and consumed

@@ -176,13 +176,18 @@ class MixedEpoch:
         generator = loader.generator
         self.seed = dataset.seed if generator is None else generator.initial_seed()
         self.epoch = 0  # passes are not epochs of the datasets; kept for the loader's record
-        self.samples_consumed = loader._take_resume_point(self)
+        resume = loader._take_resume()
+        self.samples_consumed = 0 if resume is None else resume["samples_consumed"]
         self._next = self.samples_consumed
         self._end = self._next + len(dataset) // self._global * self._global
         self._loader_progress = loader._progress
+        self._loader_progress({"epoch": 0, "samples_consumed": self.samples_consumed})
 
     def __len__(self) -> int:
         return (self._end - self.samples_consumed) // self._global
+
+    def exhausted(self) -> None:
+        """A pass ends; the next one continues the same stream of mixed samples."""
 
     def submit(self, pool: Any) -> Optional[tuple]:
         if self._next >= self._end:
@@ -212,6 +217,6 @@ class MixedEpoch:
 
     def _finish(self, batch: Batch, values: tuple[int, int]) -> Batch:
         self.samples_consumed += self._global
-        self._loader_progress(self, False)
+        self._loader_progress({"epoch": 0, "samples_consumed": self.samples_consumed})
         return self._dataset.datasets[0]._finish(batch, values)
 

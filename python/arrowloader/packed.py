@@ -323,15 +323,31 @@ class PackedEpoch:
             if shuffle
             else np.arange(num_blocks, dtype=np.int64)
         )
-        resume = loader._take_resume_point(self)
+        resume_state = loader._take_resume()
+        resume = (
+            resume_state["samples_consumed"]
+            if resume_state is not None and resume_state["epoch"] == self.epoch
+            else 0
+        )
         self.samples_consumed = resume  # blocks of global batches already yielded
         self._next = resume  # start of the next global batch to submit
         self._end = resume + (num_blocks - resume) // self._global * self._global
         self._loader_progress = loader._progress
+        self._loader_progress({"epoch": self.epoch, "samples_consumed": resume})
         self._ended = False  # the loader was told this epoch is over
 
     def __len__(self) -> int:
         return (self._end - self.samples_consumed) // self._global
+
+    def _end_epoch(self) -> None:
+        """The next iterator starts the next epoch."""
+        self._ended = True
+        self._dataset.set_epoch(self.epoch + 1)
+        self._loader_progress({"epoch": self.epoch + 1, "samples_consumed": 0})
+
+    def exhausted(self) -> None:
+        if not self._ended and self.samples_consumed >= self._end:
+            self._end_epoch()
 
     def submit(self, pool: Any) -> Optional[tuple]:
         if self._next >= self._end:
@@ -339,8 +355,7 @@ class PackedEpoch:
                 # Nothing of this epoch is left to deliver (e.g. resumed with a larger
                 # global batch than fits in its rest): it is over, and the next iterator
                 # must start the next epoch, not this one again.
-                self._ended = True
-                self._loader_progress(self, True)
+                self._end_epoch()
             return None
         begin = self._next + self._rank * self._batch_size
         blocks = self._order[begin : begin + self._batch_size]
@@ -351,6 +366,10 @@ class PackedEpoch:
 
     def _finish(self, batch: Batch, values: tuple[int, int]) -> Batch:
         self.samples_consumed += self._global
-        last = self._ended = self.samples_consumed >= self._end
-        self._loader_progress(self, last)
+        if self.samples_consumed >= self._end:
+            self._end_epoch()
+        else:
+            self._loader_progress(
+                {"epoch": self.epoch, "samples_consumed": self.samples_consumed}
+            )
         return self._dataset._finish(batch, values)
