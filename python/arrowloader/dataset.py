@@ -359,7 +359,8 @@ class PaddedEpoch:
             "draws_base_seed": first_iterator,
         }
         self._delivered = skip
-        self._length = len(loader) - skip
+        self._total = len(loader)
+        self._length = self._total - skip
         # The same draws, in the same order, as torch's _BaseDataLoaderIter: the sampler
         # iterator is made first (its draws happen lazily, at the first batch), then the
         # base seed is drawn; torch's reused persistent-worker iterator draws none.
@@ -395,7 +396,11 @@ class PaddedEpoch:
     def _finish(self, batch: Batch, values: tuple[int, int]) -> Batch:
         self._dataset._truncated_in_batches += values[0]
         self._delivered += 1
-        self._progress({**self._start, "batches": self._delivered})
+        if self._delivered == self._total:
+            # After the last batch a state resumes into the next epoch, not an empty rest.
+            self.exhausted()
+        else:
+            self._progress({**self._start, "batches": self._delivered})
         return batch
 
     def exhausted(self) -> None:
