@@ -25,7 +25,14 @@ import pytest
 import torch
 from arrowloader import _C, PackedDataset, reference
 from arrowloader.loader import STATE_FORMAT
-from conftest import INT32, TOKEN_TYPES, pyarrow_rows, random_documents, write_tokens
+from conftest import (
+    INT32,
+    TOKEN_TYPES,
+    pyarrow_rows,
+    random_documents,
+    write_corpus,
+    write_tokens,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -917,3 +924,18 @@ def test_set_epoch_rejects_negative(resume_corpus: list[Path]) -> None:
     ds = PackedDataset(resume_corpus, seq_len=8, eos_token_id=1)
     with pytest.raises(ValueError, match="epoch"):
         ds.set_epoch(-1)
+
+
+def test_custom_sampler_takes_torchs_path_with_the_datasets_collate(tmp_path: Path) -> None:
+    """Off the native path the batches still carry cu_seqlens: the DataLoader collates
+    with the dataset's own collate, as the native path would produce them."""
+    corpus = write_corpus(tmp_path, np.random.default_rng(5))
+    ds = PackedDataset(corpus.paths, seq_len=8, eos_token_id=0, shuffle_documents=False)
+    blocks = [3, 1, 4, 0]
+    loader = arrowloader.DataLoader(ds, batch_size=4, sampler=blocks)
+    assert not loader.native
+    batch = next(iter(loader))
+    expected = ds.assemble(blocks)
+    assert batch["max_seqlen"] == expected["max_seqlen"]
+    for key in ("input_ids", "labels", "position_ids", "cu_seqlens"):
+        assert torch.equal(batch[key], expected[key]), key

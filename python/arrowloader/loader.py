@@ -98,6 +98,15 @@ class DataLoader(torch.utils.data.DataLoader):
         in_order: bool = True,
     ) -> None:
         self._custom_collate_fn = collate_fn
+        if (
+            collate_fn is None
+            and isinstance(dataset, (TokenDataset, *_PACKED_KINDS))
+            and (batch_size is not None or batch_sampler is not None)
+        ):
+            # Off the native path (e.g. a custom sampler over a packed dataset) torch's
+            # default collate would drop cu_seqlens; the dataset's own gives the native
+            # path's batches.
+            collate_fn = dataset.collate
         self._native_iterators = 0
         self._resume: Optional[dict[str, Any]] = None  # a loaded state for the next iterator
         self._position: Optional[dict[str, Any]] = None  # of the latest packed iterator
