@@ -281,21 +281,68 @@ PYBIND11_MODULE(_C, m) {
       .def(
           "add_chunk",
           [](TokenColumn& self, const py::object& schema, const py::object& array,
-             const std::string& file, int64_t first_row_in_file) {
+             const std::string& file, int64_t first_row_in_file, bool check_offsets) {
             auto* s = capsule_pointer<ArrowSchema>(schema, "arrow_schema", "schema");
             auto* a = capsule_pointer<ArrowArray>(array, "arrow_array", "array");
             ChunkOrigin origin{file, first_row_in_file};
             py::gil_scoped_release release;
-            self.add_chunk(s, a, std::move(origin));
+            self.add_chunk(s, a, std::move(origin), check_offsets);
           },
           py::arg("schema"), py::arg("array"), py::arg("file"), py::arg("first_row_in_file"),
+          py::arg("check_offsets") = true,
           "Import one array (the two PyCapsules of __arrow_c_array__()) without copying, "
           "check nulls and offsets in one pass, and append it. `file` and `first_row_in_file` "
-          "name the rows in error messages. Raises CorpusFormatError.")
+          "name the rows in error messages. check_offsets=False skips the pass over the "
+          "offsets (only for files an index cache vouches for); the first and last offsets "
+          "are still checked. Raises CorpusFormatError.")
+      .def(
+          "check_chunk_offsets",
+          [](TokenColumn& self, size_t begin, size_t end) {
+            py::gil_scoped_release release;
+            self.check_chunk_offsets(begin, end);
+          },
+          py::arg("begin"), py::arg("end"),
+          "Run the offsets pass over chunks [begin, end), e.g. ones added with "
+          "check_offsets=False. Raises CorpusFormatError naming file, column and row.")
+      .def(
+          "hold_region",
+          [](TokenColumn& self, const py::object& schema, const py::object& array) {
+            auto* s = capsule_pointer<ArrowSchema>(schema, "arrow_schema", "schema");
+            auto* a = capsule_pointer<ArrowArray>(array, "arrow_array", "array");
+            self.hold_region(s, a);
+          },
+          py::arg("schema"), py::arg("array"),
+          "Keep a uint8 array over a region of memory (the two PyCapsules of "
+          "__arrow_c_array__(); typically a whole memory-mapped file) alive with the column. "
+          "Chunks added afterwards whose buffers all lie inside it keep no Arrow objects of "
+          "their own.")
+      .def_property_readonly("held_arrays", &TokenColumn::held_arrays,
+                             "Imported arrays the column keeps alive.")
       .def_property_readonly("name", &TokenColumn::name)
       .def_property_readonly("num_rows", &TokenColumn::num_rows, "Rows over all chunks.")
       .def_property_readonly("num_tokens", &TokenColumn::num_tokens, "Tokens over all rows.")
       .def_property_readonly("num_chunks", &TokenColumn::num_chunks)
+      .def_property_readonly("checked_chunks", &TokenColumn::checked_chunks,
+                             "Chunks whose offsets were checked so far.")
+      .def(
+          "token_offsets",
+          [](const std::shared_ptr<TokenColumn>& self) {
+            const std::vector<int64_t>* sums;
+            {
+              py::gil_scoped_release release;
+              sums = &self->token_offsets();
+            }
+            // A read-only view of the column's own prefix sums: no copy, and the
+            // column (their owner) lives as long as the array.
+            py::array_t<int64_t> out({static_cast<py::ssize_t>(sums->size())}, sums->data(),
+                                     py::cast(self));
+            out.attr("setflags")(py::arg("write") = false);
+            return out;
+          },
+          "Token prefix sums: int64 [num_rows + 1], entry r = tokens in rows before r (row "
+          "r's length is entry r + 1 minus entry r). Built on the first call (8 bytes a row, "
+          "kept with the column), a read-only view afterwards. The column cannot take more "
+          "chunks once they exist.")
       .def(
           "lengths",
           [](const TokenColumn& self, const Rows& rows) {
@@ -618,24 +665,54 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "blend",
       [](const py::array_t<double, py::array::c_style | py::array::forcecast>& weights,
-         int64_t start, int64_t count) {
+         int64_t start, int64_t count, const py::object& taken_in) {
         if (weights.ndim() != 1) throw std::invalid_argument("weights must be 1-D");
         if (count < 0) throw std::invalid_argument("count must be >= 0");
+        if (start < 0) throw std::invalid_argument("start must be >= 0");
+        const int64_t d = weights.shape(0);
+        int64_t* taken = nullptr;
+        if (!taken_in.is_none()) {
+          if (!py::isinstance<py::array_t<int64_t>>(taken_in)) {
+            throw std::invalid_argument("taken must be an int64 array [len(weights)]");
+          }
+          auto array = taken_in.cast<py::array_t<int64_t>>();
+          if (array.ndim() != 1 || array.shape(0) != d || !array.writeable() ||
+              !(array.flags() & py::array::c_style)) {
+            throw std::invalid_argument(
+                "taken must be a writeable, contiguous int64 array [len(weights)]");
+          }
+          taken = array.mutable_data();
+          int64_t sum = 0;
+          for (int64_t k = 0; k < d; ++k) {
+            if (taken[k] < 0) throw std::invalid_argument("taken: negative count");
+            sum += taken[k];
+          }
+          if (sum != start) {
+            throw std::invalid_argument("taken must sum to start (counts of the first start "
+                                        "samples, as blend_counts() gives them)");
+          }
+        }
         py::array_t<int64_t> source(count);
         py::array_t<int64_t> index(count);
         const double* w = weights.data();
-        const int64_t d = weights.shape(0);
         int64_t* s = source.mutable_data();
         int64_t* i = index.mutable_data();
         {
           py::gil_scoped_release release;
-          blend(w, d, start, count, s, i);
+          if (taken == nullptr) {
+            blend(w, d, start, count, s, i);
+          } else {
+            blend_from(w, d, start, taken, count, s, i);
+          }
         }
         return py::make_tuple(source, index);
       },
-      py::arg("weights"), py::arg("start"), py::arg("count"),
+      py::arg("weights"), py::arg("start"), py::arg("count"), py::arg("taken") = py::none(),
       "Mixed samples [start, start + count) of datasets weighted by `weights` (float64 [D], "
-      "summing to 1): returns (dataset int64 [count], index within it int64 [count]).");
+      "summing to 1): returns (dataset int64 [count], index within it int64 [count]). "
+      "Without `taken` it replays samples [0, start); with `taken` (int64 [D], the counts of "
+      "the first `start` samples, updated in place to those of the first start + count) it "
+      "costs O(count) alone.");
 
   m.def(
       "blend_counts",

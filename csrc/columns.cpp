@@ -71,6 +71,8 @@ size_t token_size(TokenType type) {
   return 0;
 }
 
+int64_t bitmap_bytes(int64_t bits) { return (bits + 7) / 8; }
+
 size_t scalar_size(char format) {
   switch (format) {
     case 'c': case 'C': return 1;
@@ -113,6 +115,22 @@ void validate_offsets(const Offset* offsets, int64_t rows, int64_t num_values,
   }
 }
 
+// The O(1) part of validate_offsets, for chunks whose offsets pass is skipped:
+// the first offset is >= 0, the last within num_values and not below the
+// first, so the chunk's token count and every later read of its ends are sane.
+template <typename Offset>
+void check_offset_ends(const Offset* offsets, int64_t rows, int64_t num_values,
+                       const ChunkOrigin& origin, const std::string& column) {
+  const int64_t first = offsets[0];
+  const int64_t last = offsets[rows];
+  if (first < 0 || last < first || last > num_values) {
+    fail_chunk(origin, column,
+               "list offsets run from " + std::to_string(first) + " to " +
+                   std::to_string(last) + " over " + std::to_string(num_values) +
+                   " values; the file is corrupt. Regenerate it from its source.");
+  }
+}
+
 }  // namespace
 
 ImportedArray::ImportedArray(ArrowSchema* schema, ArrowArray* array)
@@ -139,12 +157,16 @@ const char* token_type_name(TokenType type) {
 }
 
 void TokenColumn::add_chunk(ArrowSchema* schema_in, ArrowArray* array_in,
-                            ChunkOrigin origin) {
+                            ChunkOrigin origin, bool check_offsets) {
   if (schema_in == nullptr || array_in == nullptr || schema_in->release == nullptr ||
       array_in->release == nullptr) {
     throw std::invalid_argument("add_chunk: the Arrow array or schema was already released");
   }
-  if (frozen_) throw std::logic_error("add_chunk: column '" + name_ + "' is frozen");
+  // The prefix sums cover the rows present when they were built; a later chunk
+  // would fall outside them.
+  if (frozen_ || has_token_offsets()) {
+    throw std::logic_error("add_chunk: column '" + name_ + "' is frozen");
+  }
   auto owner = std::make_unique<ImportedArray>(schema_in, array_in);
   const ArrowSchema& schema = owner->schema();
   const ArrowArray& array = owner->array();
@@ -197,7 +219,15 @@ void TokenColumn::add_chunk(ArrowSchema* schema_in, ArrowArray* array_in,
     if (array.buffers[1] == nullptr) fail_chunk(origin, name_, "missing list offsets buffer");
     const size_t osize = chunk.large_offsets ? 8 : 4;
     chunk.offsets = static_cast<const char*>(array.buffers[1]) + array.offset * osize;
-    if (chunk.large_offsets) {
+    if (!check_offsets) {
+      if (chunk.large_offsets) {
+        check_offset_ends(static_cast<const int64_t*>(chunk.offsets), chunk.rows,
+                          chunk.num_values, origin, name_);
+      } else {
+        check_offset_ends(static_cast<const int32_t*>(chunk.offsets), chunk.rows,
+                          chunk.num_values, origin, name_);
+      }
+    } else if (chunk.large_offsets) {
       validate_offsets(static_cast<const int64_t*>(chunk.offsets), chunk.rows,
                        chunk.num_values, origin, name_);
     } else {
@@ -228,11 +258,103 @@ void TokenColumn::add_chunk(ArrowSchema* schema_in, ArrowArray* array_in,
         static_cast<const char*>(child.buffers[1]) + child.offset * token_size(chunk.type);
   }
 
+  // The bytes the column will ever read of this chunk. If a held region covers
+  // them all, it keeps them alive and the chunk's own array is released here.
+  const size_t osize = chunk.large_offsets ? 8 : 4;
+  const size_t vsize = token_size(chunk.type);
+  const bool covered =
+      (array.buffers[0] == nullptr ||
+       in_region(array.buffers[0], bitmap_bytes(array.offset + array.length))) &&
+      (array.length == 0 ||
+       in_region(chunk.offsets, (chunk.rows + 1) * static_cast<int64_t>(osize))) &&
+      (child.buffers[0] == nullptr ||
+       in_region(child.buffers[0], bitmap_bytes(child.offset + child.length))) &&
+      (child.length == 0 ||
+       in_region(chunk.values, chunk.num_values * static_cast<int64_t>(vsize)));
+
   num_tokens_ += last - first;
+  if (check_offsets) ++checked_chunks_;
   starts_.push_back(starts_.back() + chunk.rows);
   chunks_.push_back(chunk);
   origins_.push_back(std::move(origin));
+  if (!covered) owners_.push_back(std::move(owner));
+}
+
+void TokenColumn::hold_region(ArrowSchema* schema_in, ArrowArray* array_in) {
+  if (schema_in == nullptr || array_in == nullptr || schema_in->release == nullptr ||
+      array_in->release == nullptr) {
+    throw std::invalid_argument("hold_region: the Arrow array or schema was already released");
+  }
+  if (frozen_ || has_token_offsets()) {
+    throw std::logic_error("hold_region: column '" + name_ + "' is frozen");
+  }
+  auto owner = std::make_unique<ImportedArray>(schema_in, array_in);
+  const ArrowSchema& schema = owner->schema();
+  const ArrowArray& array = owner->array();
+  if (schema.format == nullptr || std::strcmp(schema.format, "C") != 0 ||
+      array.n_buffers != 2 || array.length < 0 || array.offset < 0) {
+    throw std::invalid_argument("hold_region: expected a uint8 array over the region");
+  }
+  const auto begin = reinterpret_cast<uintptr_t>(array.buffers[1]);
+  region_begin_ = begin == 0 ? 0 : begin + static_cast<uintptr_t>(array.offset);
+  region_end_ = begin == 0 ? 0 : region_begin_ + static_cast<uintptr_t>(array.length);
   owners_.push_back(std::move(owner));
+}
+
+bool TokenColumn::in_region(const void* data, int64_t bytes) const {
+  const auto at = reinterpret_cast<uintptr_t>(data);
+  return at != 0 && region_begin_ != 0 && at >= region_begin_ && at <= region_end_ &&
+         bytes >= 0 && static_cast<uint64_t>(bytes) <= region_end_ - at;
+}
+
+void TokenColumn::check_offsets_of(size_t c) const {
+  const ListChunk& chunk = chunks_[c];
+  if (chunk.rows == 0) return;
+  if (chunk.large_offsets) {
+    validate_offsets(static_cast<const int64_t*>(chunk.offsets), chunk.rows, chunk.num_values,
+                     origins_[c], name_);
+  } else {
+    validate_offsets(static_cast<const int32_t*>(chunk.offsets), chunk.rows, chunk.num_values,
+                     origins_[c], name_);
+  }
+}
+
+void TokenColumn::check_chunk_offsets(size_t begin, size_t end) {
+  if (begin > end || end > chunks_.size()) {
+    throw std::out_of_range("check_chunk_offsets: chunks [" + std::to_string(begin) + ", " +
+                            std::to_string(end) + ") of " + std::to_string(chunks_.size()));
+  }
+  for (size_t c = begin; c < end; ++c) {
+    check_offsets_of(c);
+    ++checked_chunks_;
+  }
+}
+
+const std::vector<int64_t>& TokenColumn::token_offsets() const {
+  std::call_once(token_offsets_once_, [this] {
+    std::vector<int64_t> sums(static_cast<size_t>(num_rows()) + 1);
+    int64_t before = 0;  // tokens in the chunks already summed
+    for (size_t c = 0; c < chunks_.size(); ++c) {
+      const ListChunk& chunk = chunks_[c];
+      if (chunk.rows == 0) continue;
+      int64_t* out = sums.data() + starts_[c];
+      // Shifting the chunk's own offsets by one constant keeps the loop free of
+      // a carried dependency, so it vectorises.
+      if (chunk.large_offsets) {
+        const auto* o = static_cast<const int64_t*>(chunk.offsets);
+        const int64_t shift = before - o[0];
+        for (int64_t r = 0; r <= chunk.rows; ++r) out[r] = o[r] + shift;
+      } else {
+        const auto* o = static_cast<const int32_t*>(chunk.offsets);
+        const int64_t shift = before - o[0];
+        for (int64_t r = 0; r <= chunk.rows; ++r) out[r] = o[r] + shift;
+      }
+      before = out[chunk.rows];
+    }
+    token_offsets_ = std::move(sums);
+    token_offsets_ready_.store(true, std::memory_order_release);
+  });
+  return token_offsets_;
 }
 
 size_t TokenColumn::chunk_of(int64_t global) const {

@@ -1,14 +1,20 @@
 // Zero-copy views over Arrow columns imported through the C data interface.
 //
 // A column is a sequence of chunks (one per record batch of every file, in
-// corpus order). Each chunk owns the ArrowArray/ArrowSchema it was moved out
-// of, so the memory mapping behind its buffers stays alive exactly as long as
-// the column does. Global row numbers run across chunks; a row is located by
-// a binary search over the chunks' first rows.
+// corpus order). The column keeps alive the memory behind every chunk's
+// buffers for exactly as long as it lives: either the ArrowArray/ArrowSchema
+// the chunk was moved out of, or, when the chunk lies inside a region the
+// column holds (a whole memory-mapped file, see hold_region()), that region
+// alone. Global row numbers run across chunks; a row is located by
+// a binary search over the chunks' first rows, so the index costs memory per
+// chunk, not per row. Token prefix sums over all rows (8 bytes a row) are built
+// only when first asked for.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -74,7 +80,26 @@ class TokenColumn {
   // Imports one chunk, checks its type, nulls and offsets (one pass over the
   // offsets) and appends it. Throws CorpusFormatError naming file, column and
   // row. On error the chunk is released and the column is unchanged.
-  void add_chunk(ArrowSchema* schema, ArrowArray* array, ChunkOrigin origin);
+  //
+  // check_offsets = false skips the pass over the offsets, for a chunk whose
+  // file an index cache vouches for; the O(1) checks (type, buffers present,
+  // first offset >= 0, last offset within the values and not before the
+  // first) and the null checks still run.
+  void add_chunk(ArrowSchema* schema, ArrowArray* array, ChunkOrigin origin,
+                 bool check_offsets = true);
+
+  // Runs the offsets pass over chunks [begin, end) (added unchecked); throws
+  // CorpusFormatError like add_chunk() would have.
+  void check_chunk_offsets(size_t begin, size_t end);
+
+  // Keeps `array` (a uint8 array over a region of memory, typically a whole
+  // memory-mapped file) alive as long as the column. A chunk added later whose
+  // every buffer lies inside the latest held region releases its own imported
+  // array at once: Arrow's objects behind one record batch cost ~3 KB, which
+  // for small record batches outweighs the index itself.
+  void hold_region(ArrowSchema* schema, ArrowArray* array);
+  // Imported arrays the column keeps alive (held regions and chunks outside them).
+  size_t held_arrays() const { return owners_.size(); }
 
   // After freeze() add_chunk() throws: assemblers read the column from
   // native threads, so it must not change under them.
@@ -84,6 +109,8 @@ class TokenColumn {
   int64_t num_rows() const { return starts_.back(); }
   int64_t num_tokens() const { return num_tokens_; }
   size_t num_chunks() const { return chunks_.size(); }
+  // Chunks whose offsets were checked so far (by add_chunk or check_chunk_offsets).
+  size_t checked_chunks() const { return checked_chunks_; }
 
   // Row `global` (0 <= global < num_rows(), checked by the caller).
   TokenRow row(int64_t global) const;
@@ -97,16 +124,36 @@ class TokenColumn {
   // of rows it would shorten.
   std::pair<int64_t, int64_t> truncation_loss(int64_t max_length) const;
 
+  // Token prefix sums, num_rows() + 1 entries: entry r is the number of tokens
+  // in rows before r, so row r's length is entry r + 1 minus entry r, in O(1)
+  // and without the chunk search. Built on the first call (one pass over the
+  // offsets, 8 bytes a row), then shared; safe to call from several threads.
+  // Once built, add_chunk() throws, as after freeze().
+  const std::vector<int64_t>& token_offsets() const;
+  bool has_token_offsets() const {
+    return token_offsets_ready_.load(std::memory_order_acquire);
+  }
+
  private:
   size_t chunk_of(int64_t global) const;
+  void check_offsets_of(size_t c) const;
+  bool in_region(const void* data, int64_t bytes) const;
 
   std::string name_;
   std::vector<std::unique_ptr<ImportedArray>> owners_;
+  uintptr_t region_begin_ = 0;  // the latest held region, [begin, end)
+  uintptr_t region_end_ = 0;
   std::vector<ListChunk> chunks_;
   std::vector<ChunkOrigin> origins_;
   std::vector<int64_t> starts_{0};  // chunks_.size() + 1 entries
   int64_t num_tokens_ = 0;
+  size_t checked_chunks_ = 0;
   bool frozen_ = false;
+  // Lazily built by token_offsets(); mutable because building them changes no
+  // observable value of the column, only caches one.
+  mutable std::once_flag token_offsets_once_;
+  mutable std::atomic<bool> token_offsets_ready_{false};
+  mutable std::vector<int64_t> token_offsets_;
 };
 
 // A scalar integer column (int8 .. uint64) over many chunks, read as int64.

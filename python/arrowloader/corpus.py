@@ -10,6 +10,7 @@ from typing import Optional
 from tqdm.auto import tqdm
 
 from arrowloader import _C
+from arrowloader.corpus_index import CorpusIndexCache, IndexCacheOption
 from arrowloader.sources import Source, iter_column_chunks, open_ipc, resolve_source
 
 #: Folders with more files than this show a progress bar while opening (on a terminal).
@@ -29,13 +30,31 @@ class CorpusFile:
 class Corpus:
     """The files of ``source`` opened, memory-mapped and checked.
 
-    Every file is opened and every offset checked here, so a bad shard fails at once and
-    not hours into a run.
+    Every file is opened and checked here, so a bad shard fails at once and not hours
+    into a run. The index over all files (global row -> file, record batch, row) costs
+    memory per record batch, not per document.
+
+    Args:
+        source: see :func:`arrowloader.sources.resolve_source`.
+        column: the token column.
+        label_column: an integer column, or None.
+        require_end_of_stream: reject IPC streams without the end-of-stream marker.
+        index_cache: None (default) or False: check every list offset of every file.
+            True: after the open, record each file's facts in
+            ``<folder>/.arrowloader-index.json``, or in the cache folder
+            (:func:`arrowloader.cache_dir.cache_dir`) where the data folder is not
+            writable; a later open skips the pass over the offsets of every file whose
+            size, times, inode and layout still match (see
+            :mod:`arrowloader.corpus_index`). A folder path: keep the entries there.
+            Type, buffer-size, zero-copy and null checks run in every case.
 
     Attributes:
         files: the files, in corpus order.
         tokens: the native token column (``_C.TokenColumn``) over all files.
         labels: the native label column (``_C.ScalarColumn``) or None.
+        checked_files: files whose offsets were checked in full by this open.
+        vouched_files: files whose offsets pass the index cache made unnecessary.
+        index_entries_written: index cache entries this open wrote (or rewrote).
     """
 
     def __init__(
@@ -45,11 +64,16 @@ class Corpus:
         label_column: Optional[str] = None,
         *,
         require_end_of_stream: bool = True,
+        index_cache: IndexCacheOption = None,
     ) -> None:
         paths = resolve_source(source)
+        cache = CorpusIndexCache(index_cache) if index_cache not in (None, False) else None
         self.tokens = _C.TokenColumn(column)
         self.labels = _C.ScalarColumn(label_column) if label_column is not None else None
         self.files: list[CorpusFile] = []
+        self.checked_files = 0
+        self.vouched_files = 0
+        self.index_entries_written: list[Path] = []
         first_row = 0
         bar = tqdm(
             paths,
@@ -58,14 +82,42 @@ class Corpus:
             disable=None if len(paths) > _PROGRESS_MIN_FILES else True,
         )
         for path in bar:
+            name = str(path)
+            check = cache.before_open(name) if cache is not None else None
             opened = open_ipc(path, require_end_of_stream=require_end_of_stream)
+            num_rows = opened.num_rows
+            layout = (opened.format, num_rows, len(opened.batches))
+            vouched = check is not None and cache.vouches_for(
+                check, opened.stat, *layout, column
+            )
+            if opened.batches:
+                # The mapping stays alive through this one array; the record batches'
+                # own Arrow objects (~3 KB each) are released as they are imported.
+                self.tokens.hold_region(*opened.mapping_array().__arrow_c_array__())
+            first_chunk = self.tokens.num_chunks
+            tokens_before = self.tokens.num_tokens
             for array, row in iter_column_chunks(opened, column, list_column=True):
-                self.tokens.add_chunk(*array.__arrow_c_array__(), str(path), row)
+                self.tokens.add_chunk(
+                    *array.__arrow_c_array__(), name, row, check_offsets=not vouched
+                )
+            tokens = self.tokens.num_tokens - tokens_before
+            if vouched and tokens != check.voucher.columns[column]:
+                # Same facts, other content: the entry is wrong about this file (written
+                # by hand, or the file was edited and its times reset). Check it after all.
+                self.tokens.check_chunk_offsets(first_chunk, self.tokens.num_chunks)
+                vouched = False
             if self.labels is not None and label_column is not None:
                 for array, row in iter_column_chunks(opened, label_column, list_column=False):
-                    self.labels.add_chunk(*array.__arrow_c_array__(), str(path), row)
-            self.files.append(CorpusFile(path, opened.format, first_row, opened.num_rows))
-            first_row += opened.num_rows
+                    self.labels.add_chunk(*array.__arrow_c_array__(), name, row)
+            if check is not None:
+                cache.after_open(check, *layout, column, tokens)
+            self.vouched_files += vouched
+            self.checked_files += not vouched
+            self.files.append(CorpusFile(path, opened.format, first_row, num_rows))
+            first_row += num_rows
+        if cache is not None:
+            # Only now: an open that failed on any file records nothing.
+            self.index_entries_written = cache.save()
 
     @property
     def num_rows(self) -> int:
