@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from arrowloader import _C
 from arrowloader.buffers import NUMPY_DTYPES, output_buffer
 from arrowloader.corpus import Corpus
+from arrowloader.corpus_index import IndexCacheOption
 from arrowloader.plan import EpochPlan
 from arrowloader.sources import Source
 
@@ -56,6 +57,10 @@ class TokenDataset(Dataset):
             and causal labels. Scalar labels are always int64.
         require_end_of_stream: reject IPC streams without the end-of-stream marker (a
             stream cut at a message boundary otherwise loads silently short).
+        index_cache: None (default): check every list offset of every file at open.
+            True, or a folder: keep an index entry next to the data (else in the cache
+            folder, or in that folder) so that later opens of unchanged files skip the
+            pass over their offsets; see :class:`arrowloader.Corpus`.
 
     Raises:
         CorpusFileError: a file is missing or cannot be mapped.
@@ -78,6 +83,7 @@ class TokenDataset(Dataset):
         causal_labels: bool = False,
         dtype: torch.dtype = torch.int64,
         require_end_of_stream: bool = True,
+        index_cache: IndexCacheOption = None,
     ) -> None:
         self._args = dict(
             source=source,
@@ -93,13 +99,14 @@ class TokenDataset(Dataset):
             causal_labels=causal_labels,
             dtype=dtype,
             require_end_of_stream=require_end_of_stream,
+            index_cache=index_cache,
         )
         self._configure(announce_truncation=True)
 
     def _configure(self, announce_truncation: bool) -> None:
         _check_options(**self._args)
         for name, value in self._args.items():
-            if name not in ("source", "require_end_of_stream"):
+            if name not in ("source", "require_end_of_stream", "index_cache"):
                 setattr(self, name, value)
         self._open(announce_truncation)
 
@@ -109,6 +116,7 @@ class TokenDataset(Dataset):
             self.column,
             self.label_column,
             require_end_of_stream=self._args["require_end_of_stream"],
+            index_cache=self._args.get("index_cache"),
         )
         self._assembler = _C.PaddedBatchAssembler(
             self.corpus.tokens,
@@ -297,6 +305,7 @@ def _check_options(
     causal_labels: bool,
     dtype: torch.dtype,
     require_end_of_stream: bool,
+    index_cache: IndexCacheOption = None,
 ) -> None:
     if max_length is not None and (
         not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1

@@ -179,7 +179,9 @@ class DataLoader(torch.utils.data.DataLoader):
 
         For a TokenDataset the state holds the random generators' states at the start of
         the epoch and the batches delivered since (torch's samplers draw an epoch's order
-        from them); for packed and mixed datasets, the epoch and the blocks delivered.
+        from them); for packed and mixed datasets, the epoch and the blocks delivered (a
+        mixed one also each dataset's epoch, "source_epochs", so that resuming packs none of
+        the epochs before).
         """
         dataset = self.dataset
         if self.native and isinstance(dataset, TokenDataset):
@@ -199,7 +201,7 @@ class DataLoader(torch.utils.data.DataLoader):
             "epoch": getattr(dataset, "epoch", 0),
             "samples_consumed": 0,
         }
-        return {
+        state = {
             "format": STATE_FORMAT,
             "fingerprint": dataset.fingerprint(),
             "seed": self._packed_seed(),
@@ -207,6 +209,9 @@ class DataLoader(torch.utils.data.DataLoader):
             "samples_consumed": position["samples_consumed"],
             "global_batch_size": self.batch_size * dataset.world_size,
         }
+        if "source_epochs" in position:  # MixedDataset: where each dataset's epochs are
+            state["source_epochs"] = position["source_epochs"]
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Makes the next iterator continue from ``state`` (see :meth:`state_dict`).
@@ -263,10 +268,15 @@ class DataLoader(torch.utils.data.DataLoader):
                 f"loader state: 'samples_consumed' ({state['samples_consumed']}) is beyond the "
                 f"{num_blocks} blocks of epoch {state['epoch']}"
             )
+        mixed_epochs = isinstance(dataset, MixedDataset) and "source_epochs" in state
+        if mixed_epochs:
+            dataset.check_source_epochs(state["source_epochs"])
         if isinstance(dataset, PackedDataset):
             dataset.set_epoch(state["epoch"])
         self._resume = dict(state)
         self._position = {"epoch": state["epoch"], "samples_consumed": state["samples_consumed"]}
+        if mixed_epochs:
+            self._position["source_epochs"] = state["source_epochs"]
 
     def _take_resume(self) -> Optional[dict[str, Any]]:
         """The loaded state the iterator now starting continues from (once), or None."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping
 from typing import Any, Optional
@@ -13,8 +14,32 @@ from arrowloader import _C
 from arrowloader.dataset import Batch, Item
 from arrowloader.packed import PackedDataset, native_packed_shuffle, resolve_distributed
 
-#: Bound on |realised - expected| samples of any dataset over any window of mixed samples.
-WINDOW_ERROR_SAMPLES = 2
+
+def prefix_error_bounds(num_datasets: int) -> tuple[float, float]:
+    """``(over, under)``: with ``D = num_datasets`` datasets, after any prefix of ``j`` mixed
+    samples dataset ``d`` has given at most ``weight_d * j + over`` and at least
+    ``weight_d * j - under`` samples, where ``over = 1 - 1/D`` and ``under = H_D - 1``
+    (``H_D = 1 + 1/2 + ... + 1/D``): within one sample for up to 3 datasets, within
+    ``H_D - 1`` (1.08 for 4, 1.28 for 5, about ``ln D - 0.42``) beyond.
+
+    Why: the deficits ``e_d = weight_d * j - taken_d`` sum to 0; the dataset chosen has the
+    largest ``e_d + weight_d`` (these sum to 1, so it is >= 1/D) and its ``e_d`` drops by
+    one, hence ``e_d > -(1 - 1/D)``; and by induction over ``j`` the ``k`` largest deficits
+    sum to at most ``k * (H_D - H_k)``, hence ``e_d <= H_D - 1``. Skewed weights come close
+    to both (2 datasets reach 1/2 each way).
+    """
+    harmonic = sum(1.0 / k for k in range(1, num_datasets + 1))
+    return 1.0 - 1.0 / num_datasets, harmonic - 1.0
+
+
+def window_error_bound(num_datasets: int) -> float:
+    """Bound on ``|realised - weight * N|`` samples of any dataset over any window of ``N``
+    consecutive mixed samples, with ``num_datasets`` datasets: the two prefix bounds of
+    :func:`prefix_error_bounds` added, ``H_D - 1/D``: 1 for 2 datasets, 1.5 for 3, 1.83 for
+    4, 2.08 for 5, 2.28 for 6. Skewed weights come close: windows over 2 samples off
+    occur with 5 datasets (weights about 0.823, 0.0037, 0.00012, 0.00002, 0.173)."""
+    over, under = prefix_error_bounds(num_datasets)
+    return over + under
 
 
 class MixedDataset(Dataset):
@@ -23,16 +48,19 @@ class MixedDataset(Dataset):
     Mixed sample ``j`` comes from the dataset with the largest deficit
     ``weight * (j + 1) - taken`` (ties: the first named), as Megatron's blending does, so
     after any prefix of ``j`` samples every dataset has given within one sample of
-    ``weight * j``, and over any window of ``N`` consecutive samples within
-    :data:`WINDOW_ERROR_SAMPLES` of ``weight * N``. The ``k``-th sample a dataset gives is
-    the next block of its own shuffled epochs: a dataset that runs out moves on to its next
-    epoch while the others continue (see :meth:`epochs_consumed`).
+    ``weight * j`` when there are at most 3 datasets (``H_D - 1`` with ``D`` of them, see
+    :func:`prefix_error_bounds`), and over any window of ``N`` consecutive samples within
+    :func:`window_error_bound` (1 sample for 2 datasets, 1.5 for 3, under 2 for 4) of
+    ``weight * N``. The ``k``-th sample a dataset gives is the next block of its own
+    shuffled epochs: a dataset that runs out moves on to its next epoch while the others
+    continue (see :meth:`epochs_consumed`).
 
     ``len()`` is one pass over every dataset's current epoch; the native DataLoader
     carries on from where the previous pass stopped, splits every global batch between
-    ranks like :class:`PackedDataset`, and resumes from ``state_dict()`` in time that does
-    not grow with the data skipped (the blending position is recomputed from the sample
-    count alone).
+    ranks like :class:`PackedDataset`, and resumes from ``state_dict()`` without packing or
+    reading what it skips: the blending position is recomputed from the sample count
+    alone (the rule's loop, about 10 ns per sample skipped), and each dataset's epoch from
+    the state's ``source_epochs`` (concat epochs all have the same size).
 
     Args:
         datasets: name -> PackedDataset; all share ``seq_len``, ``dtype`` and the
@@ -81,8 +109,12 @@ class MixedDataset(Dataset):
         self.seq_len = first.seq_len
         self._rank, self._world_size = rank, world_size
         resolve_distributed(rank, world_size)  # validates them
-        # Blocks per epoch of each (dataset, seed), filled in as epochs are reached.
-        self._epoch_sizes: dict[tuple[int, int], list[int]] = {}
+        # Per (dataset, seed): concat mode, the blocks of every epoch (each packs the same
+        # tokens); bestfit mode, (first epoch, [its first sample, the next epoch's, ...]) of
+        # the epochs reached, from 0 or from a loaded state's "source_epochs".
+        self._concat_sizes: dict[tuple[int, int], int] = {}
+        self._starts: dict[tuple[int, int], tuple[int, list[int]]] = {}
+        self._orders: dict[tuple[int, int], tuple[int, np.ndarray]] = {}  # latest epoch's
 
     @property
     def rank(self) -> int:
@@ -108,34 +140,88 @@ class MixedDataset(Dataset):
     def locate(self, d: int, k: int, seed: Optional[int] = None) -> tuple[int, int]:
         """(epoch, block) of the ``k``-th sample dataset ``d`` gives: its epochs follow one
         another, each in its own shuffled block order."""
-        dataset = self.datasets[d]
         source_seed = self.source_seed(d, seed)
-        sizes = self._epoch_sizes.setdefault((d, source_seed), [])
-        epoch = 0
-        while True:
-            if epoch == len(sizes):
-                sizes.append(dataset.plan(epoch, source_seed).num_blocks)
-            if sizes[epoch] == 0:
-                raise ValueError(f"dataset {self.names[d]!r} packs into no blocks")
-            if k < sizes[epoch]:
-                order = dataset.block_order(epoch, source_seed, sizes[epoch])
-                return epoch, int(order[k])
-            k -= sizes[epoch]
-            epoch += 1
+        epoch, start, size = self._epoch_at(d, k, source_seed)
+        order = self._orders.get((d, source_seed))
+        if order is None or order[0] != epoch:
+            order = (epoch, self.datasets[d].block_order(epoch, source_seed, size))
+            self._orders[(d, source_seed)] = order
+        return epoch, int(order[1][k - start])
 
-    def epochs_consumed(self, samples: int) -> dict[str, float]:
-        """How many epochs of each dataset the first ``samples`` mixed samples used."""
+    def _epoch_size(self, d: int, epoch: int, source_seed: int) -> int:
+        size = self.datasets[d].plan(epoch, source_seed).num_blocks
+        if size == 0:
+            raise ValueError(f"dataset {self.names[d]!r} packs into no blocks")
+        return size
+
+    def _epoch_at(self, d: int, k: int, source_seed: int) -> tuple[int, int, int]:
+        """(epoch, its first sample, its blocks) of the epoch holding dataset ``d``'s
+        ``k``-th sample, in time that does not grow with the epochs before it (concat mode,
+        or bestfit from the loaded "source_epochs" on)."""
+        key = (d, source_seed)
+        if self.datasets[d].mode == "concat":  # every epoch packs as many tokens
+            size = self._concat_sizes.get(key)
+            if size is None:
+                size = self._concat_sizes[key] = self._epoch_size(d, 0, source_seed)
+            return k // size, k // size * size, size
+        first, starts = self._starts.get(key, (0, [0]))
+        if k < starts[0]:
+            first, starts = 0, [0]
+        while k >= starts[-1]:
+            starts.append(starts[-1] + self._epoch_size(d, first + len(starts) - 1, source_seed))
+        self._starts[key] = (first, starts)
+        i = bisect.bisect_right(starts, k) - 1
+        return first + i, starts[i], starts[i + 1] - starts[i]
+
+    def source_epochs(self, taken: np.ndarray, seed: Optional[int] = None) -> dict[str, list]:
+        """name -> [epoch, its first sample] of the epoch each dataset's next sample (the
+        ``taken[d]``-th) is in: a loader state carries it so that resuming does not pack
+        the epochs before it again."""
+        epochs = {}
+        for d, name in enumerate(self.names):
+            epoch, start, _ = self._epoch_at(d, int(taken[d]), self.source_seed(d, seed))
+            epochs[name] = [epoch, start]
+        return epochs
+
+    def check_source_epochs(self, epochs: Any) -> None:
+        """Raises ValueError unless ``epochs`` looks like :meth:`source_epochs` output."""
+        if not isinstance(epochs, dict) or set(epochs) != set(self.names):
+            raise ValueError(
+                f"loader state: 'source_epochs' must map {sorted(self.names)} to "
+                f"[epoch, first sample], got {epochs!r}"
+            )
+        for name, value in epochs.items():
+            if not (
+                isinstance(value, (list, tuple))
+                and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+                and (value[0] > 0 or value[1] == 0)
+            ):
+                raise ValueError(
+                    f"loader state: 'source_epochs' of {name!r} must be [epoch, first sample], "
+                    f"non-negative ints, got {value!r}"
+                )
+
+    def _seed_source_epochs(self, epochs: Any, seed: int) -> None:
+        """Starts the bestfit epoch tables at a loaded state's epochs, where they know less."""
+        if epochs is None:
+            return
+        for d, name in enumerate(self.names):
+            epoch, start = (int(v) for v in epochs[name])
+            key = (d, self.source_seed(d, seed))
+            first, starts = self._starts.get(key, (0, [0]))
+            if first + len(starts) - 1 < epoch:
+                self._starts[key] = (epoch, [start])
+
+    def epochs_consumed(self, samples: int, seed: Optional[int] = None) -> dict[str, float]:
+        """How many epochs of each dataset the first ``samples`` mixed samples used (with the
+        shuffling ``seed``, default the dataset's: bestfit epochs differ in size)."""
         counts = _C.blend_counts(self.weights, samples)
         consumed = {}
         for d, name in enumerate(self.names):
-            k, epochs = int(counts[d]), 0.0
-            epoch = 0
-            while k > 0:
-                size = self.datasets[d].plan(epoch, self.source_seed(d)).num_blocks
-                epochs += min(1.0, k / size)
-                k -= size
-                epoch += 1
-            consumed[name] = epochs
+            k = int(counts[d])
+            epoch, start, size = self._epoch_at(d, k, self.source_seed(d, seed))
+            consumed[name] = epoch + (k - start) / size
         return consumed
 
     def __getitem__(self, index: int) -> Item:
@@ -143,7 +229,10 @@ class MixedDataset(Dataset):
         (d,), (k,) = self.sources(index, 1)
         epoch, block = self.locate(int(d), int(k))
         dataset = self.datasets[int(d)]
-        batch = dataset.assemble([block], epoch=epoch, seed=self.source_seed(int(d)))
+        # Not dataset.assemble(): like ds[i], the item keeps position_ids for collate().
+        batch, outputs = dataset._allocate(1, pin=False)
+        plan = dataset.plan(epoch, self.source_seed(int(d)))
+        dataset._assembler.assemble(plan, np.array([block], dtype=np.int64), *outputs)
         keys = ("input_ids", "labels", "position_ids")
         return {key: batch[key][0] for key in keys if key in batch}
 
@@ -177,11 +266,37 @@ class MixedEpoch:
         self.seed = dataset.seed if generator is None else generator.initial_seed()
         self.epoch = 0  # passes are not epochs of the datasets; kept for the loader's record
         resume = loader._take_resume()
-        self.samples_consumed = 0 if resume is None else resume["samples_consumed"]
+        # A loaded state, else where the previous pass of this loader stopped.
+        position = resume if resume is not None else loader._position
+        if position is None or "samples_consumed" not in position:
+            position = {"samples_consumed": 0}
+        dataset._seed_source_epochs(position.get("source_epochs"), self.seed)
+        self.samples_consumed = position["samples_consumed"]
         self._next = self.samples_consumed
-        self._end = self._next + len(dataset) // self._global * self._global
+        # Passes are consecutive runs of len(loader) global batches of the one stream, so a
+        # run resumed mid-pass ends that pass where the uninterrupted run would.
+        per_pass = len(dataset) // self._global * self._global
+        self._end = (self._next // per_pass + 1) * per_pass if per_pass else self._next
+        # Samples of each dataset among the first self._next mixed samples, so that each
+        # batch costs O(batch), not O(samples before it); counted once after a load, then
+        # handed from pass to pass.
+        counts = None if resume is not None else position.get("counts")
+        if counts is not None and int(np.sum(counts)) == self._next:
+            self._taken = np.array(counts, dtype=np.int64)
+        else:
+            self._taken = _C.blend_counts(dataset.weights, self._next).astype(np.int64)
         self._loader_progress = loader._progress
-        self._loader_progress({"epoch": 0, "samples_consumed": self.samples_consumed})
+        self._loader_progress(self._position(self.samples_consumed))
+
+    def _position(self, samples: int) -> dict[str, Any]:
+        """The loader's record after ``samples`` mixed samples (self._taken their counts;
+        state_dict() leaves "counts" out)."""
+        return {
+            "epoch": 0,
+            "samples_consumed": samples,
+            "source_epochs": self._dataset.source_epochs(self._taken, self.seed),
+            "counts": self._taken.copy(),
+        }
 
     def __len__(self) -> int:
         return (self._end - self.samples_consumed) // self._global
@@ -193,9 +308,13 @@ class MixedEpoch:
         if self._next >= self._end:
             return None
         dataset = self._dataset
-        begin = self._next + self._rank * self._batch_size
-        sources, indices = dataset.sources(begin, self._batch_size)
+        global_sources, global_indices = _C.blend(
+            dataset.weights, self._next, self._global, taken=self._taken
+        )
         self._next += self._global
+        after = self._position(self._next)
+        mine = slice(self._rank * self._batch_size, (self._rank + 1) * self._batch_size)
+        sources, indices = global_sources[mine], global_indices[mine]
         plans: dict[tuple[int, int], int] = {}
         assemblers, plan_list = [], []
         plan_of_row = np.empty(self._batch_size, dtype=np.int64)
@@ -213,10 +332,9 @@ class MixedEpoch:
         first = dataset.datasets[0]
         batch, outputs = first._allocate(self._batch_size, self._pin)
         ticket = _C.submit_mixed(pool, assemblers, plan_list, plan_of_row, blocks, *outputs)
-        return ticket, batch, self._finish
+        return ticket, batch, lambda batch, values: self._finish(batch, values, after)
 
-    def _finish(self, batch: Batch, values: tuple[int, int]) -> Batch:
+    def _finish(self, batch: Batch, values: tuple[int, int], after: dict[str, Any]) -> Batch:
         self.samples_consumed += self._global
-        self._loader_progress({"epoch": 0, "samples_consumed": self.samples_consumed})
+        self._loader_progress(after)
         return self._dataset.datasets[0]._finish(batch, values)
-
