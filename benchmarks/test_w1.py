@@ -16,12 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from arrowloader.bench import hf_peer
-from arrowloader.bench.harness import (
-    WARMUP_BATCHES,
-    EpochCycler,
-    replay_batch_token_counts,
-    seeded_sampler,
-)
+from arrowloader.bench.harness import WARMUP_BATCHES, EpochCycler, replay_batch_token_counts
 from arrowloader.bench.peers import W1Options, W1Peer, arrowloader_peer, torch_peers
 
 BATCHES_PER_ROUND = 100
@@ -63,8 +58,8 @@ def test_w1_batches(
     request: pytest.FixtureRequest,
 ) -> None:
     peer = build_peer(peer_name, w1_corpus, w1_options, request)
-    dataset = peer.open_dataset()
-    cycler = EpochCycler(peer.make_loader(dataset, seeded_sampler(dataset, SEED)))
+    dataset = peer.open_dataset(SEED)
+    cycler = EpochCycler(peer.make_loader(dataset, SEED))
     batches: Iterator = iter(cycler)
     consumed = 0
 

@@ -1,11 +1,13 @@
-"""``arrowloader bench`` (W1) end to end on a tiny corpus, and the pieces its figures rest
-on: token counting by sampler replay, the peers' outputs, the cache, the memory sampler.
+"""``arrowloader bench`` (W1 pad, W2 pack) end to end on a tiny corpus, and the pieces its
+figures rest on: token counting (sampler replay for W1, full batches for W2), the peers'
+outputs against each other and against the reference packer, the cache, the memory sampler.
 
 No assertion here is about speed: figures are only checked to be consistent.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,13 +15,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
-from arrowloader import synthetic
+from arrowloader import PackedDataset, reference, synthetic
 from arrowloader.bench import cache, hf_peer
 from arrowloader.bench.harness import (
     BenchmarkError,
     EpochCycler,
+    Peer,
     RunFigures,
     anon_rss_bytes,
     check_replay,
@@ -29,6 +33,16 @@ from arrowloader.bench.harness import (
     replay_batch_token_counts,
     seeded_sampler,
 )
+from arrowloader.bench.pack_peers import (
+    MappedArrowBlocks,
+    TokenStreamFile,
+    W2Options,
+    arrowloader_pack_peers,
+    nanogpt_peer,
+    stream_dtype,
+    torch_pack_peers,
+    write_token_stream,
+)
 from arrowloader.bench.peers import (
     MappedTokenColumn,
     W1Options,
@@ -36,7 +50,8 @@ from arrowloader.bench.peers import (
     arrowloader_peer,
     torch_peers,
 )
-from arrowloader.bench.w1 import SUMMARISED_FIGURES
+from arrowloader.bench.report import SUMMARISED_FIGURES
+from arrowloader.bench.w2 import check_w2_batch
 from arrowloader.cli import main
 from torch.utils.data import BatchSampler
 
@@ -93,12 +108,14 @@ def test_bench_cli_end_to_end(
 ) -> None:
     out = tmp_path / "w1.json"
     argv = [
-        "bench", "--data", str(tiny_corpus), "--seconds", "0.2", "--repeats", "1",
-        "--json", str(out), "--quiet",
+        "bench", "--workload", "pad", "--data", str(tiny_corpus), "--seconds", "0.2",
+        "--repeats", "1", "--json", str(out), "--quiet",
     ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    report = json.loads(out.read_text())
+    whole = json.loads(out.read_text())
+    assert list(whole["workloads"]) == ["pad"]
+    report = whole["workloads"]["pad"]
 
     names = [row["name"] for row in report["rows"]]
     expected = ["torch (workers 0)", "torch (workers 2)"]
@@ -116,14 +133,16 @@ def test_bench_cli_end_to_end(
     assert "memcpy" in printed
 
     # Settings, corpus and machine facts.
-    assert report["command"] == "arrowloader " + " ".join(argv)
+    assert whole["command"] == "arrowloader " + " ".join(argv)
+    assert whole["settings"]["workloads"] == ["pad"] and whole["settings"]["repeats"] == 1
+    assert report["benchmark"] == "W1 pad"
     assert report["settings"]["batch_size"] == 32 and report["settings"]["max_length"] == 1024
     assert report["corpus"]["documents"] == TINY_DOCUMENTS
     assert report["corpus"]["reference"] is False
     for fact in ("cores", "usable_cores", "memory_bytes", "python", "torch", "pyarrow",
                  "numpy", "platform"):
-        assert report["machine"][fact], fact
-    assert report["memcpy_gbps"] > 0
+        assert whole["machine"][fact], fact
+    assert whole["memcpy_gbps"] > 0 and report["cache_memcpy_gbps"] > 0
 
     # Every figure of every run, sane and consistent with each other.
     run_fields = set(RunFigures.__dataclass_fields__)
@@ -166,7 +185,9 @@ def test_bench_cli_end_to_end(
     assert ratio == pytest.approx(
         ours["median"]["tokens_per_s"] / torch_best["median"]["tokens_per_s"]
     )
-    assert printed.rstrip().splitlines()[-1] == f"arrowloader / torch best: {ratio:.1f}x"
+    last_line = f"W1 pad: {ours['name']} / torch best: {ratio:.1f}x"
+    assert printed.rstrip().splitlines()[-1] == last_line
+    assert whole["summary"] == [last_line]
 
 
 def _tiny_lengths(corpus: Path) -> np.ndarray:
@@ -218,7 +239,7 @@ def test_replayed_counts_equal_mask_sums_for_every_peer(
     )
     for peer in all_peers(tiny_corpus, tmp_path / "saved"):
         dataset = peer.open_dataset()
-        cycler = EpochCycler(peer.make_loader(dataset, seeded_sampler(dataset, 5)))
+        cycler = EpochCycler(peer.make_loader(dataset, 5))
         observed = []
         try:
             for batch, _ in zip(cycler, range(BATCHES_PAST_AN_EPOCH)):
@@ -240,7 +261,7 @@ def test_peers_yield_the_same_batches(tiny_corpus: Path, tmp_path: Path) -> None
     first_batches = []
     for peer in peers:
         dataset = peer.open_dataset()
-        loader = peer.make_loader(dataset, seeded_sampler(dataset, 11))
+        loader = peer.make_loader(dataset, 11)
         first_batches.append([batch for batch, _ in zip(loader, range(3))])
     reference = first_batches[-1]
     for peer, batches in zip(peers, first_batches):
@@ -318,3 +339,361 @@ def test_child_processes_are_found_and_measured() -> None:
     finally:
         child.communicate(b"")
     assert anon_rss_bytes(child.pid) == 0  # reaped: no longer readable
+
+
+# --------------------------------------------------------------------------- W2 pack
+
+#: W2 settings of the tests: the benchmark's own (batch 8, seq_len 2048, EOS 50256).
+W2 = W2Options()
+#: Documents of the small corpus the content checks compare with the reference packer.
+SMALL_DOCUMENTS = 300
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 300-document reference-style corpus (about 72 blocks of 2049 tokens)."""
+    return synthetic.make_corpus(tmp_path_factory.mktemp("w2") / "small.arrow", SMALL_DOCUMENTS, 1)
+
+
+@pytest.fixture(scope="module")
+def small_documents(small_corpus: Path) -> list[list[int]]:
+    """The small corpus's documents, read by pyarrow."""
+    return _documents(small_corpus)
+
+
+@pytest.fixture(scope="module")
+def small_reference_blocks(small_documents: list[list[int]]) -> list[dict[str, list]]:
+    """The reference packer's concat rows of the small corpus, documents in corpus order."""
+    return reference.pack_concat(small_documents, W2.seq_len, W2.eos_token_id)
+
+
+def _documents(path: Path, column: str = "input_ids") -> list[list[int]]:
+    with pa.memory_map(str(path), "r") as mapped:
+        return pa.ipc.open_file(mapped).read_all().column(column).to_pylist()
+
+
+def _write_small_batches(path: Path, documents: list[list[int]], rows_per_batch: int) -> Path:
+    """``documents`` as an ``input_ids: list<int32>`` IPC file of many small record batches."""
+    schema = pa.schema([("input_ids", pa.list_(pa.int32()))])
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for begin in range(0, len(documents), rows_per_batch):
+            chunk = pa.array(documents[begin : begin + rows_per_batch], type=pa.list_(pa.int32()))
+            writer.write_batch(pa.record_batch([chunk], schema=schema))
+    return path
+
+
+def all_pack_peers(corpus: Path, stream_folder: Path) -> list[Peer]:
+    """Every W2 row over ``corpus``: torch, nanoGPT (stream written to ``stream_folder``),
+    and the three arrowloader rows."""
+    stream_folder.mkdir(parents=True, exist_ok=True)
+    stream = TokenStreamFile(
+        write_token_stream(corpus, W2.column, W2.eos_token_id, stream_folder / "train.bin"),
+        np.dtype(np.uint16),
+    )
+    return [
+        *torch_pack_peers(corpus, W2),
+        nanogpt_peer(stream, W2),
+        *arrowloader_pack_peers(corpus, W2),
+    ]
+
+
+def test_bench_cli_pack_end_to_end(
+    tiny_corpus: Path,
+    isolated_cache: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "w2.json"
+    argv = [
+        "bench", "--workload", "pack", "--data", str(tiny_corpus), "--seconds", "0.2",
+        "--repeats", "1", "--json", str(out), "--quiet",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    whole = json.loads(out.read_text())
+    assert list(whole["workloads"]) == ["pack"]
+    report = whole["workloads"]["pack"]
+
+    names = [row["name"] for row in report["rows"]]
+    assert names[:3] == [
+        "torch (workers 0)", "torch (workers 2)", "nanoGPT get_batch (memmap uint16)",
+    ]
+    ours = names[3:]
+    assert len(ours) == 3 and all(name.startswith("arrowloader") for name in ours)
+    assert "+position_ids +cu_seqlens" in ours[1] and "int32" in ours[2]
+    assert [row["headline"] for row in report["rows"]] == [True] * 4 + [False] * 2
+    header = next(line for line in printed.splitlines() if line.startswith("loader "))
+    for column in ("real Mtok/s", "vs torch best", "batches/s", "CPU s/Mtok", "anon RSS MiB",
+                   "first batch ms", "padding"):
+        assert column in header
+    for name in names:
+        assert any(line.startswith(name + " ") for line in printed.splitlines()), name
+    assert printed.splitlines()[0].startswith("W2 pack: the corpus as one token stream")
+
+    # Settings and corpus facts.
+    assert whole["command"] == "arrowloader " + " ".join(argv)
+    assert report["benchmark"] == "W2 pack"
+    assert report["settings"] == {
+        "column": "input_ids", "batch_size": 8, "seq_len": 2048, "eos_token_id": 50256,
+        "tokens_per_batch": 8 * 2048,
+    }
+    lengths = _tiny_lengths(tiny_corpus)
+    corpus = report["corpus"]
+    assert corpus["documents"] == TINY_DOCUMENTS and corpus["tokens"] == int(lengths.sum())
+    assert corpus["stream_tokens"] == corpus["tokens"] + TINY_DOCUMENTS
+    assert corpus["blocks"] == corpus["stream_tokens"] // 2049
+    assert corpus["batches_per_epoch"] == corpus["blocks"] // 8
+    assert corpus["nanogpt_stream_dtype"] == "uint16"
+    # The stream file of a user's corpus is removed after the run.
+    assert not Path(corpus["nanogpt_stream"]).exists()
+    assert not list(isolated_cache.glob("nanogpt-stream-*"))
+
+    # Every figure of every run, sane and consistent: W2 batches are always full.
+    for row in report["rows"]:
+        assert set(row["median"]) == set(SUMMARISED_FIGURES)
+        (run,) = row["runs"]
+        assert run["seconds"] >= 0.2 and run["batches"] > 0
+        assert run["real_tokens"] == run["padded_tokens"] == run["batches"] * 8 * 2048
+        assert run["padding_fraction"] == 0.0
+        assert run["tokens_per_s"] == pytest.approx(run["real_tokens"] / run["seconds"])
+        assert run["batches_per_s"] == pytest.approx(run["batches"] / run["seconds"])
+        assert run["cpu_window_real_tokens"] == (run["batches"] + run["warmup_batches"]) * 16384
+        assert run["cpu_s"] > 0 and run["cpu_s_per_mtok"] > 0
+        assert run["peak_anon_rss_bytes"] >= run["start_anon_rss_bytes"] > 0
+        assert run["first_batch_s"] > 0
+        assert row["median"]["bandwidth_gbps"] > 0
+
+    # The ratios agree with the raw figures, in the table and in the last lines.
+    torch_best = max(
+        (row for row in report["rows"] if row["family"] == "torch"),
+        key=lambda row: row["median"]["tokens_per_s"],
+    )
+    assert report["torch_best"] == torch_best["name"]
+    best = torch_best["median"]["tokens_per_s"]
+    summary = []
+    for row in report["rows"]:
+        ratio = row["median"]["tokens_per_s"] / best
+        assert row["ratio_to_torch_best"] == pytest.approx(ratio)
+        line = next(line for line in printed.splitlines() if line.startswith(row["name"] + " "))
+        assert f"{ratio:.2f}x" in line
+        if row["family"] == "arrowloader":
+            summary.append(f"W2 pack: {row['name']} / torch best: {ratio:.1f}x")
+    assert report["arrowloader_row"] == ours[0]
+    assert report["ratios"]["arrowloader_over_torch_best"] == pytest.approx(
+        report["rows"][3]["median"]["tokens_per_s"] / best
+    )
+    assert report["ratios"]["arrowloader_over_nanogpt_best"] == pytest.approx(
+        report["rows"][3]["median"]["tokens_per_s"] / report["rows"][2]["median"]["tokens_per_s"]
+    )
+    assert printed.rstrip().splitlines()[-3:] == summary
+    assert whole["summary"] == summary
+
+
+def test_bench_cli_all_workloads_without_peers(
+    tiny_corpus: Path, isolated_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "all.json"
+    argv = [
+        "bench", "--data", str(tiny_corpus), "--seconds", "0.1", "--repeats", "1",
+        "--peers", "none", "--json", str(out), "--quiet",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    whole = json.loads(out.read_text())
+    assert list(whole["workloads"]) == ["pad", "pack"]
+    assert [len(w["rows"]) for w in whole["workloads"].values()] == [1, 3]
+    assert whole["workloads"]["pack"]["torch_best"] is None
+    lines = printed.rstrip().splitlines()
+    assert lines[-4].startswith("W1 pad: arrowloader") and lines[-4].endswith("n/a (no torch row)")
+    assert all(line.startswith("W2 pack: arrowloader") for line in lines[-3:])
+    assert printed.index("W1 pad: shuffled documents") < printed.index("W2 pack: the corpus")
+
+
+def test_bench_rejects_an_unknown_workload(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "--workload", "sort"])
+    assert "sort" in capsys.readouterr().err
+
+
+def test_bench_pack_rejects_a_corpus_shorter_than_a_batch(
+    tmp_path: Path, isolated_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = _write_small_batches(tmp_path / "short.arrow", [[1, 2, 3]] * 10, 4)
+    assert main(["bench", "--workload", "pack", "--data", str(corpus), "--quiet"]) == 2
+    assert "fewer than one batch" in capsys.readouterr().err
+
+
+def test_torch_blocks_equal_the_reference_packer(
+    small_corpus: Path, small_reference_blocks: list[dict[str, list]]
+) -> None:
+    """The torch peer's block i is the reference packer's concat block i over the
+    unshuffled stream, and PackedDataset(shuffle_documents=False)'s ds[i]."""
+    dataset = MappedArrowBlocks(small_corpus, W2.column, W2.seq_len, W2.eos_token_id)
+    packed = PackedDataset(
+        small_corpus, seq_len=W2.seq_len, eos_token_id=W2.eos_token_id, shuffle_documents=False,
+        return_position_ids=False, return_cu_seqlens=False,
+    )
+    assert len(dataset) == len(small_reference_blocks) == len(packed) > W2.batch_size
+    for i, want in enumerate(small_reference_blocks):
+        item = dataset[i]
+        assert item["input_ids"].dtype == torch.int64
+        assert item["input_ids"].tolist() == want["input_ids"], i
+        assert item["labels"].tolist() == want["labels"], i
+        assert torch.equal(item["input_ids"], packed[i]["input_ids"]), i
+        assert torch.equal(item["labels"], packed[i]["labels"]), i
+
+
+@pytest.mark.parametrize("seq_len", [1, 7, 64])
+def test_torch_blocks_across_record_batches(tmp_path: Path, seq_len: int) -> None:
+    """Blocks whose documents span several record batches (and empty documents)."""
+    rng = np.random.default_rng(seq_len)
+    documents = [
+        rng.integers(1, 1000, size=int(rng.choice([0, 1, 2, 9, 40, 150]))).tolist()
+        for _ in range(200)
+    ]
+    corpus = _write_small_batches(tmp_path / "chunks.arrow", documents, 7)
+    dataset = MappedArrowBlocks(corpus, "input_ids", seq_len, 5)
+    want = reference.pack_concat(documents, seq_len, 5)
+    assert len(dataset) == len(want)
+    for i, row in enumerate(want):
+        block = dataset.block(i)
+        assert block[:-1].tolist() == row["input_ids"], i
+        assert block[1:].tolist() == row["labels"], i
+    with pytest.raises(IndexError):
+        dataset.block(len(dataset))
+
+
+def test_nanogpt_stream_and_batches(
+    small_corpus: Path, small_documents: list[list[int]], tmp_path: Path
+) -> None:
+    """The stream file is every document followed by EOS, in corpus order, uint16; each
+    nanoGPT batch row is a window of it at the offsets torch.randint draws, labels the
+    window one further."""
+    path = write_token_stream(small_corpus, "input_ids", W2.eos_token_id, tmp_path / "train.bin")
+    stream = np.fromfile(path, dtype=np.uint16)
+    assert stream.tolist() == [t for doc in small_documents for t in [*doc, W2.eos_token_id]]
+    assert not list(tmp_path.glob("*.partial"))
+
+    peer = nanogpt_peer(TokenStreamFile(path, np.dtype(np.uint16)), W2)
+    batches = iter(peer.make_loader(peer.open_dataset(3), 3))
+    offsets = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        batch = next(batches)
+        check_w2_batch(batch, W2.batch_size, W2.seq_len, torch.int64, (), peer.name)
+        ix = torch.randint(len(stream) - W2.seq_len, (W2.batch_size,), generator=offsets)
+        for row, i in enumerate(ix.tolist()):
+            assert batch["input_ids"][row].tolist() == stream[i : i + W2.seq_len].tolist()
+            assert batch["labels"][row].tolist() == stream[i + 1 : i + 1 + W2.seq_len].tolist()
+
+
+def test_token_stream_dtype(tmp_path: Path) -> None:
+    assert stream_dtype(50256) == np.uint16 and stream_dtype(65535) == np.uint16
+    assert stream_dtype(65536) == np.int32
+    corpus = _write_small_batches(tmp_path / "wide.arrow", [[1, 70_000], [3]], 1)
+    path = write_token_stream(corpus, "input_ids", 2, tmp_path / "wide.bin")
+    assert np.fromfile(path, dtype=np.int32).tolist() == [1, 70_000, 2, 3, 2]
+    with pytest.raises(ValueError, match="do not fit"):
+        write_token_stream(corpus, "input_ids", 2, tmp_path / "narrow.bin", np.uint16)
+
+
+def test_arrowloader_pack_rows_are_concat_blocks(
+    small_corpus: Path, small_documents: list[list[int]]
+) -> None:
+    """The arrowloader rows yield concat blocks of the epoch's document order, in the
+    epoch's block order: the reference packer over the documents in
+    ``document_order(0, seed)``, rows ``block_order(0, seed, n)[:8]``; the variants add
+    the reference's position_ids and cu_seqlens, or give the same ids as int32."""
+    seed = 4
+    main_row, positions_row, int32_row = arrowloader_pack_peers(small_corpus, W2)
+    dataset = main_row.open_dataset(seed)
+    order = dataset.document_order(0, seed)
+    want = reference.pack_concat(
+        [small_documents[i] for i in order.tolist()], W2.seq_len, W2.eos_token_id
+    )
+    blocks = dataset.block_order(0, seed, len(want))[: W2.batch_size].tolist()
+    want_batch = [want[b] for b in blocks]
+    first = {}
+    for peer in (main_row, positions_row, int32_row):
+        batch = next(iter(peer.make_loader(peer.open_dataset(seed), seed)))
+        check_w2_batch(
+            batch, W2.batch_size, W2.seq_len, peer.dtype, peer.extra_outputs, peer.name
+        )
+        assert batch["input_ids"].tolist() == [row["input_ids"] for row in want_batch]
+        assert batch["labels"].tolist() == [row["labels"] for row in want_batch]
+        first[peer.name] = batch
+    assert set(first[main_row.name]) == {"input_ids", "labels"}
+    assert set(first[int32_row.name]) == {"input_ids", "labels"}
+    with_positions = first[positions_row.name]
+    assert with_positions["position_ids"].tolist() == [row["position_ids"] for row in want_batch]
+    cu_seqlens, max_seqlen = reference.packed_cu_seqlens(want_batch, W2.seq_len)
+    assert with_positions["cu_seqlens"].tolist() == cu_seqlens
+    assert with_positions["max_seqlen"] == max_seqlen
+
+
+def test_pack_peers_yield_full_batches_across_an_epoch(
+    small_corpus: Path, small_reference_blocks: list[dict[str, list]], tmp_path: Path
+) -> None:
+    """Every W2 row yields only full batches, also where an epoch ends, so a run's tokens
+    are its batches times 8 x 2048 (what PackWorkload.token_counts says)."""
+    batches_per_epoch = len(small_reference_blocks) // W2.batch_size
+    wanted = batches_per_epoch + 3
+    for peer in all_pack_peers(small_corpus, tmp_path / "stream"):
+        dataset = peer.open_dataset(2)
+        cycler = EpochCycler(peer.make_loader(dataset, 2))
+        try:
+            for batch, _ in zip(cycler, range(wanted)):
+                check_w2_batch(
+                    batch, W2.batch_size, W2.seq_len, peer.dtype, peer.extra_outputs, peer.name
+                )
+        finally:
+            cycler.shut_down()
+        assert cycler.epochs_started == (1 if peer.family == "nanogpt" else 2), peer.name
+
+
+def test_check_w2_batch_rejects_wrong_outputs() -> None:
+    ids = torch.arange(2 * 6).reshape(2, 6)
+    good = {"input_ids": ids, "labels": ids + 1}
+    good["labels"][:, :-1] = ids[:, 1:]
+    check_w2_batch(good, 2, 6, torch.int64, (), "x")
+    with pytest.raises(BenchmarkError, match="input_ids"):
+        check_w2_batch({**good, "input_ids": ids.int()}, 2, 6, torch.int64, (), "x")
+    with pytest.raises(BenchmarkError, match="labels"):
+        check_w2_batch({**good, "labels": ids[:1]}, 2, 6, torch.int64, (), "x")
+    with pytest.raises(BenchmarkError, match="shifted"):
+        check_w2_batch({**good, "labels": ids}, 2, 6, torch.int64, (), "x")
+    with pytest.raises(BenchmarkError, match="cu_seqlens"):
+        check_w2_batch(good, 2, 6, torch.int64, ("cu_seqlens",), "x")
+    with pytest.raises(BenchmarkError, match="unexpected"):
+        check_w2_batch({**good, "position_ids": ids}, 2, 6, torch.int64, (), "x")
+
+
+def test_make_big_corpus_writes_shards_packed_dataset_reads(tmp_path: Path) -> None:
+    """W3's corpus writer at a tiny size: several complete shards of the reference
+    distributions, one corpus for PackedDataset; a second call keeps them."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "make_big_corpus.py"
+    spec = importlib.util.spec_from_file_location("make_big_corpus", script)
+    assert spec is not None and spec.loader is not None
+    make_big_corpus = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_big_corpus)
+    out = tmp_path / "big"
+    argv = [
+        "--size-gb", "0.003", "--shard-gb", "0.001", "--rows-per-batch", "256",
+        "--out", str(out), "--quiet",
+    ]
+    assert make_big_corpus.main(argv) == 0
+    shards = sorted(out.glob("*.arrow"))
+    assert [p.name for p in shards] == [f"shard-0000{i}.arrow" for i in range(3)]
+    assert not list(out.glob("*.partial"))
+    summary = json.loads((out / ".complete").read_text())
+    assert summary["bytes"] == sum(p.stat().st_size for p in shards) >= 3_000_000
+    columns = MappedTokenColumn(out, "input_ids", "label")
+    lengths = columns.lengths()
+    assert columns.num_rows == summary["documents"] > 1000
+    assert lengths.min() >= 8 and lengths.max() <= 8192
+    assert 200 < np.median(lengths) < 450  # lognormal(ln 300, 1)
+    packed = PackedDataset(out, seq_len=W2.seq_len, eos_token_id=W2.eos_token_id)
+    assert packed.corpus.num_rows == columns.num_rows
+    assert packed.corpus.num_tokens == int(lengths.sum())
+    mtimes = [p.stat().st_mtime_ns for p in shards]
+    assert make_big_corpus.main(argv) == 0
+    assert [p.stat().st_mtime_ns for p in shards] == mtimes

@@ -1,9 +1,10 @@
 """The ``arrowloader`` command line.
 
-``arrowloader bench`` runs workload W1 (shuffled documents, truncated and
-padded into batches) for arrowloader and its peers in one process, and prints a table of
-real tokens/s, CPU per token, memory and time to first batch, as ratios against torch's
-DataLoader. Plain ``arrowloader`` prints help.
+``arrowloader bench`` runs workloads W1 (shuffled documents, truncated and padded into
+batches) and W2 (the corpus as one token stream cut into shuffled blocks) for arrowloader
+and its peers in one process, and prints a table per workload of real tokens/s, CPU per
+token, memory and time to first batch, as ratios against torch's DataLoader. Plain
+``arrowloader`` prints help.
 """
 
 from __future__ import annotations
@@ -38,16 +39,39 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _peer_list(text: str) -> tuple[str, ...]:
-    from arrowloader.bench.w1 import KNOWN_PEERS
+#: Peer names ``--peers`` accepts (arrowloader.bench.suite.KNOWN_PEERS, without importing
+#: the benchmark modules for --help).
+PEER_NAMES = ("torch", "hf", "nanogpt")
+#: ``--workload`` choices.
+WORKLOAD_CHOICES = ("pad", "pack", "all")
 
+BENCH_EPILOG = """\
+workloads:
+  pad   W1: shuffled documents, truncated to --max-length, padded to the longest of each
+        batch (default batch 32); peers torch, hf
+  pack  W2: the corpus as one token stream (--eos-token-id after every document), cut into
+        blocks of --seq-len + 1 tokens, blocks shuffled (default batch 8); outputs
+        input_ids = block[:-1], labels = block[1:]; peers torch, nanogpt; arrowloader runs
+        three rows: input_ids + labels, + position_ids and cu_seqlens, int32 outputs
+  all   pad, then pack. With the defaults (5 s x 3 repeats, every peer: 11 rows) this
+        takes about 3 minutes on a 2-core machine: pad about 85 s, pack about 95 s
+
+W3 (W2 on a corpus larger than memory, >= 1.25 x physical RAM; not run in CI):
+  python benchmarks/make_big_corpus.py --size-gb 32 --out /data/w3-corpus
+  arrowloader bench --workload pack --data /data/w3-corpus --peers none
+and compare its tokens/s with W2's (--peers torch also works; nanogpt would first write a
+raw copy of the whole stream next to the benchmark cache).
+"""
+
+
+def _peer_list(text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     if names == ("none",):
         return ()
-    unknown = [name for name in names if name not in KNOWN_PEERS]
+    unknown = [name for name in names if name not in PEER_NAMES]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"expected a comma list of {', '.join(KNOWN_PEERS)}, or none; got {text!r}"
+            f"expected a comma list of {', '.join(PEER_NAMES)}, or none; got {text!r}"
         )
     return names
 
@@ -61,15 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     bench = commands.add_parser(
         "bench",
-        help="measure W1 (pad) for arrowloader against torch and Hugging Face loaders",
+        help="measure W1 (pad) and W2 (pack) for arrowloader against torch, Hugging Face "
+             "and nanoGPT loaders",
         description=(
-            "Workload W1: shuffled documents, truncated to --max-length, "
-            "padded to the longest of each batch. arrowloader and its peers run in this "
-            "process, interleaved, and are reported as ratios to the best torch DataLoader. "
-            "Without --data the reference corpus (200,000 documents, about 394 MB) is "
-            "created once in $ARROWLOADER_CACHE, else $XDG_CACHE_HOME/arrowloader, else "
-            "~/.cache/arrowloader, and reused."
+            "Workloads W1 (pad) and W2 (pack), see below. arrowloader and its peers run in "
+            "this process, interleaved, and are reported as ratios to the best torch "
+            "DataLoader. Without --data the reference corpus (200,000 documents, about 394 "
+            "MB) is created once in $ARROWLOADER_CACHE, else $XDG_CACHE_HOME/arrowloader, "
+            "else ~/.cache/arrowloader, and reused (with its datasets copy for the hf peer "
+            "and its raw token stream for the nanogpt peer)."
         ),
+        epilog=BENCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument(
+        "--workload", choices=WORKLOAD_CHOICES, default="all",
+        help="pad (W1), pack (W2) or all (default: all; see the time below)",
     )
     bench.add_argument(
         "--data", nargs="+", metavar="PATH",
@@ -79,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--column", default="input_ids", help="token column (default: input_ids)")
     bench.add_argument(
         "--label-column", default="label",
-        help="integer label column returned as labels; '' for none (default: label)",
+        help="pad: integer label column returned as labels; '' for none (default: label)",
     )
     bench.add_argument(
         "--seconds", type=_positive_float, default=5.0,
@@ -89,18 +120,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--repeats", type=_positive_int, default=3,
         help="runs per loader; the table shows median and min-max (default: 3)",
     )
-    bench.add_argument("--batch-size", type=_positive_int, default=32, help="(default: 32)")
-    bench.add_argument("--max-length", type=_positive_int, default=1024, help="(default: 1024)")
+    bench.add_argument(
+        "--batch-size", type=_positive_int, default=None,
+        help="rows per batch of every workload run (default: 32 for pad, 8 for pack)",
+    )
+    bench.add_argument(
+        "--max-length", type=_positive_int, default=1024,
+        help="pad: truncation length (default: 1024)",
+    )
+    bench.add_argument(
+        "--seq-len", type=_positive_int, default=2048,
+        help="pack: tokens per row; blocks are seq-len + 1 tokens (default: 2048)",
+    )
+    bench.add_argument(
+        "--eos-token-id", type=_non_negative_int, default=50256,
+        help="pack: the id after every document of the stream (default: 50256, GPT-2's)",
+    )
     bench.add_argument(
         "--peers", type=_peer_list, default=None,
-        help="comma list of torch,hf, or none (default: every installed peer)",
+        help="comma list of torch,hf,nanogpt, or none; each workload uses those it knows "
+             "(default: every installed peer)",
     )
     bench.add_argument(
         "--threads", type=_non_negative_int, default=0,
         help="arrowloader's num_workers, i.e. native threads (default: 0 = one per core, "
              "at most 4)",
     )
-    bench.add_argument("--seed", type=int, default=0, help="sampler seed of the first repeat")
+    bench.add_argument("--seed", type=int, default=0, help="loader seed of the first repeat")
     bench.add_argument(
         "--json", type=Path, metavar="FILE",
         help="also write every figure, the settings and the machine's facts to FILE",
@@ -111,20 +157,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_bench(args: argparse.Namespace, command: str) -> int:
     """Runs ``arrowloader bench`` with parsed arguments; returns the exit status."""
+    from arrowloader.bench.pack_peers import W2Options
     from arrowloader.bench.peers import W1Options
-    from arrowloader.bench.w1 import KNOWN_PEERS, W1Config, run_w1
+    from arrowloader.bench.suite import KNOWN_PEERS, WORKLOADS, BenchConfig, run_bench
 
     source = None
     if args.data:
         source = args.data[0] if len(args.data) == 1 else list(args.data)
-    config = W1Config(
+    pad = W1Options(
+        column=args.column,
+        label_column=args.label_column or None,
+        max_length=args.max_length,
+        **({} if args.batch_size is None else {"batch_size": args.batch_size}),
+    )
+    pack = W2Options(
+        column=args.column,
+        seq_len=args.seq_len,
+        eos_token_id=args.eos_token_id,
+        **({} if args.batch_size is None else {"batch_size": args.batch_size}),
+    )
+    config = BenchConfig(
+        workloads=WORKLOADS if args.workload == "all" else (args.workload,),
         source=source,
-        options=W1Options(
-            column=args.column,
-            label_column=args.label_column or None,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
-        ),
+        pad=pad,
+        pack=pack,
         seconds=args.seconds,
         repeats=args.repeats,
         peers=KNOWN_PEERS if args.peers is None else args.peers,
@@ -132,7 +188,7 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
         seed=args.seed,
         show_progress=not args.quiet,
     )
-    report = run_w1(config, command=command)
+    report = run_bench(config, command=command)
     print(report.table(), flush=True)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

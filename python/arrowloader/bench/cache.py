@@ -1,9 +1,9 @@
 """The benchmark cache: the reference corpus, written once and reused by later runs.
 
-The folder is ``$ARROWLOADER_CACHE``, else ``$XDG_CACHE_HOME/arrowloader``, else
-``~/.cache/arrowloader``. Files appear in it only complete: they are written under a
-temporary name and renamed, with a lock file held so that two benchmark runs started at
-once do not write the same file twice.
+The folder is :func:`arrowloader.cache_dir.cache_dir` (``$ARROWLOADER_CACHE``, else
+``$XDG_CACHE_HOME/arrowloader``, else ``~/.cache/arrowloader``). Files appear in it only
+complete: they are written under a temporary name and renamed, with a lock file held so
+that two benchmark runs started at once do not write the same file twice.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Callable, Optional
 from tqdm.auto import tqdm
 
 from arrowloader import synthetic
+from arrowloader.cache_dir import cache_dir
 
 #: The reference corpus: ``make_corpus(path, 200_000, 0)``.
 REFERENCE_DOCUMENTS = 200_000
@@ -27,18 +28,6 @@ REFERENCE_SEED = 0
 
 #: How often the progress bar of a file being written is refreshed, in seconds.
 _PROGRESS_INTERVAL_S = 0.1
-
-
-def cache_dir() -> Path:
-    """The benchmark cache folder (created if missing)."""
-    explicit = os.environ.get("ARROWLOADER_CACHE")
-    if explicit:
-        folder = Path(explicit)
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        folder = (Path(xdg) if xdg else Path.home() / ".cache") / "arrowloader"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def reference_corpus_path(

@@ -1,45 +1,50 @@
-"""One timed run of one W1 loader, and the figures it yields.
+"""One timed run of one loader on one workload, and the figures it yields.
 
-What a run measures:
+A run is workload-neutral: a :class:`Workload` (W1 pad, W2 pack) says what a correct batch
+looks like and how many tokens the batches of a run hold; a :class:`Peer` opens a dataset
+and builds a loader over it with a seed. What a run measures:
 
 - throughput: real (non-pad) tokens/s and batches/s over at least ``seconds``, after a
   warm-up of a few batches, restarting epochs as needed;
 - CPU seconds per million real tokens: process user+sys, reaped children included, from
-  creating the iterator until after the loader's workers are shut down (``os.times``
+  building the loader until after the loader's workers are shut down (``os.times``
   counts a child process only once it is reaped), over every token delivered in that
   window (warm-up and timed batches);
 - peak anonymous RSS (``RssAnon``) of the process plus its child processes, sampled every
   ~20 ms on a background thread. Anonymous memory only: the page cache holding the mapped
   corpus is shared and reclaimable, not the loader's memory;
-- time to first batch: from creating a fresh loader's iterator to receiving its first batch;
+- time to first batch: from building a loader over the opened dataset to receiving its
+  first batch (so it includes whatever the loader prepares when it is built or its
+  iterator is created: worker processes, arrowloader's plan of a packed epoch);
 - padding fraction: padded positions / all positions of the timed batches.
 
 Tokens are never counted in the timed loop (a ``mask.sum()`` per batch would cost the
-fastest loader a noticeable share of its time). Every loader draws its batches from
-``RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))`` batched by its
-DataLoader, so the batches of a run are known in advance: afterwards the counts are
-recomputed from the document lengths by replaying a fresh sampler with the same seed for
-the same number of batches (:func:`replay_batch_token_counts`). The warm-up batches check
-the replay against their attention masks on every run.
+fastest loader a noticeable share of its time). The workload knows the batches of a run in
+advance and recomputes the counts afterwards (:meth:`Workload.token_counts`): W1 replays
+the seeded ``RandomSampler`` every W1 loader draws from (:func:`replay_batch_token_counts`),
+W2's batches are always full. The warm-up batches check those counts against the batches
+themselves on every run (:meth:`Workload.observe`).
 """
 
 from __future__ import annotations
 
+import abc
 import gc
 import os
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 import torch.utils.data
 from torch.utils.data import RandomSampler
 
-from arrowloader.bench.peers import Batch, W1Peer
+Batch = dict[str, torch.Tensor]
 
 #: Batches consumed before timing starts (the first one gives the time to first batch).
 WARMUP_BATCHES = 8
@@ -50,8 +55,65 @@ MEMCPY_BYTES = 64 * 1024 * 1024
 
 
 class BenchmarkError(RuntimeError):
-    """A loader did not produce what W1 asks for (wrong outputs, or batches other than
-    the ones its sampler drew)."""
+    """A loader did not produce what its workload asks for (wrong outputs, or batches
+    other than the ones its sampler drew)."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One loader configuration (one row of a workload's table).
+
+    Attributes:
+        name: the row's name, e.g. ``"torch (workers 2)"``.
+        family: ``"torch"``, ``"hf"``, ``"nanogpt"`` or ``"arrowloader"``.
+        num_workers: worker processes (torch, hf) or native threads (arrowloader).
+        open_dataset: ``(seed)`` -> the dataset (timed apart from the loader, as
+            ``open_s``); datasets that shuffle themselves (PackedDataset) take the run's
+            seed, others ignore it.
+        make_loader: ``(dataset, seed)`` -> the loader, an iterable of batches whose
+            iteration is one epoch (an endless iterable is one endless epoch). The seed
+            fixes every random choice of the loader.
+        headline: whether the row stands for its family in the ratios (W2's variant
+            arrowloader rows with other outputs are not headline rows).
+        dtype: dtype of the id outputs (``input_ids``, ``labels``, ``position_ids``).
+        extra_outputs: outputs beyond the workload's own (e.g. ``position_ids``).
+    """
+
+    name: str
+    family: str
+    num_workers: int
+    open_dataset: Callable[[int], Any]
+    make_loader: Callable[[Any, int], Iterable[Batch]]
+    headline: bool = True
+    dtype: torch.dtype = torch.int64
+    extra_outputs: tuple[str, ...] = ()
+
+
+class Workload(abc.ABC):
+    """What :func:`measure_run` needs to know about a workload."""
+
+    #: Short name, as ``--workload`` takes it (``"pad"``, ``"pack"``).
+    key: str
+    #: Name in tables (``"W1 pad"``).
+    title: str
+
+    def check_dataset(self, peer: Peer, dataset: Any) -> None:  # noqa: B027 (optional hook)
+        """Raises BenchmarkError if the opened dataset is not the workload's corpus.
+        Called before the loader is built, so it must not prepare what the loader would
+        (e.g. plan a packed epoch). Default: no check."""
+
+    @abc.abstractmethod
+    def check_batch(self, peer: Peer, batch: Any) -> None:
+        """Raises BenchmarkError unless ``batch`` has the workload's outputs."""
+
+    @abc.abstractmethod
+    def observe(self, batch: Batch) -> tuple[int, int]:
+        """``(real tokens, all positions)`` of a warm-up batch, read from the batch."""
+
+    @abc.abstractmethod
+    def token_counts(self, seed: int, num_batches: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(real, positions)``: int64 ``[num_batches]`` each, the real tokens and all
+        positions of the first ``num_batches`` batches of a loader built with ``seed``."""
 
 
 @dataclass
@@ -61,13 +123,13 @@ class RunFigures:
     Attributes:
         peer: the loader's row name.
         repeat: 0-based repeat number.
-        seed: seed of the sampler's generator.
+        seed: seed the loader was built with.
         seconds: length of the timed window.
         batches: batches consumed in the timed window.
         warmup_batches: batches consumed before it.
         epochs_started: epochs begun (warm-up included).
         real_tokens: non-pad tokens of the timed batches.
-        padded_tokens: all positions (rows x width) of the timed batches.
+        padded_tokens: all token positions (rows x width) of the timed batches.
         tokens_per_s: ``real_tokens / seconds``.
         batches_per_s: ``batches / seconds``.
         cpu_s: process + reaped children user+sys seconds over the CPU window.
@@ -76,8 +138,8 @@ class RunFigures:
         start_anon_rss_bytes: anonymous RSS (process + children) before the dataset opened.
         peak_anon_rss_bytes: highest anonymous RSS (process + children) during the run.
         rss_samples: anonymous-RSS samples taken.
-        first_batch_s: seconds from creating the iterator to the first batch.
-        open_s: seconds to open the dataset and build the loader.
+        first_batch_s: seconds from building the loader to its first batch.
+        open_s: seconds to open the dataset.
         padding_fraction: ``1 - real_tokens / padded_tokens``.
     """
 
@@ -178,6 +240,19 @@ class AnonRssSampler:
         self._record()
 
 
+def read_meminfo_bytes(key: str, path: Optional[Path] = None) -> Optional[int]:
+    """A ``/proc/meminfo`` field in bytes (e.g. ``"MemTotal"``), or None if unavailable."""
+    try:
+        text = (path or Path("/proc/meminfo")).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if name == key:
+            return int(rest.split()[0]) * 1024
+    return None
+
+
 # --------------------------------------------------------------------------- CPU
 
 
@@ -187,18 +262,31 @@ def process_cpu_seconds() -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
-def memcpy_gbps(num_bytes: int = MEMCPY_BYTES, copies: int = 15) -> float:
+def memcpy_gbps(
+    num_bytes: int = MEMCPY_BYTES, copies: int = 15, copies_per_timing: int = 1
+) -> float:
     """Median bandwidth of ``numpy.copyto`` between two ``num_bytes`` buffers, in GB/s
-    (1e9 bytes copied per second; each byte copied is read once and written once)."""
+    (1e9 bytes copied per second; each byte copied is read once and written once).
+
+    Each of ``copies`` timings covers ``copies_per_timing`` back-to-back copies (many, for
+    a buffer small enough to stay in cache, whose single copy is too short to time)."""
     source = np.ones(num_bytes, dtype=np.uint8)
     target = np.empty_like(source)
     np.copyto(target, source)  # fault the pages in before timing
     rates = []
     for _ in range(copies):
         started = time.perf_counter()
-        np.copyto(target, source)
-        rates.append(num_bytes / (time.perf_counter() - started) / 1e9)
+        for _ in range(copies_per_timing):
+            np.copyto(target, source)
+        rates.append(num_bytes * copies_per_timing / (time.perf_counter() - started) / 1e9)
     return statistics.median(rates)
+
+
+def cache_memcpy_gbps(num_bytes: int) -> float:
+    """:func:`memcpy_gbps` for a buffer of one batch's outputs, which stays in cache: as
+    many copies per timing as make about 64 MiB."""
+    num_bytes = max(1, num_bytes)
+    return memcpy_gbps(num_bytes, copies=15, copies_per_timing=max(1, MEMCPY_BYTES // num_bytes))
 
 
 # --------------------------------------------------------------------------- tokens
@@ -261,7 +349,7 @@ class EpochCycler:
     """Yields a loader's batches forever, starting the next epoch (``iter(loader)``) when
     one ends; ``iterator`` is the current epoch's iterator."""
 
-    def __init__(self, loader: torch.utils.data.DataLoader) -> None:
+    def __init__(self, loader: Iterable[Batch]) -> None:
         self.loader = loader
         self.iterator = iter(loader)
         self.epochs_started = 1
@@ -317,56 +405,47 @@ def check_w1_batch(batch: Any, with_labels: bool, where: str) -> None:
 
 
 def measure_run(
-    peer: W1Peer,
+    peer: Peer,
+    workload: Workload,
     *,
-    kept: np.ndarray,
-    batch_size: int,
-    with_labels: bool,
     seconds: float,
     seed: int,
     repeat: int = 0,
     warmup_batches: int = WARMUP_BATCHES,
 ) -> RunFigures:
-    """Opens ``peer``'s dataset, builds its loader, and measures one run (see the module
-    docstring).
+    """Opens ``peer``'s dataset, builds its loader with ``seed``, and measures one run
+    (see the module docstring).
 
     Args:
-        kept: tokens each document keeps after truncation, int64 ``[documents]``, for
-            counting tokens by replay.
+        workload: what the batches must be, and how many tokens they hold.
         seconds: minimum length of the timed window.
-        seed: seed of the sampler's generator.
+        seed: passed to ``peer.make_loader``.
 
     Raises:
-        BenchmarkError: the loader's outputs are not W1's, or its warm-up batches are not
-            the ones the sampler drew.
+        BenchmarkError: the loader's outputs are not the workload's, or its warm-up
+            batches are not the ones the workload expects.
     """
     warmup_batches = max(1, warmup_batches)
     gc.collect()  # the previous run's garbage should not land in this run's figures
     with AnonRssSampler() as rss:
         opening = time.perf_counter()
-        dataset = peer.open_dataset()
-        loader = peer.make_loader(dataset, seeded_sampler(dataset, seed))
+        dataset = peer.open_dataset(seed)
         open_s = time.perf_counter() - opening
-        if len(dataset) != len(kept):
-            raise BenchmarkError(
-                f"{peer.name}: the dataset has {len(dataset)} documents, expected {len(kept)}"
-            )
+        workload.check_dataset(peer, dataset)
 
         cpu_start = process_cpu_seconds()
         starting = time.perf_counter()
-        cycler = EpochCycler(loader)
+        cycler = EpochCycler(peer.make_loader(dataset, seed))
         try:
             batches = iter(cycler)
             batch = next(batches)
             first_batch_s = time.perf_counter() - starting
-            check_w1_batch(batch, with_labels, peer.name)
+            workload.check_batch(peer, batch)
             warmup_counts = []
             for i in range(warmup_batches):
                 if i:
                     batch = next(batches)
-                warmup_counts.append(
-                    (int(batch["attention_mask"].sum()), batch["input_ids"].numel())
-                )
+                warmup_counts.append(workload.observe(batch))
             batch = None
 
             timed = 0
@@ -385,9 +464,9 @@ def measure_run(
             cycler.shut_down()
         cpu_s = process_cpu_seconds() - cpu_start
         epochs_started = cycler.epochs_started
-        del batches, cycler, loader, dataset
+        del batches, cycler, dataset
 
-    real, padded = replay_batch_token_counts(kept, batch_size, seed, warmup_batches + timed)
+    real, padded = workload.token_counts(seed, warmup_batches + timed)
     check_replay(peer.name, warmup_counts, real[:warmup_batches], padded[:warmup_batches])
     real_tokens = int(real[warmup_batches:].sum())
     padded_tokens = int(padded[warmup_batches:].sum())
@@ -422,13 +501,14 @@ def check_replay(
     real: np.ndarray,
     padded: np.ndarray,
 ) -> None:
-    """Raises BenchmarkError unless the observed ``(mask sum, rows x width)`` of each batch
-    equal the replayed ``real`` and ``padded`` counts (int64 ``[batches]``)."""
+    """Raises BenchmarkError unless the observed ``(real tokens, positions)`` of each batch
+    (for W1: mask sum, rows x width) equal the expected ``real`` and ``padded`` counts
+    (int64 ``[batches]``)."""
     for i, (mask_sum, positions) in enumerate(observed):
         if mask_sum != real[i] or positions != padded[i]:
             raise BenchmarkError(
                 f"{where}: batch {i} has {mask_sum} real tokens in {positions} positions, but "
-                f"the replayed sampler gives {int(real[i])} in {int(padded[i])}: the loader "
-                "does not yield the batches its sampler drew, so its tokens cannot be counted "
-                "by replay"
+                f"the workload expects {int(real[i])} in {int(padded[i])}: the loader "
+                "does not yield the batches its sampler drew (or not full ones), so its tokens "
+                "cannot be counted afterwards"
             )

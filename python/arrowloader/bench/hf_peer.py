@@ -19,10 +19,10 @@ from typing import Any, Optional
 import pyarrow as pa
 import torch
 import torch.utils.data
-from torch.utils.data import Sampler
 
 from arrowloader.bench.cache import cache_lock, replace_folder, run_with_progress
-from arrowloader.bench.peers import PEER_WORKER_COUNTS, Batch, W1Options, W1Peer
+from arrowloader.bench.harness import Batch, Peer, seeded_sampler
+from arrowloader.bench.peers import PEER_WORKER_COUNTS, W1Options
 from arrowloader.sources import resolve_source
 
 _REQUIRED_MODULES = ("datasets", "transformers", "tokenizers")
@@ -139,7 +139,7 @@ class TruncatingPaddingCollator:
         return dict(self.collator(rows))
 
 
-def hf_peers(saved_folder: Path, options: W1Options) -> list[W1Peer]:
+def hf_peers(saved_folder: Path, options: W1Options) -> list[Peer]:
     """The hf rows (one per worker count in ``PEER_WORKER_COUNTS``) over a
     ``save_to_disk`` folder holding ``options.column`` (and ``options.label_column``)."""
     import datasets
@@ -147,15 +147,15 @@ def hf_peers(saved_folder: Path, options: W1Options) -> list[W1Peer]:
     # Built (and transformers imported) here, once, so that no run's figures include it.
     tokenizer = minimal_tokenizer(options.pad_token_id)
 
-    def open_dataset() -> Any:
+    def open_dataset(seed: int = 0) -> Any:
         return datasets.load_from_disk(str(saved_folder))
 
     def loader_with(num_workers: int):
-        def make_loader(dataset: Any, sampler: Sampler) -> torch.utils.data.DataLoader:
+        def make_loader(dataset: Any, seed: int) -> torch.utils.data.DataLoader:
             return torch.utils.data.DataLoader(
                 dataset,
                 batch_size=options.batch_size,
-                sampler=sampler,
+                sampler=seeded_sampler(dataset, seed),
                 num_workers=num_workers,
                 collate_fn=TruncatingPaddingCollator(
                     options.column, options.label_column, options.max_length, tokenizer
@@ -166,7 +166,7 @@ def hf_peers(saved_folder: Path, options: W1Options) -> list[W1Peer]:
         return make_loader
 
     return [
-        W1Peer(f"hf collator (workers {n})", "hf", n, open_dataset, loader_with(n))
+        Peer(f"hf collator (workers {n})", "hf", n, open_dataset, loader_with(n))
         for n in PEER_WORKER_COUNTS
     ]
 

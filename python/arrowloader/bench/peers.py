@@ -1,10 +1,11 @@
 """The W1 loaders compared by the benchmark.
 
-Every peer is built from a :class:`W1Peer`: ``open_dataset()`` then
-``make_loader(dataset, sampler)``. The harness passes every peer the same
-``RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))``, so with equal
-seeds all peers yield the same batches, in the same order, and the real token count of a
-run can be recomputed afterwards from the document lengths alone (see ``harness``).
+Every peer is a :class:`~arrowloader.bench.harness.Peer`: ``open_dataset()`` then
+``make_loader(dataset, seed)``. Every W1 loader draws its batches from the same
+``RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))``
+(:func:`~arrowloader.bench.harness.seeded_sampler`), so with equal seeds all peers yield
+the same batches, in the same order, and the real token count of a run can be recomputed
+afterwards from the document lengths alone (see ``harness``).
 
 - ``torch``: ``torch.utils.data.DataLoader`` over :class:`MappedArrowDocuments`, a per-item
   map-style dataset slicing the memory-mapped Arrow buffers with numpy, collated with
@@ -25,13 +26,15 @@ import pyarrow as pa
 import torch
 import torch.utils.data
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 import arrowloader
+from arrowloader.bench.harness import Batch, Peer, seeded_sampler
 from arrowloader.loader import default_num_threads
 from arrowloader.sources import Source, resolve_source
 
-Batch = dict[str, torch.Tensor]
+#: The W1 rows are plain :class:`Peer` rows (the name predates W2).
+W1Peer = Peer
 
 #: ``num_workers`` of the torch and hf peers; the better torch row is "torch best".
 PEER_WORKER_COUNTS = (0, 2)
@@ -54,25 +57,6 @@ class W1Options:
     batch_size: int = 32
     max_length: int = 1024
     pad_token_id: int = 0
-
-
-@dataclass(frozen=True)
-class W1Peer:
-    """One loader configuration (one row of the table).
-
-    Attributes:
-        name: the row's name, e.g. ``"torch (workers 2)"``.
-        family: ``"torch"``, ``"hf"`` or ``"arrowloader"``.
-        num_workers: worker processes (torch, hf) or native threads (arrowloader).
-        open_dataset: opens the dataset (timed apart from the loader, as ``open_s``).
-        make_loader: builds the loader over the dataset with the given sampler.
-    """
-
-    name: str
-    family: str
-    num_workers: int
-    open_dataset: Callable[[], Any]
-    make_loader: Callable[[Any, Sampler], torch.utils.data.DataLoader]
 
 
 class MappedTokenColumn:
@@ -211,20 +195,20 @@ class PadCollate:
         return batch
 
 
-def torch_peers(source: Source, options: W1Options) -> list[W1Peer]:
+def torch_peers(source: Source, options: W1Options) -> list[Peer]:
     """The torch rows: one per worker count in :data:`PEER_WORKER_COUNTS`."""
 
-    def open_dataset() -> MappedArrowDocuments:
+    def open_dataset(seed: int = 0) -> MappedArrowDocuments:
         return MappedArrowDocuments(
             source, options.column, options.label_column, options.max_length
         )
 
-    def loader_with(num_workers: int) -> Callable[[Any, Sampler], torch.utils.data.DataLoader]:
-        def make_loader(dataset: Any, sampler: Sampler) -> torch.utils.data.DataLoader:
+    def loader_with(num_workers: int) -> Callable[[Any, int], torch.utils.data.DataLoader]:
+        def make_loader(dataset: Any, seed: int) -> torch.utils.data.DataLoader:
             return torch.utils.data.DataLoader(
                 dataset,
                 batch_size=options.batch_size,
-                sampler=sampler,
+                sampler=seeded_sampler(dataset, seed),
                 num_workers=num_workers,
                 collate_fn=PadCollate(options.pad_token_id, options.label_column is not None),
                 # Runs cross epoch boundaries; restarting the workers at each one would
@@ -235,17 +219,17 @@ def torch_peers(source: Source, options: W1Options) -> list[W1Peer]:
         return make_loader
 
     return [
-        W1Peer(f"torch (workers {n})", "torch", n, open_dataset, loader_with(n))
+        Peer(f"torch (workers {n})", "torch", n, open_dataset, loader_with(n))
         for n in PEER_WORKER_COUNTS
     ]
 
 
-def arrowloader_peer(source: Source, options: W1Options, threads: int = 0) -> W1Peer:
+def arrowloader_peer(source: Source, options: W1Options, threads: int = 0) -> Peer:
     """The arrowloader row: ``arrowloader.DataLoader(TokenDataset(...))`` with default
     settings; ``threads`` is its ``num_workers`` (native threads, 0 = one per core, at
     most 4)."""
 
-    def open_dataset() -> arrowloader.TokenDataset:
+    def open_dataset(seed: int = 0) -> arrowloader.TokenDataset:
         return arrowloader.TokenDataset(
             source,
             column=options.column,
@@ -254,12 +238,15 @@ def arrowloader_peer(source: Source, options: W1Options, threads: int = 0) -> W1
             pad_token_id=options.pad_token_id,
         )
 
-    def make_loader(dataset: Any, sampler: Sampler) -> torch.utils.data.DataLoader:
+    def make_loader(dataset: Any, seed: int) -> torch.utils.data.DataLoader:
         return arrowloader.DataLoader(
-            dataset, batch_size=options.batch_size, sampler=sampler, num_workers=threads
+            dataset,
+            batch_size=options.batch_size,
+            sampler=seeded_sampler(dataset, seed),
+            num_workers=threads,
         )
 
     shown = threads or default_num_threads()
-    return W1Peer(
+    return Peer(
         f"arrowloader (threads {shown})", "arrowloader", shown, open_dataset, make_loader
     )

@@ -1,0 +1,415 @@
+"""Summaries of the runs: one table (and one JSON object) per workload, and the whole
+``arrowloader bench`` report around them.
+
+A workload taking part in a report is a :class:`BenchWorkload`: besides what
+:func:`~arrowloader.bench.harness.measure_run` needs, it lists its peers and says how to
+describe itself, its corpus and its settings, and how many bytes each row moves.
+"""
+
+from __future__ import annotations
+
+import abc
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import arrowloader
+from arrowloader.bench.harness import MEMCPY_BYTES, Peer, RunFigures, Workload
+
+#: Figures summarised over repeats (median, min, max).
+SUMMARISED_FIGURES = (
+    "tokens_per_s",
+    "batches_per_s",
+    "cpu_s_per_mtok",
+    "peak_anon_rss_bytes",
+    "anon_rss_growth_bytes",
+    "first_batch_s",
+    "open_s",
+    "padding_fraction",
+    "bandwidth_gbps",
+)
+_MIB = 1024 * 1024
+
+ANON_RSS_NOTE = (
+    "anon RSS: peak RssAnon of the process plus its worker processes, sampled every 20 ms "
+    "(anonymous memory only: the page cache of the mapped corpus is not the loader's memory "
+    "and is not counted; pages a forked worker shares copy-on-write count once per process); "
+    "(+N) = growth over the start of the run"
+)
+CPU_NOTE = (
+    "CPU: user+sys seconds of the process and its reaped workers, from building the loader "
+    "until its workers are shut down, per million real tokens delivered meanwhile"
+)
+FIRST_BATCH_NOTE = (
+    "first batch: from building the loader over the opened dataset to receiving its first "
+    "batch (worker start-up and any epoch planning included)"
+)
+#: Names of the non-torch peer families in ratio lines.
+FAMILY_LABELS = {"hf": "hf collator", "nanogpt": "nanoGPT get_batch"}
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Bytes a loader moves: token bytes read from the mapping plus output bytes written.
+
+    A run moves ``real_tokens * read_bytes_per_token + positions *
+    written_bytes_per_position + batches * written_bytes_per_batch``.
+    """
+
+    read_bytes_per_token: int
+    written_bytes_per_position: int
+    written_bytes_per_batch: int = 0
+
+    def bytes_moved(self, run: RunFigures) -> int:
+        """Bytes read plus written over a run's timed batches."""
+        return (
+            run.real_tokens * self.read_bytes_per_token
+            + run.padded_tokens * self.written_bytes_per_position
+            + run.batches * self.written_bytes_per_batch
+        )
+
+
+class BenchWorkload(Workload):
+    """A workload ready to run: its corpus is open, its peers are built.
+
+    Attributes:
+        peers: the rows, in table order (arrowloader's last).
+        skipped: ``{"peer", "reason"}`` of each requested peer that cannot run.
+        other_families: peer families besides torch and arrowloader that this workload
+            compares against (their best row gets a ratio line).
+    """
+
+    peers: list[Peer]
+    skipped: list[dict[str, str]]
+    other_families: tuple[str, ...] = ()
+
+    @abc.abstractmethod
+    def description(self) -> list[str]:
+        """Lines above the table: what the workload does, the corpus, the peers."""
+
+    @abc.abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """The workload's settings, JSON-ready."""
+
+    @abc.abstractmethod
+    def corpus_facts(self) -> dict[str, Any]:
+        """What the corpus is, JSON-ready."""
+
+    @abc.abstractmethod
+    def traffic(self, peer: Peer) -> Traffic:
+        """The bytes ``peer`` moves per token, position and batch."""
+
+    @abc.abstractmethod
+    def batch_output_bytes(self) -> int:
+        """Bytes of one (full-width) batch's outputs: the cache-sized memcpy buffer."""
+
+    def close(self) -> None:
+        """Removes what the workload wrote for this run only (copies of a user's corpus)."""
+
+
+@dataclass
+class RowSummary:
+    """One loader's runs and their summary (one table row).
+
+    ``median``, ``minimum`` and ``maximum`` map each of :data:`SUMMARISED_FIGURES` to its
+    statistic over the runs; ``ratio_to_torch_best`` is the median real tokens/s over
+    torch best's (None without a torch row).
+    """
+
+    name: str
+    family: str
+    num_workers: int
+    headline: bool
+    traffic: Traffic
+    runs: list[RunFigures] = field(default_factory=list)
+    median: dict[str, float] = field(default_factory=dict)
+    minimum: dict[str, float] = field(default_factory=dict)
+    maximum: dict[str, float] = field(default_factory=dict)
+    ratio_to_torch_best: Optional[float] = None
+
+    def summarise(self) -> None:
+        """Fills ``median``, ``minimum`` and ``maximum`` from ``runs``."""
+        for name in SUMMARISED_FIGURES:
+            values = [self.figure(run, name) for run in self.runs]
+            self.median[name] = statistics.median(values)
+            self.minimum[name] = min(values)
+            self.maximum[name] = max(values)
+
+    def figure(self, run: RunFigures, name: str) -> float:
+        """A run's figure, including the ones derived here."""
+        if name == "anon_rss_growth_bytes":
+            return float(run.peak_anon_rss_bytes - run.start_anon_rss_bytes)
+        if name == "bandwidth_gbps":
+            return self.traffic.bytes_moved(run) / run.seconds / 1e9
+        return float(getattr(run, name))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row, its summary and every run, JSON-ready."""
+        return {
+            "name": self.name,
+            "family": self.family,
+            "num_workers": self.num_workers,
+            "headline": self.headline,
+            "median": self.median,
+            "min": self.minimum,
+            "max": self.maximum,
+            "ratio_to_torch_best": self.ratio_to_torch_best,
+            "traffic": dict(self.traffic.__dict__),
+            "runs": [run.as_dict() for run in self.runs],
+        }
+
+
+@dataclass
+class WorkloadReport:
+    """Everything measured for one workload: its rows and how they compare."""
+
+    key: str
+    title: str
+    description: list[str]
+    settings: dict[str, Any]
+    corpus: dict[str, Any]
+    rows: list[RowSummary]
+    skipped: list[dict[str, str]]
+    other_families: tuple[str, ...]
+    cache_memcpy_gbps: float
+    batch_output_bytes: int
+    elapsed_s: float = 0.0
+
+    def row(self, family: str) -> Optional[RowSummary]:
+        """The best headline row (highest median tokens/s) of a family, or None."""
+        rows = [r for r in self.rows if r.family == family and r.headline]
+        return max(rows, key=lambda r: r.median["tokens_per_s"], default=None)
+
+    @property
+    def torch_best(self) -> Optional[RowSummary]:
+        """The torch row with the highest median real tokens/s."""
+        return self.row("torch")
+
+    def arrowloader_rows(self) -> list[RowSummary]:
+        """Every arrowloader row (the headline one first)."""
+        rows = [r for r in self.rows if r.family == "arrowloader"]
+        return sorted(rows, key=lambda r: not r.headline)
+
+    def set_ratios(self) -> None:
+        """Fills each row's ``ratio_to_torch_best``."""
+        torch_best = self.torch_best
+        for row in self.rows:
+            row.ratio_to_torch_best = (
+                None
+                if torch_best is None or not torch_best.median["tokens_per_s"]
+                else row.median["tokens_per_s"] / torch_best.median["tokens_per_s"]
+            )
+
+    def ratios(self) -> dict[str, Optional[float]]:
+        """arrowloader's headline row against the best torch row and the best row of each
+        other family (medians)."""
+        ours = self.row("arrowloader")
+        torch_best = self.torch_best
+
+        def ratio(a: Optional[RowSummary], b: Optional[RowSummary], name: str) -> Optional[float]:
+            if a is None or b is None or not b.median[name]:
+                return None
+            return a.median[name] / b.median[name]
+
+        ratios = {"arrowloader_over_torch_best": ratio(ours, torch_best, "tokens_per_s")}
+        for family in self.other_families:
+            ratios[f"arrowloader_over_{family}_best"] = ratio(
+                ours, self.row(family), "tokens_per_s"
+            )
+        ratios["arrowloader_cpu_per_token_over_torch_best"] = ratio(
+            ours, torch_best, "cpu_s_per_mtok"
+        )
+        return ratios
+
+    def bandwidth_fractions(self, dram_memcpy_gbps: float) -> dict[str, Optional[float]]:
+        """arrowloader's bytes read + written per second over memcpy's, for the DRAM-sized
+        and the cache-sized (one batch's outputs) buffer (a copy of N bytes reads N and
+        writes N). The outputs of one batch stay in cache, so the DRAM fraction can exceed
+        1: it is context, not a ceiling."""
+        ours = self.row("arrowloader")
+
+        def fraction(memcpy: float) -> Optional[float]:
+            if ours is None or not memcpy:
+                return None
+            return ours.median["bandwidth_gbps"] / (2 * memcpy)
+
+        return {"dram": fraction(dram_memcpy_gbps), "cache": fraction(self.cache_memcpy_gbps)}
+
+    def summary_lines(self) -> list[str]:
+        """``<title>: <arrowloader row> / torch best: Nx``, one per arrowloader row."""
+        torch_best = self.torch_best
+        lines = []
+        for row in self.arrowloader_rows():
+            if torch_best is None or row.ratio_to_torch_best is None:
+                lines.append(f"{self.title}: {row.name} / torch best: n/a (no torch row)")
+            else:
+                lines.append(
+                    f"{self.title}: {row.name} / torch best: {row.ratio_to_torch_best:.1f}x"
+                )
+        return lines
+
+    def as_json(self, dram_memcpy_gbps: float) -> dict[str, Any]:
+        """Every figure of the workload, JSON-ready."""
+        ours = self.row("arrowloader")
+        torch_best = self.torch_best
+        fractions = self.bandwidth_fractions(dram_memcpy_gbps)
+        return {
+            "benchmark": self.title,
+            "settings": self.settings,
+            "corpus": self.corpus,
+            "elapsed_s": self.elapsed_s,
+            "rows": [row.as_dict() for row in self.rows],
+            "torch_best": torch_best.name if torch_best else None,
+            "ratios": self.ratios(),
+            "arrowloader_row": ours.name if ours else None,
+            "arrowloader_bandwidth_gbps": ours.median["bandwidth_gbps"] if ours else None,
+            "arrowloader_bandwidth_fraction_of_memcpy": fractions["dram"],
+            "cache_memcpy_gbps": self.cache_memcpy_gbps,
+            "cache_memcpy_bytes": self.batch_output_bytes,
+            "arrowloader_bandwidth_fraction_of_cache_memcpy": fractions["cache"],
+            "skipped": self.skipped,
+        }
+
+    def table(self, dram_memcpy_gbps: float) -> list[str]:
+        """The workload's section of the report: description, table, ratio lines."""
+        lines = [*self.description, ""]
+        headers = [
+            "loader", "real Mtok/s", "vs torch best", "batches/s", "CPU s/Mtok",
+            "anon RSS MiB", "first batch ms", "padding",
+        ]
+        body = [_row_cells(row) for row in self.rows]
+        widths = [max(len(cells[i]) for cells in [headers, *body]) for i in range(len(headers))]
+        for cells in [headers, *body]:
+            text = cells[0].ljust(widths[0])
+            text += "".join("  " + c.rjust(w) for c, w in zip(cells[1:], widths[1:]))
+            lines.append(text.rstrip())
+        lines.append("")
+        for skipped in self.skipped:
+            lines.append(f"skipped {skipped['peer']}: {skipped['reason']}")
+        ours = self.row("arrowloader")
+        fractions = self.bandwidth_fractions(dram_memcpy_gbps)
+        if ours is not None and fractions["dram"] is not None:
+            cache = (
+                f", {100 * fractions['cache']:.0f}% of the cache-sized copy's "
+                f"({2 * self.cache_memcpy_gbps:.1f} GB/s, {self.batch_output_bytes / 1024:.0f} "
+                "KiB = one batch's outputs)"
+                if fractions["cache"] is not None
+                else ""
+            )
+            lines.append(
+                f"bandwidth: {ours.name} reads + writes {ours.median['bandwidth_gbps']:.1f} GB/s "
+                f"(token bytes from the mapping + output bytes) = {100 * fractions['dram']:.0f}% "
+                f"of the DRAM memcpy's reads + writes{cache}"
+            )
+        ratios = self.ratios()
+        for family in self.other_families:
+            value = ratios[f"arrowloader_over_{family}_best"]
+            if value is not None:
+                label = FAMILY_LABELS.get(family, family)
+                lines.append(f"arrowloader / {label} best: {value:.1f}x")
+        if ratios["arrowloader_cpu_per_token_over_torch_best"] is not None:
+            lines.append(
+                "arrowloader CPU s/Mtok / torch best: "
+                f"{ratios['arrowloader_cpu_per_token_over_torch_best']:.3f}"
+            )
+        torch_best = self.torch_best
+        lines.append(f"torch best: {torch_best.name if torch_best else 'n/a (no torch row)'}")
+        return lines
+
+
+@dataclass
+class BenchReport:
+    """Everything one ``arrowloader bench`` run measured, over one or more workloads."""
+
+    workloads: list[WorkloadReport]
+    settings: dict[str, Any]
+    machine: dict[str, Any]
+    memcpy_gbps: float
+    command: str
+    started_at: str
+    elapsed_s: float = 0.0
+
+    def workload(self, key: str) -> WorkloadReport:
+        """The report of one workload (``"pad"``, ``"pack"``)."""
+        for report in self.workloads:
+            if report.key == key:
+                return report
+        raise KeyError(key)
+
+    def as_json(self) -> dict[str, Any]:
+        """Every figure, the settings and the machine, JSON-ready."""
+        return {
+            "command": self.command,
+            "started_at": self.started_at,
+            "elapsed_s": self.elapsed_s,
+            "arrowloader_version": arrowloader.__version__,
+            "settings": self.settings,
+            "machine": self.machine,
+            "memcpy_gbps": self.memcpy_gbps,
+            "memcpy_gbps_means": "bytes copied per second (each read once, written once)",
+            "memcpy_bytes": MEMCPY_BYTES,
+            "workloads": {w.key: w.as_json(self.memcpy_gbps) for w in self.workloads},
+            "summary": [line for w in self.workloads for line in w.summary_lines()],
+            "notes": {"anon_rss": ANON_RSS_NOTE, "cpu": CPU_NOTE, "first_batch": FIRST_BATCH_NOTE},
+        }
+
+    def table(self) -> str:
+        """The report as text: each workload's section, the notes, the machine, and last
+        one line per arrowloader row with its ratio to its workload's torch best."""
+        lines: list[str] = []
+        for report in self.workloads:
+            lines.extend(report.table(self.memcpy_gbps))
+            lines.append("")
+        lines.append(ANON_RSS_NOTE)
+        lines.append(CPU_NOTE)
+        lines.append(FIRST_BATCH_NOTE)
+        lines.append(
+            f"memcpy (numpy copyto, {MEMCPY_BYTES // _MIB} MiB, DRAM): {self.memcpy_gbps:.1f} "
+            f"GB/s copied, i.e. reads + writes {2 * self.memcpy_gbps:.1f} GB/s"
+        )
+        machine = self.machine
+        lines.append(
+            f"machine: {machine['usable_cores']} usable cores, "
+            f"{(machine['memory_bytes'] or 0) / 2**30:.0f} GiB, "
+            f"torch {machine['torch']}, pyarrow {machine['pyarrow']}, "
+            f"numpy {machine['numpy']}, python {machine['python']}"
+        )
+        lines.append(f"whole run: {self.elapsed_s:.0f} s")
+        for report in self.workloads:
+            lines.extend(report.summary_lines())
+        return "\n".join(lines)
+
+
+def _row_cells(row: RowSummary) -> list[str]:
+    med, lo, hi = row.median, row.minimum, row.maximum
+
+    def spread(name: str, scale: float) -> str:
+        return f"{_sig(med[name] * scale)} [{_sig(lo[name] * scale)}-{_sig(hi[name] * scale)}]"
+
+    ratio = "-" if row.ratio_to_torch_best is None else f"{row.ratio_to_torch_best:.2f}x"
+    rss = (
+        f"{med['peak_anon_rss_bytes'] / _MIB:.0f} "
+        f"(+{max(0.0, med['anon_rss_growth_bytes']) / _MIB:.0f})"
+    )
+    return [
+        row.name,
+        spread("tokens_per_s", 1e-6),
+        ratio,
+        _sig(med["batches_per_s"]),
+        spread("cpu_s_per_mtok", 1.0),
+        rss,
+        spread("first_batch_s", 1e3),
+        f"{100 * med['padding_fraction']:.1f}%",
+    ]
+
+
+def _sig(value: float) -> str:
+    """About three significant digits, without exponents."""
+    size = abs(value)
+    if size >= 100:
+        return f"{value:.0f}"
+    if size >= 10:
+        return f"{value:.1f}"
+    if size >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"

@@ -1,0 +1,331 @@
+"""W2 ("pack"): the corpus as one token stream cut into shuffled blocks; W3 is W2 on a
+corpus larger than memory.
+
+:class:`PackWorkload` opens the corpus, writes the nanoGPT peer's raw token stream (once,
+into the benchmark cache, for the reference corpus) and builds the W2 rows of
+:mod:`arrowloader.bench.pack_peers`. Every W2 batch is full (``batch_size`` blocks of
+``seq_len`` positions, no padding), so a run's tokens are its batches times
+``batch_size * seq_len``; the warm-up batches check the shapes.
+
+W3 needs no code of its own: ``arrowloader bench --workload pack --data BIG --peers none``
+over a corpus of at least 1.25 x the machine's memory (``benchmarks/make_big_corpus.py``
+writes one), compared with W2's figures.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+import arrowloader
+from arrowloader.bench.cache import (
+    REFERENCE_DOCUMENTS,
+    REFERENCE_SEED,
+    cache_dir,
+    cache_lock,
+    run_with_progress,
+)
+from arrowloader.bench.harness import Batch, BenchmarkError, Peer, read_meminfo_bytes
+from arrowloader.bench.pack_peers import (
+    MappedArrowBlocks,
+    TokenStreamFile,
+    W2Options,
+    arrowloader_pack_peers,
+    max_token_id,
+    nanogpt_peer,
+    stream_dtype,
+    torch_pack_peers,
+    write_token_stream,
+)
+from arrowloader.bench.peers import MappedTokenColumn
+from arrowloader.bench.report import BenchWorkload, Traffic
+from arrowloader.sources import Source
+
+#: Peers of W2 besides arrowloader (which always runs).
+KNOWN_PEERS = ("torch", "nanogpt")
+
+
+class PackWorkload(BenchWorkload):
+    """W2 over one corpus, with its peers built.
+
+    Args:
+        source: the corpus (anything ``PackedDataset`` accepts).
+        reference: whether it is the cached reference corpus (the nanoGPT stream file is
+            then cached too; for any other corpus it is written for this run only).
+        options: column, batch size, sequence length, EOS id.
+        peers: requested peer families (those of :data:`KNOWN_PEERS` are used).
+        threads: arrowloader's ``num_workers``.
+        show_progress: a progress bar while the stream file is written.
+
+    Raises:
+        ArrowLoaderError: the corpus cannot be read.
+        BenchmarkError: the corpus holds less than one batch of blocks.
+    """
+
+    key = "pack"
+    title = "W2 pack"
+    other_families = ("nanogpt",)
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        reference: bool,
+        options: W2Options,
+        peers: tuple[str, ...],
+        threads: int = 0,
+        show_progress: bool = True,
+    ) -> None:
+        self.source = source
+        self.reference = reference
+        self.options = options
+        self.threads = threads
+        self.show_progress = show_progress
+        self.skipped: list[dict[str, str]] = []
+        self._temporary_folders: list[Path] = []
+        self._stream: Optional[TokenStreamFile] = None
+        # Opening a PackedDataset first reports a bad source or column with arrowloader's
+        # clear errors (it plans nothing until asked). The lengths come from numpy views of
+        # the Arrow offsets, independent of the native code under test.
+        arrowloader.PackedDataset(
+            source, seq_len=options.seq_len, eos_token_id=options.eos_token_id,
+            column=options.column,
+        )
+        mapped = MappedTokenColumn(source, options.column, None)
+        self.files = len(mapped.paths)
+        self.file_bytes = sum(path.stat().st_size for path in mapped.paths)
+        self.memory_bytes = read_meminfo_bytes("MemTotal")
+        lengths = mapped.lengths()
+        self.documents = len(lengths)
+        self.tokens = int(lengths.sum())
+        self.token_itemsize = mapped.value_itemsize
+        del mapped
+        self.stream_tokens = self.tokens + self.documents
+        self.blocks = self.stream_tokens // options.block_size
+        if self.blocks < options.batch_size:
+            raise BenchmarkError(
+                f"the corpus makes {self.blocks} blocks of {options.block_size} tokens, fewer "
+                f"than one batch of {options.batch_size}"
+            )
+        try:
+            self.peers = self._build_peers(peers)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ measuring
+
+    @property
+    def batch_tokens(self) -> int:
+        """Tokens (= positions) of every W2 batch: ``batch_size * seq_len``."""
+        return self.options.batch_size * self.options.seq_len
+
+    def check_dataset(self, peer: Peer, dataset: Any) -> None:
+        # len() of a PackedDataset would plan an epoch, which belongs to the first batch.
+        if isinstance(dataset, MappedArrowBlocks) and len(dataset) != self.blocks:
+            raise BenchmarkError(
+                f"{peer.name}: the dataset has {len(dataset)} blocks, expected {self.blocks}"
+            )
+        if isinstance(dataset, TokenStreamFile) and dataset.num_tokens != self.stream_tokens:
+            raise BenchmarkError(
+                f"{peer.name}: the stream file has {dataset.num_tokens} tokens, expected "
+                f"{self.stream_tokens}"
+            )
+
+    def check_batch(self, peer: Peer, batch: Any) -> None:
+        check_w2_batch(
+            batch, self.options.batch_size, self.options.seq_len, peer.dtype,
+            peer.extra_outputs, peer.name,
+        )
+
+    def observe(self, batch: Batch) -> tuple[int, int]:
+        positions = batch["input_ids"].numel()
+        return positions, positions
+
+    def token_counts(self, seed: int, num_batches: int) -> tuple[np.ndarray, np.ndarray]:
+        counts = np.full(num_batches, self.batch_tokens, dtype=np.int64)
+        return counts, counts.copy()
+
+    # ------------------------------------------------------------------ reporting
+
+    def description(self) -> list[str]:
+        options = self.options
+        stream = (
+            f"; nanoGPT reads a {self._stream.dtype.name} copy of the stream "
+            f"({self._stream.path})"
+            if self._stream is not None
+            else ""
+        )
+        per_epoch = self.blocks // options.batch_size
+        files = f"{self.files:,} file{'s' if self.files != 1 else ''}"
+        size = f"{files}, {self.file_bytes / 1e9:.2f} GB"
+        if self.memory_bytes:
+            share = self.file_bytes / self.memory_bytes
+            size += f" = {share:.2f} x physical memory"
+            if share >= 1.25:
+                size += " (W3: larger than memory)"
+        return [
+            f"W2 pack: the corpus as one token stream (EOS {options.eos_token_id} after every "
+            f"document), cut into blocks of {options.block_size}, blocks shuffled, batches of "
+            f"{options.batch_size}; outputs input_ids = block[:-1], labels = block[1:] "
+            f"[{options.batch_size}, {options.seq_len}] int64 (rows marked otherwise: more "
+            "outputs or int32)",
+            f"corpus: {self.source}{' (reference)' if self.reference else ''}; {size}",
+            f"        {self.documents:,} documents, {self.tokens / 1e6:.1f}M tokens; stream of "
+            f"{self.stream_tokens / 1e6:.1f}M tokens = {self.blocks:,} blocks = {per_epoch:,} "
+            f"batches per epoch",
+            "peers: torch slices block i of the stream (corpus order) from the mapped Arrow "
+            "buffers per item, blocks shuffled by a seeded RandomSampler, drop_last; "
+            "nanoGPT draws random offsets into np.memmap of the raw stream; arrowloader "
+            "(PackedDataset, concat) also shuffles the documents before packing each epoch, "
+            f"and plans each epoch natively (epoch 0's plan is in its first batch){stream}",
+        ]
+
+    def settings(self) -> dict[str, Any]:
+        options = self.options
+        return {
+            "column": options.column,
+            "batch_size": options.batch_size,
+            "seq_len": options.seq_len,
+            "eos_token_id": options.eos_token_id,
+            "tokens_per_batch": self.batch_tokens,
+        }
+
+    def corpus_facts(self) -> dict[str, Any]:
+        return {
+            "source": str(self.source),
+            "reference": self.reference,
+            "documents": self.documents,
+            "tokens": self.tokens,
+            "stream_tokens": self.stream_tokens,
+            "blocks": self.blocks,
+            "batches_per_epoch": self.blocks // self.options.batch_size,
+            "token_itemsize": self.token_itemsize,
+            "files": self.files,
+            "file_bytes": self.file_bytes,
+            "file_bytes_over_physical_memory": (
+                self.file_bytes / self.memory_bytes if self.memory_bytes else None
+            ),
+            "nanogpt_stream": str(self._stream.path) if self._stream is not None else None,
+            "nanogpt_stream_dtype": self._stream.dtype.name if self._stream is not None else None,
+        }
+
+    def traffic(self, peer: Peer) -> Traffic:
+        # Token bytes read once (nanoGPT reads its stream's; EOS ids are written, not
+        # read); input_ids and labels (and position_ids) written over every position.
+        # cu_seqlens (a few int32 per row) is left out.
+        read = self.token_itemsize
+        if peer.family == "nanogpt" and self._stream is not None:
+            read = self._stream.dtype.itemsize
+        itemsize = torch.empty(0, dtype=peer.dtype).element_size()
+        outputs = 3 if "position_ids" in peer.extra_outputs else 2
+        return Traffic(read_bytes_per_token=read, written_bytes_per_position=outputs * itemsize)
+
+    def batch_output_bytes(self) -> int:
+        return 2 * self.batch_tokens * 8
+
+    def close(self) -> None:
+        for folder in self._temporary_folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._temporary_folders.clear()
+
+    # ------------------------------------------------------------------ peers
+
+    def _build_peers(self, requested: tuple[str, ...]) -> list[Peer]:
+        options = self.options
+        peers: list[Peer] = []
+        if "torch" in requested:
+            peers.extend(torch_pack_peers(self.source, options))
+        if "nanogpt" in requested:
+            self._stream = self._stream_file()
+            peers.append(nanogpt_peer(self._stream, options))
+        peers.extend(arrowloader_pack_peers(self.source, options, self.threads))
+        return peers
+
+    def _stream_file(self) -> TokenStreamFile:
+        """nanoGPT's ``train.bin`` of the corpus: cached for the reference corpus, else
+        written for this run and removed after it."""
+        options = self.options
+        if self.reference:
+            # make_corpus draws ids below 50257, so GPT-2's uint16 holds them (and the EOS).
+            dtype = stream_dtype(max(options.eos_token_id, 50256))
+            path = cache_dir() / (
+                f"reference-{REFERENCE_DOCUMENTS}docs-seed{REFERENCE_SEED}.{options.column}"
+                f".eos{options.eos_token_id}.{dtype.name}.bin"
+            )
+            if not path.is_file():
+                with cache_lock(path):
+                    if not path.is_file():
+                        self._write_stream(path, dtype)
+            return TokenStreamFile(path, dtype)
+        folder = Path(tempfile.mkdtemp(prefix="nanogpt-stream-", dir=cache_dir()))
+        self._temporary_folders.append(folder)
+        return self._write_stream(folder / "train.bin", None)
+
+    def _write_stream(self, path: Path, dtype: Optional[np.dtype]) -> TokenStreamFile:
+        options = self.options
+        if dtype is None:
+            largest = max(max_token_id(self.source, options.column), options.eos_token_id)
+            dtype = stream_dtype(largest)
+        run_with_progress(
+            lambda: write_token_stream(
+                self.source, options.column, options.eos_token_id, path, dtype
+            ),
+            watch=path.with_name(path.name + ".partial"),
+            description="writing the nanoGPT token stream",
+            show_progress=self.show_progress,
+            result=path,
+        )
+        return TokenStreamFile(path, np.dtype(dtype))
+
+
+def check_w2_batch(
+    batch: Any,
+    batch_size: int,
+    seq_len: int,
+    dtype: torch.dtype,
+    extra_outputs: tuple[str, ...],
+    where: str,
+) -> None:
+    """Raises BenchmarkError unless ``batch`` has W2's outputs: ``input_ids`` and
+    ``labels`` of ``dtype`` and shape ``[batch_size, seq_len]`` with ``labels`` shifted by
+    one (``labels[:, :-1] == input_ids[:, 1:]``), plus each of ``extra_outputs``
+    (``position_ids`` like input_ids, ``cu_seqlens`` int32 from 0 to
+    ``batch_size * seq_len``, ``max_seqlen`` an int)."""
+    if not isinstance(batch, dict):
+        raise BenchmarkError(f"{where}: batch is a {type(batch).__name__}, not a dict")
+    shape = (batch_size, seq_len)
+    names = ["input_ids", "labels"] + [n for n in extra_outputs if n == "position_ids"]
+    for name in names:
+        tensor = batch.get(name)
+        if not isinstance(tensor, torch.Tensor) or tensor.dtype != dtype or (
+            tuple(tensor.shape) != shape
+        ):
+            raise BenchmarkError(
+                f"{where}: {name} must be a {dtype} tensor of shape {list(shape)}, got "
+                f"{getattr(tensor, 'dtype', type(tensor).__name__)} "
+                f"{list(getattr(tensor, 'shape', []))}"
+            )
+    if not torch.equal(batch["labels"][:, :-1], batch["input_ids"][:, 1:]):
+        raise BenchmarkError(f"{where}: labels are not input_ids shifted by one position")
+    if "cu_seqlens" in extra_outputs:
+        cu_seqlens = batch.get("cu_seqlens")
+        if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dtype != torch.int32 or (
+            cu_seqlens.dim() != 1
+            or len(cu_seqlens) < 2
+            or int(cu_seqlens[0]) != 0
+            or int(cu_seqlens[-1]) != batch_size * seq_len
+        ):
+            raise BenchmarkError(
+                f"{where}: cu_seqlens must be int32 [n] from 0 to {batch_size * seq_len}"
+            )
+    if "max_seqlen" in extra_outputs and not isinstance(batch.get("max_seqlen"), int):
+        raise BenchmarkError(f"{where}: max_seqlen must be an int")
+    unexpected = set(batch) - {"input_ids", "labels", *extra_outputs}
+    if unexpected:
+        raise BenchmarkError(f"{where}: unexpected outputs {sorted(unexpected)}")
