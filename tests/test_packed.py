@@ -939,3 +939,14 @@ def test_custom_sampler_takes_torchs_path_with_the_datasets_collate(tmp_path: Pa
     assert batch["max_seqlen"] == expected["max_seqlen"]
     for key in ("input_ids", "labels", "position_ids", "cu_seqlens"):
         assert torch.equal(batch[key], expected[key]), key
+
+
+@pytest.mark.parametrize("seq_len", [1, 5, 31])
+def test_concat_length_needs_no_plan_and_matches_it(tmp_path: Path, seq_len: int) -> None:
+    corpus = write_corpus(tmp_path, np.random.default_rng(seq_len))
+    ds = PackedDataset(corpus.paths, seq_len=seq_len, eos_token_id=0)
+    assert len(ds) == ds.plan(0, 7).num_blocks == ds.plan(3, 1).num_blocks
+    loader = arrowloader.DataLoader(
+        ds, batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(9)
+    )
+    assert len(loader) == len(list(loader))

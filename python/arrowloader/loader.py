@@ -153,8 +153,12 @@ class DataLoader(torch.utils.data.DataLoader):
             return len(self.dataset) // (self.batch_size * self.dataset.world_size)
         if self.native and isinstance(self.dataset, PackedDataset):
             dataset = self.dataset
-            plan = dataset.plan(dataset.epoch, self._packed_seed())
-            return plan.num_blocks // (self.batch_size * dataset.world_size)
+            blocks = (
+                len(dataset)
+                if dataset.mode == "concat"
+                else dataset.plan(dataset.epoch, self._packed_seed()).num_blocks
+            )
+            return blocks // (self.batch_size * dataset.world_size)
         return super().__len__()
 
     def __iter__(self):

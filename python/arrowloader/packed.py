@@ -180,6 +180,10 @@ class PackedDataset(Dataset):
 
     def __len__(self) -> int:
         """Blocks (rows) in the current epoch."""
+        if self.mode == "concat":
+            # The stream's length does not depend on the order: no epoch to plan (torch's
+            # samplers ask for len() when a DataLoader is built, before its seed is known).
+            return (self.corpus.num_tokens + self.corpus.num_rows) // (self.seq_len + 1)
         return self.plan().num_blocks
 
     def __getitem__(self, index: int) -> Item:
