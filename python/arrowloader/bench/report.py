@@ -9,12 +9,15 @@ describe itself, its corpus and its settings, and how many bytes each row moves.
 from __future__ import annotations
 
 import abc
+import shutil
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 import arrowloader
 from arrowloader.bench.harness import MEMCPY_BYTES, Peer, RunFigures, Workload
+from arrowloader.sources import Source
 
 #: Figures summarised over repeats (median, min, max).
 SUMMARISED_FIGURES = (
@@ -83,6 +86,23 @@ class BenchWorkload(Workload):
     skipped: list[dict[str, str]]
     other_families: tuple[str, ...] = ()
 
+    def __init__(
+        self,
+        source: Source,
+        *,
+        reference: bool,
+        options: Any,
+        threads: int = 0,
+        show_progress: bool = True,
+    ) -> None:
+        self.source = source
+        self.reference = reference
+        self.options = options
+        self.threads = threads
+        self.show_progress = show_progress
+        self.skipped = []
+        self._temporary_folders: list[Path] = []
+
     @abc.abstractmethod
     def description(self) -> list[str]:
         """Lines above the table: what the workload does, the corpus, the peers."""
@@ -105,6 +125,9 @@ class BenchWorkload(Workload):
 
     def close(self) -> None:
         """Removes what the workload wrote for this run only (copies of a user's corpus)."""
+        for folder in self._temporary_folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._temporary_folders.clear()
 
 
 @dataclass

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -93,13 +92,13 @@ class PadWorkload(BenchWorkload):
         threads: int = 0,
         show_progress: bool = True,
     ) -> None:
-        self.source = source
-        self.reference = reference
-        self.options = options
-        self.threads = threads
-        self.show_progress = show_progress
-        self.skipped: list[dict[str, str]] = []
-        self._temporary_folders: list[Path] = []
+        super().__init__(
+            source,
+            reference=reference,
+            options=options,
+            threads=threads,
+            show_progress=show_progress,
+        )
         # Opening a TokenDataset first reports a bad source or column with arrowloader's
         # clear errors. The lengths come from numpy views of the Arrow offsets,
         # independent of the native code under test.
@@ -183,11 +182,6 @@ class PadWorkload(BenchWorkload):
     def batch_output_bytes(self) -> int:
         options = self.options
         return options.batch_size * (options.max_length * 2 + 1) * _OUTPUT_ITEMSIZE
-
-    def close(self) -> None:
-        for folder in self._temporary_folders:
-            shutil.rmtree(folder, ignore_errors=True)
-        self._temporary_folders.clear()
 
     # ------------------------------------------------------------------ peers
 

@@ -14,7 +14,6 @@ writes one), compared with W2's figures.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -81,13 +80,13 @@ class PackWorkload(BenchWorkload):
         threads: int = 0,
         show_progress: bool = True,
     ) -> None:
-        self.source = source
-        self.reference = reference
-        self.options = options
-        self.threads = threads
-        self.show_progress = show_progress
-        self.skipped: list[dict[str, str]] = []
-        self._temporary_folders: list[Path] = []
+        super().__init__(
+            source,
+            reference=reference,
+            options=options,
+            threads=threads,
+            show_progress=show_progress,
+        )
         self._stream: Optional[TokenStreamFile] = None
         # Opening a PackedDataset first reports a bad source or column with arrowloader's
         # clear errors (it plans nothing until asked). The lengths come from numpy views of
@@ -228,11 +227,6 @@ class PackWorkload(BenchWorkload):
 
     def batch_output_bytes(self) -> int:
         return 2 * self.batch_tokens * 8
-
-    def close(self) -> None:
-        for folder in self._temporary_folders:
-            shutil.rmtree(folder, ignore_errors=True)
-        self._temporary_folders.clear()
 
     # ------------------------------------------------------------------ peers
 
