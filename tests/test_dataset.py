@@ -404,3 +404,19 @@ def test_repr(small: tuple[Path, list[list[int]]]) -> None:
     path, documents = small
     text = repr(TokenDataset(path, max_length=9))
     assert f"{len(documents)} documents" in text and "max_length=9" in text
+
+
+def test_columns_refuse_chunks_once_an_assembler_reads_them() -> None:
+    """Assemblers read columns from native threads, so a column they hold is frozen."""
+    import pyarrow as pa
+    from arrowloader import _C
+
+    tokens, labels = _C.TokenColumn("input_ids"), _C.ScalarColumn("label")
+    tokens.add_chunk(*pa.array([[1, 2]], pa.list_(pa.int32())).__arrow_c_array__(), "f", 0)
+    labels.add_chunk(*pa.array([7], pa.int64()).__arrow_c_array__(), "f", 0)
+    _C.PaddedBatchAssembler(tokens, labels)
+    with pytest.raises(RuntimeError, match="frozen"):
+        tokens.add_chunk(*pa.array([[3]], pa.list_(pa.int32())).__arrow_c_array__(), "f", 1)
+    with pytest.raises(RuntimeError, match="frozen"):
+        labels.add_chunk(*pa.array([8], pa.int64()).__arrow_c_array__(), "f", 1)
+    assert tokens.num_rows == 1 and labels.num_rows == 1

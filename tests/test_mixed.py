@@ -101,8 +101,14 @@ def test_blend_rejects_bad_arguments() -> None:
         _C.blend(weights, 5, 3, taken=np.array([1, 1], dtype=np.int64))
     with pytest.raises(ValueError):
         _C.blend(weights, 2, 3, taken=np.array([1, 1, 0], dtype=np.int64))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="int64 array"):
         _C.blend(weights, 2, 3, taken=np.array([1.0, 1.0]))
+    with pytest.raises(ValueError, match="negative count"):
+        _C.blend(weights, 0, 3, taken=np.array([-1, 1], dtype=np.int64))
+    with pytest.raises(ValueError, match="writeable"):
+        read_only = np.array([1, 1], dtype=np.int64)
+        read_only.setflags(write=False)
+        _C.blend(weights, 2, 3, taken=read_only)
 
 
 def prefix_errors(weights: np.ndarray, samples: int) -> np.ndarray:
