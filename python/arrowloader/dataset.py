@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from arrowloader import _C
-from arrowloader.buffers import NUMPY_DTYPES, output_buffer
+from arrowloader.buffers import NUMPY_DTYPES, output_buffers
 from arrowloader.corpus import Corpus
 from arrowloader.corpus_index import IndexCacheOption
 from arrowloader.plan import EpochPlan
@@ -390,16 +390,25 @@ class PaddedEpoch:
         dataset = self._dataset
         n = len(rows)
         shape = (n, width)
-        input_ids, ids_out = output_buffer(shape, dataset.dtype, self._pin)
-        batch = {"input_ids": input_ids}
-        mask_out = causal_out = labels_out = None
-        if dataset.return_attention_mask:
-            batch["attention_mask"], mask_out = output_buffer(shape, dataset.dtype, self._pin)
-        if dataset.causal_labels:
-            batch["labels"], causal_out = output_buffer(shape, dataset.dtype, self._pin)
-        elif dataset.label_column is not None:
-            batch["labels"], labels_out = output_buffer((n,), torch.int64, self._pin)
-        ticket = self._assembler.submit(pool, rows, ids_out, mask_out, causal_out, labels_out)
+        ids, mask, causal, labels = output_buffers(
+            [
+                (shape, dataset.dtype),
+                (shape, dataset.dtype) if dataset.return_attention_mask else None,
+                (shape, dataset.dtype) if dataset.causal_labels else None,
+                ((n,), torch.int64)
+                if dataset.label_column is not None and not dataset.causal_labels
+                else None,
+            ],
+            self._pin,
+        )
+        batch = {"input_ids": ids[0]}
+        if mask is not None:
+            batch["attention_mask"] = mask[0]
+        if causal is not None or labels is not None:
+            batch["labels"] = (causal or labels)[0]
+        ticket = self._assembler.submit(
+            pool, rows, ids[1], *(None if b is None else b[1] for b in (mask, causal, labels))
+        )
         return ticket, batch, self._finish
 
     def _finish(self, batch: Batch, values: tuple[int, int]) -> Batch:

@@ -12,12 +12,14 @@ import torch.distributed
 from torch.utils.data import BatchSampler, Dataset, RandomSampler, SequentialSampler
 
 from arrowloader import _C
-from arrowloader.buffers import NUMPY_DTYPES, output_buffer
+from arrowloader.buffers import NUMPY_DTYPES, output_buffers
 from arrowloader.corpus import Corpus
 from arrowloader.dataset import IGNORE_INDEX, Batch, Item
 from arrowloader.sources import Source
 
 MODES = ("concat", "bestfit")
+#: Outputs of a packed batch, in the order the native assembler takes them.
+PACKED_OUTPUTS = ("input_ids", "labels", "position_ids", "cu_seqlens")
 
 
 class PackedDataset(Dataset):
@@ -231,18 +233,22 @@ class PackedDataset(Dataset):
 
     def _allocate(self, n: int, pin: bool) -> tuple[Batch, tuple]:
         shape = (n, self.seq_len)
+        # position ids are needed to derive cu_seqlens in collate(); the native path
+        # computes both anyway.
+        positions = self.return_position_ids or self.return_cu_seqlens
+        specs = [
+            (shape, self.dtype),
+            (shape, self.dtype),
+            (shape, self.dtype) if positions else None,
+            ((n * self.seq_len + 1,), torch.int32) if self.return_cu_seqlens else None,
+        ]
         batch: Batch = {}
-        batch["input_ids"], ids = output_buffer(shape, self.dtype, pin)
-        batch["labels"], labels = output_buffer(shape, self.dtype, pin)
-        positions = cu_seqlens = None
-        if self.return_position_ids or self.return_cu_seqlens:
-            # position ids are needed to derive cu_seqlens in collate(); the native path
-            # computes both anyway.
-            batch["position_ids"], positions = output_buffer(shape, self.dtype, pin)
-        if self.return_cu_seqlens:
-            flat = (n * self.seq_len + 1,)
-            batch["cu_seqlens"], cu_seqlens = output_buffer(flat, torch.int32, pin)
-        return batch, (ids, labels, positions, cu_seqlens)
+        arrays = []
+        for name, buffer in zip(PACKED_OUTPUTS, output_buffers(specs, pin)):
+            if buffer is not None:
+                batch[name] = buffer[0]
+            arrays.append(None if buffer is None else buffer[1])
+        return batch, tuple(arrays)
 
     def _finish(self, batch: Batch, values: tuple[int, int]) -> Batch:
         if self.return_cu_seqlens:
