@@ -318,6 +318,14 @@ PYBIND11_MODULE(_C, m) {
           "their own.")
       .def_property_readonly("held_arrays", &TokenColumn::held_arrays,
                              "Imported arrays the column keeps alive.")
+      .def(
+          "advise_random_access",
+          [](const TokenColumn& self) {
+            py::gil_scoped_release release;
+            return self.advise_random_access();
+          },
+          "Tell the kernel the held regions (mapped files) are read in random order "
+          "(MADV_RANDOM: no read-around on page faults). Returns the regions advised.")
       .def_property_readonly("name", &TokenColumn::name)
       .def_property_readonly("num_rows", &TokenColumn::num_rows, "Rows over all chunks.")
       .def_property_readonly("num_tokens", &TokenColumn::num_tokens, "Tokens over all rows.")
@@ -660,7 +668,23 @@ PYBIND11_MODULE(_C, m) {
           py::arg("labels").noconvert(), py::arg("position_ids").noconvert() = py::none(),
           py::arg("cu_seqlens").noconvert() = py::none(),
           "Like assemble(), but queued on pool; returns a Ticket whose result() is "
-          "(cu_seqlens entries, max_seqlen).");
+          "(cu_seqlens entries, max_seqlen).")
+      .def(
+          "prefetch",
+          [](const PackedBatchAssembler& self, const PackPlan& plan, const py::object& blocks_in) {
+            Rows blocks = Rows::ensure(blocks_in);
+            if (!blocks || blocks.ndim() != 1) {
+              throw std::invalid_argument("blocks must be a 1-D sequence of int64 block indices");
+            }
+            const int64_t* b = blocks.data();
+            const int64_t n = blocks.shape(0);
+            py::gil_scoped_release release;
+            return self.prefetch(plan, b, n);
+          },
+          py::arg("plan"), py::arg("blocks"),
+          "Ask the kernel to start reading the token pages of blocks (int64 [n]) of plan "
+          "(MADV_WILLNEED); returns the bytes of pages advised. Raises IndexError for a "
+          "block outside the plan.");
 
   m.def(
       "blend",

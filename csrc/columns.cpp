@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "errors.h"
+#include "page_advice.h"
 
 namespace arrowloader {
 
@@ -61,15 +62,6 @@ bool parse_token_type(const char* format, TokenType* out) {
   }
 }
 
-size_t token_size(TokenType type) {
-  switch (type) {
-    case TokenType::kInt32: return 4;
-    case TokenType::kInt64: return 8;
-    case TokenType::kUInt16: return 2;
-    case TokenType::kUInt32: return 4;
-  }
-  return 0;
-}
 
 int64_t bitmap_bytes(int64_t bits) { return (bits + 7) / 8; }
 
@@ -144,6 +136,16 @@ ImportedArray::ImportedArray(ArrowSchema* schema, ArrowArray* array)
 ImportedArray::~ImportedArray() {
   if (array_.release != nullptr) array_.release(&array_);
   if (schema_.release != nullptr) schema_.release(&schema_);
+}
+
+size_t token_size(TokenType type) {
+  switch (type) {
+    case TokenType::kInt32: return 4;
+    case TokenType::kInt64: return 8;
+    case TokenType::kUInt16: return 2;
+    case TokenType::kUInt32: return 4;
+  }
+  return 0;
 }
 
 const char* token_type_name(TokenType type) {
@@ -298,7 +300,17 @@ void TokenColumn::hold_region(ArrowSchema* schema_in, ArrowArray* array_in) {
   const auto begin = reinterpret_cast<uintptr_t>(array.buffers[1]);
   region_begin_ = begin == 0 ? 0 : begin + static_cast<uintptr_t>(array.offset);
   region_end_ = begin == 0 ? 0 : region_begin_ + static_cast<uintptr_t>(array.length);
+  if (region_begin_ != 0) regions_.emplace_back(region_begin_, region_end_);
   owners_.push_back(std::move(owner));
+}
+
+int64_t TokenColumn::advise_random_access() const {
+  int64_t advised = 0;
+  for (const auto& [begin, end] : regions_) {
+    advised += advise_pages(reinterpret_cast<const void*>(begin), end - begin,
+                            PageAdvice::kRandom);
+  }
+  return advised;
 }
 
 bool TokenColumn::in_region(const void* data, int64_t bytes) const {

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -49,6 +50,8 @@ struct ChunkOrigin {
 enum class TokenType : uint8_t { kInt32, kInt64, kUInt16, kUInt32 };
 
 const char* token_type_name(TokenType type);
+// Bytes of one token of `type`.
+size_t token_size(TokenType type);
 
 // One record batch's list<int> column, already shifted by the array offsets.
 struct ListChunk {
@@ -100,6 +103,10 @@ class TokenColumn {
   void hold_region(ArrowSchema* schema, ArrowArray* array);
   // Imported arrays the column keeps alive (held regions and chunks outside them).
   size_t held_arrays() const { return owners_.size(); }
+  // Tells the kernel that the held regions (the mapped files) are read in random
+  // order: no read-around on page faults (page_advice.h). Returns the regions that
+  // took the advice.
+  int64_t advise_random_access() const;
 
   // After freeze() add_chunk() throws: assemblers read the column from
   // native threads, so it must not change under them.
@@ -143,6 +150,7 @@ class TokenColumn {
   std::vector<std::unique_ptr<ImportedArray>> owners_;
   uintptr_t region_begin_ = 0;  // the latest held region, [begin, end)
   uintptr_t region_end_ = 0;
+  std::vector<std::pair<uintptr_t, uintptr_t>> regions_;  // every held region
   std::vector<ListChunk> chunks_;
   std::vector<ChunkOrigin> origins_;
   std::vector<int64_t> starts_{0};  // chunks_.size() + 1 entries

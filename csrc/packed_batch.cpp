@@ -8,6 +8,7 @@
 #include <string>
 #include <utility>
 
+#include "page_advice.h"
 #include "token_copy.h"
 
 namespace arrowloader {
@@ -249,6 +250,29 @@ PackedBatchInfo PackedBatchAssembler::assemble(const PackPlan& plan, const int64
     write_batch<int32_t>(source_of, n, options_.seq_len, out, &info);
   }
   return info;
+}
+
+int64_t PackedBatchAssembler::prefetch(const PackPlan& plan, const int64_t* blocks,
+                                       int64_t n) const {
+  std::vector<Segment> segments;
+  PageRanges ranges;
+  for (int64_t r = 0; r < n; ++r) {
+    if (blocks[r] < 0 || blocks[r] >= plan.num_blocks()) {
+      throw std::out_of_range("block " + std::to_string(blocks[r]) + " of a plan of " +
+                              std::to_string(plan.num_blocks()) + " blocks");
+    }
+    plan.segments(*tokens_, blocks[r], &segments);
+    for (const Segment& segment : segments) {
+      const TokenRow row = tokens_->row(segment.row);
+      // A piece is the row's tokens then EOS; EOS is not in the file.
+      const int64_t end = std::min(segment.start + segment.length, row.length);
+      if (row.data == nullptr || end <= segment.start) continue;
+      const size_t item = token_size(row.type);
+      ranges.add(static_cast<const char*>(row.data) + segment.start * item,
+                 static_cast<size_t>(end - segment.start) * item);
+    }
+  }
+  return ranges.advise(PageAdvice::kWillNeed);
 }
 
 PackedBatchInfo assemble_mixed(const std::vector<const PackedBatchAssembler*>& sources,

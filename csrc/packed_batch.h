@@ -94,6 +94,10 @@ class PackedBatchAssembler {
   // Writes blocks[0..n) of `plan` as rows of one batch.
   PackedBatchInfo assemble(const PackPlan& plan, const int64_t* blocks, int64_t n,
                            const PackedOutputs& out) const;
+  // Asks the kernel to start reading the token pages of blocks[0..n) of `plan`
+  // (MADV_WILLNEED, see page_advice.h); returns the bytes of pages advised. Throws
+  // std::out_of_range for a block outside the plan.
+  int64_t prefetch(const PackPlan& plan, const int64_t* blocks, int64_t n) const;
 
  private:
   std::shared_ptr<const TokenColumn> tokens_;

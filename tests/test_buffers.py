@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from arrowloader.buffers import OUTPUT_SKEW, PAGE, output_buffer, output_buffers
 
 SPECS = [

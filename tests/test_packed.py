@@ -950,3 +950,102 @@ def test_concat_length_needs_no_plan_and_matches_it(tmp_path: Path, seq_len: int
         ds, batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(9)
     )
     assert len(loader) == len(list(loader))
+
+
+# --------------------------------------------------------------------------- page prefetch
+
+
+def smaps_flags(path: Path) -> list[set[str]]:
+    """VmFlags of each mapping of ``path`` in this process (``rr``: random-read advice)."""
+    flags, current = [], False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5 and ":" not in fields[0]:
+            current = fields[-1] == str(path)
+        elif current and line.startswith("VmFlags:"):
+            flags.append(set(fields[1:]))
+    return flags
+
+
+def test_prefetch_pages_changes_no_batch(tmp_path: Path) -> None:
+    documents = random_documents(np.random.default_rng(3), 400, max_tokens=300)
+    paths = write_shards(tmp_path, documents, cuts=[150, 290])
+    batches = []
+    for prefetch in (False, True):
+        ds = PackedDataset(tmp_path, seq_len=64, eos_token_id=7, prefetch_pages=prefetch)
+        assert ds.prefetch_pages is prefetch
+        loader = arrowloader.DataLoader(
+            ds, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(1)
+        )
+        batches.append([b["input_ids"].clone() for b in loader])
+        if prefetch:
+            # The files' mappings carry the random-read advice.
+            for path in paths:
+                assert any("rr" in flags for flags in smaps_flags(path.resolve())), path
+        del loader, ds
+    assert len(batches[0]) == len(batches[1]) > 0
+    for a, b in zip(*batches):
+        assert torch.equal(a, b)
+
+
+def test_prefetch_pages_is_off_for_a_corpus_far_smaller_than_memory(tmp_path: Path) -> None:
+    write_tokens(tmp_path / "small.arrow", [[1, 2, 3]] * 50)
+    assert PackedDataset(tmp_path, seq_len=4, eos_token_id=0).prefetch_pages is False
+
+
+def test_prefetch_advises_the_pages_of_exactly_the_blocks_tokens(tmp_path: Path) -> None:
+    """The bytes advised equal the page-rounded, merged byte ranges of each block's
+    segments, computed here from pyarrow's offsets (concat, corpus order)."""
+    documents = random_documents(np.random.default_rng(5), 300, max_tokens=5000)
+    path = write_tokens(tmp_path / "one.arrow", documents, num_batches=1)
+    seq_len = 3000
+    ds = PackedDataset(path, seq_len=seq_len, eos_token_id=7, prefetch_pages=True)
+    plan = ds._assembler.plan(np.arange(len(documents), dtype=np.int64))
+    # A mapping of its own: another address, but the same offset within a page (both
+    # map the file from its start), which is all that page rounding depends on.
+    with pa.memory_map(str(path)) as source:
+        table = pa.ipc.open_file(source).read_all()
+    chunk = table.column("input_ids").chunk(0)
+    values_address = chunk.values.buffers()[1].address + 4 * chunk.values.offset
+    offsets = [int(x) for x in chunk.offsets.to_numpy()]
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def expected_bytes(blocks: list[int]) -> int:
+        ranges = []
+        for b in blocks:
+            start, end = b * (seq_len + 1), (b + 1) * (seq_len + 1)  # stream positions
+            position = 0
+            for row, doc in enumerate(documents):
+                piece = len(doc) + 1
+                lo, hi = max(start, position), min(end, position + len(doc))  # EOS not read
+                if lo < hi:
+                    first = values_address + 4 * (offsets[row] + lo - position)
+                    last = values_address + 4 * (offsets[row] + hi - position)
+                    ranges.append((first // page * page, -(-last // page) * page))
+                position += piece
+        ranges.sort()
+        total, current = 0, None
+        for lo, hi in ranges:
+            if current is not None and lo <= current[1]:
+                current = (current[0], max(current[1], hi))
+            else:
+                if current is not None:
+                    total += current[1] - current[0]
+                current = (lo, hi)
+        return total + (current[1] - current[0] if current else 0)
+
+    for blocks in ([0], [3], [1, 2], [0, 5, 9], [plan.num_blocks - 1]):
+        advised = ds._assembler.prefetch(plan, np.array(blocks, dtype=np.int64))
+        assert advised == expected_bytes(blocks), blocks
+
+
+def test_prefetch_rejects_blocks_outside_the_plan(tmp_path: Path) -> None:
+    write_tokens(tmp_path / "c.arrow", [[1, 2, 3]] * 50)
+    ds = PackedDataset(tmp_path, seq_len=4, eos_token_id=0)
+    plan = ds._assembler.plan(np.arange(50, dtype=np.int64))
+    with pytest.raises(IndexError, match="block 40 of a plan of 40 blocks"):
+        ds._assembler.prefetch(plan, np.array([0, 40], dtype=np.int64))
+    with pytest.raises(IndexError, match="block -1"):
+        ds._assembler.prefetch(plan, np.array([-1], dtype=np.int64))
+    with pytest.raises(ValueError, match="1-D"):
+        ds._assembler.prefetch(plan, np.zeros((2, 2), dtype=np.int64))

@@ -18,6 +18,13 @@ from arrowloader.dataset import IGNORE_INDEX, Batch, Item
 from arrowloader.sources import Source
 
 MODES = ("concat", "bestfit")
+#: With ``prefetch_pages``, how many batches ahead of the one being queued the loader asks
+#: the kernel for the pages of (a batch of 8 blocks of 2049 int32 tokens is about 64 KiB of
+#: pages, so up to 16 MiB of reads in flight). The window opens gradually, by at most
+#: ``PREFETCH_RAMP`` batches per batch queued, so that the first batch does not wait for
+#: the reads of the whole window to be queued.
+PREFETCH_BATCHES = 256
+PREFETCH_RAMP = 4
 #: Outputs of a packed batch, in the order the native assembler takes them.
 PACKED_OUTPUTS = ("input_ids", "labels", "position_ids", "cu_seqlens")
 
@@ -62,6 +69,12 @@ class PackedDataset(Dataset):
         rank, world_size: this process's share of every global batch; default: from
             ``torch.distributed`` when initialised, else 0 and 1.
         require_end_of_stream: as for :class:`TokenDataset`.
+        prefetch_pages: for corpora larger than memory, read in random block order: tell
+            the kernel not to read around each page fault (on some disks it reads
+            megabytes around every 8 KiB block) and ask it, as each batch is queued, to
+            start reading the pages of the batch :data:`PREFETCH_BATCHES` further on, so
+            that many reads are in flight at once. Default (None): on when the corpus
+            files take more than half of the physical memory.
     """
 
     def __init__(
@@ -81,6 +94,7 @@ class PackedDataset(Dataset):
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
         require_end_of_stream: bool = True,
+        prefetch_pages: Optional[bool] = None,
     ) -> None:
         self._args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self._configure()
@@ -123,6 +137,12 @@ class PackedDataset(Dataset):
             pad_token_id=self.pad_token_id,
             label_pad_id=IGNORE_INDEX,
         )
+        prefetch = args.get("prefetch_pages")
+        if prefetch is None:
+            prefetch = larger_than_half_of_memory(self.corpus)
+        self.prefetch_pages: bool = bool(prefetch)
+        if self.prefetch_pages:
+            self.corpus.tokens.advise_random_access()
         self.epoch = 0
         self._plans: dict[tuple[int, int], Any] = {}
 
@@ -274,6 +294,22 @@ class PackedDataset(Dataset):
         return PackedEpoch(self, loader, pin)
 
 
+def larger_than_half_of_memory(corpus: Corpus) -> bool:
+    """Whether the corpus files take more than half of the physical memory (then the page
+    cache cannot be expected to hold them: see ``PackedDataset(prefetch_pages=...)``)."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return False
+    total = 0
+    for opened in corpus.files:
+        try:
+            total += os.stat(opened.path).st_size
+        except OSError:
+            continue
+    return total > memory // 2
+
+
 def resolve_distributed(rank: Optional[int], world_size: Optional[int]) -> tuple[int, int]:
     """(rank, world_size): the explicit ones, else torch.distributed's when it is
     initialised, else (0, 1).
@@ -345,6 +381,8 @@ class PackedEpoch:
         self._loader_progress = loader._progress
         self._loader_progress({"epoch": self.epoch, "samples_consumed": resume})
         self._ended = False  # the loader was told this epoch is over
+        # Start of the next global batch whose pages to prefetch (prefetch_pages only).
+        self._prefetched = resume
 
     def __len__(self) -> int:
         return (self._end - self.samples_consumed) // self._global
@@ -367,12 +405,30 @@ class PackedEpoch:
                 # must start the next epoch, not this one again.
                 self._end_epoch()
             return None
+        if self._dataset.prefetch_pages:
+            self._prefetch_pages()
         begin = self._next + self._rank * self._batch_size
         blocks = self._order[begin : begin + self._batch_size]
         self._next += self._global
         batch, outputs = self._dataset._allocate(len(blocks), self._pin)
         ticket = self._dataset._assembler.submit(pool, self._plan, blocks, *outputs)
         return ticket, batch, self._finish
+
+    def _prefetch_pages(self) -> None:
+        """Asks the kernel for the pages of this rank's batches up to
+        :data:`PREFETCH_BATCHES` global batches ahead of the next one queued (at most
+        :data:`PREFETCH_RAMP` more per call)."""
+        self._prefetched = max(self._prefetched, self._next)
+        ahead = min(
+            self._end,
+            self._next + PREFETCH_BATCHES * self._global,
+            self._prefetched + PREFETCH_RAMP * self._global,
+        )
+        assembler, plan = self._dataset._assembler, self._plan
+        while self._prefetched < ahead:
+            begin = self._prefetched + self._rank * self._batch_size
+            assembler.prefetch(plan, self._order[begin : begin + self._batch_size])
+            self._prefetched += self._global
 
     def _finish(self, batch: Batch, values: tuple[int, int]) -> Batch:
         self.samples_consumed += self._global
