@@ -50,7 +50,7 @@ from arrowloader.bench.peers import (
     arrowloader_peer,
     torch_peers,
 )
-from arrowloader.bench.report import SUMMARISED_FIGURES
+from arrowloader.bench.report import STALL_FIGURES, SUMMARISED_FIGURES
 from arrowloader.bench.w2 import check_w2_batch
 from arrowloader.cli import main
 from torch.utils.data import BatchSampler
@@ -147,7 +147,7 @@ def test_bench_cli_end_to_end(
     # Every figure of every run, sane and consistent with each other.
     run_fields = set(RunFigures.__dataclass_fields__)
     for row in report["rows"]:
-        assert set(row["median"]) == set(SUMMARISED_FIGURES)
+        assert set(row["median"]) == set(SUMMARISED_FIGURES) - set(STALL_FIGURES)
         assert len(row["runs"]) == 1
         run = row["runs"][0]
         assert set(run) == run_fields
@@ -450,7 +450,7 @@ def test_bench_cli_pack_end_to_end(
 
     # Every figure of every run, sane and consistent: W2 batches are always full.
     for row in report["rows"]:
-        assert set(row["median"]) == set(SUMMARISED_FIGURES)
+        assert set(row["median"]) == set(SUMMARISED_FIGURES) - set(STALL_FIGURES)
         (run,) = row["runs"]
         assert run["seconds"] >= 0.2 and run["batches"] > 0
         assert run["real_tokens"] == run["padded_tokens"] == run["batches"] * 8 * 2048
@@ -507,6 +507,187 @@ def test_bench_cli_all_workloads_without_peers(
     assert lines[-4].startswith("W1 pad: arrowloader") and lines[-4].endswith("n/a (no torch row)")
     assert all(line.startswith("W2 pack: arrowloader") for line in lines[-3:])
     assert printed.index("W1 pad: shuffled documents") < printed.index("W2 pack: the corpus")
+
+
+def test_bench_cli_thread_sweep_stall_and_plot(
+    tiny_corpus: Path, isolated_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--threads 1,2 (one headline row per count), --consumer-ms (stall figures), --plot."""
+    pytest.importorskip("matplotlib")
+    out, png = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    argv = [
+        "bench", "--workload", "pack", "--data", str(tiny_corpus), "--seconds", "0.2",
+        "--repeats", "1", "--threads", "1,2", "--consumer-ms", "0.5", "--peers", "torch",
+        "--json", str(out), "--plot", str(png), "--quiet",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    whole = json.loads(out.read_text())
+    report = whole["workloads"]["pack"]
+    rows = {row["name"]: row for row in report["rows"]}
+    assert list(rows)[2:] == [
+        "arrowloader (threads 1)", "arrowloader (threads 2)",
+        "arrowloader +position_ids +cu_seqlens (threads 1)", "arrowloader int32 (threads 1)",
+    ]
+    assert whole["settings"]["threads"] == [1, 2] and whole["settings"]["consumer_ms"] == 0.5
+
+    # The sweep: the headline rows by thread count, with their own medians.
+    sweep = report["thread_sweep"]
+    assert [point["threads"] for point in sweep] == [1, 2]
+    for point in sweep:
+        row = rows[point["row"]]
+        assert row["num_workers"] == point["threads"]
+        assert point["tokens_per_s"] == row["median"]["tokens_per_s"]
+    assert "thread sweep: 1: " in printed
+    best = max(sweep, key=lambda point: point["tokens_per_s"])
+    assert report["arrowloader_row"] == best["row"]
+
+    # The stall: time in next() while the consumer slept 0.5 ms after every batch.
+    header = next(line for line in printed.splitlines() if line.startswith("loader "))
+    assert "stall ms/step" in header
+    for row in report["rows"]:
+        assert set(row["median"]) == set(SUMMARISED_FIGURES)
+        (run,) = row["runs"]
+        assert run["consumer_ms"] == 0.5
+        assert 0 <= run["stall_s"] <= run["seconds"]
+        assert run["stall_fraction"] == pytest.approx(run["stall_s"] / run["seconds"])
+        assert run["stall_ms_per_step"] == pytest.approx(1e3 * run["stall_s"] / run["batches"])
+        # Every timed batch was followed by a sleep of at least 0.5 ms.
+        assert run["seconds"] >= run["batches"] * 0.5e-3
+        assert run["real_tokens"] == run["batches"] * 8 * 2048
+
+    # The memory-bandwidth bound of the headline row, from the memcpy of the same run.
+    bound = report["bandwidth_bound_tokens_per_s"]
+    ours = rows[report["arrowloader_row"]]
+    (run,) = ours["runs"]
+    traffic = ours["traffic"]
+    per_token = (
+        run["real_tokens"] * traffic["read_bytes_per_token"]
+        + run["padded_tokens"] * traffic["written_bytes_per_position"]
+        + run["batches"] * traffic["written_bytes_per_batch"]
+    ) / run["real_tokens"]
+    assert bound["bytes_per_real_token"] == pytest.approx(per_token)
+    assert bound["dram"] == pytest.approx(2 * whole["memcpy_gbps"] * 1e9 / per_token)
+    assert whole["machine"]["memcpy_gbps"] == whole["memcpy_gbps"]
+    assert "memory-bandwidth bound:" in printed
+
+    data = png.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+
+
+TOY_LOADERS = """
+import torch
+
+BATCHES = 5
+
+
+def with_mask():
+    # A one-shot generator: each epoch needs a fresh one.
+    def batches():
+        for _ in range(BATCHES):
+            mask = torch.zeros(4, 16, dtype=torch.long)
+            mask[:, :10] = 1
+            yield {"input_ids": torch.ones(4, 16, dtype=torch.long), "attention_mask": mask}
+    return batches()
+
+
+def as_tuples():
+    # An iterable (a list): iterated again for each epoch.
+    return [(torch.ones(2, 8, dtype=torch.long), torch.zeros(2)) for _ in range(BATCHES)]
+
+
+def no_tensors():
+    return [{"text": "hello"}]
+
+
+def nothing():
+    return []
+
+
+def not_iterable():
+    return 42
+
+
+def broken():
+    raise RuntimeError("cannot open my data")
+"""
+
+
+@pytest.fixture
+def toy_loaders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A module of toy loaders, importable as ``toy_loaders`` from the current folder."""
+    path = tmp_path / "toy_loaders.py"
+    path.write_text(TOY_LOADERS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "toy_loaders", raising=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("spec", "real_per_batch", "positions_per_batch"),
+    [("toy_loaders:with_mask", 40, 64), ("toy_loaders.py:as_tuples", 16, 16)],
+)
+def test_bench_cli_measures_a_users_loader(
+    toy_loaders: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    spec: str,
+    real_per_batch: int,
+    positions_per_batch: int,
+) -> None:
+    out = tmp_path / "mine.json"
+    argv = [
+        "bench", "--loader", spec, "--seconds", "0.2", "--repeats", "2", "--json", str(out),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    whole = json.loads(out.read_text())
+    assert list(whole["workloads"]) == ["loader"]  # no corpus workload without --workload
+    (row,) = whole["workloads"]["loader"]["rows"]
+    assert row["name"] == spec and row["family"] == "custom"
+    assert row["ratio_to_torch_best"] is None
+    assert any(line.startswith(spec + " ") for line in printed.splitlines())
+    for run in row["runs"]:
+        assert run["batches"] > 0 and run["tokens_per_s"] > 0
+        # Tokens counted as they arrive: the mask's ones, else input_ids' elements.
+        assert run["real_tokens"] == run["batches"] * real_per_batch
+        assert run["padded_tokens"] == run["batches"] * positions_per_batch
+        assert run["padding_fraction"] == pytest.approx(1 - real_per_batch / positions_per_batch)
+        assert run["tokens_per_s"] == pytest.approx(run["real_tokens"] / run["seconds"])
+        # 5 batches per epoch: the harness restarted the loader many times.
+        assert run["epochs_started"] > 2
+        assert run["cpu_window_real_tokens"] == (
+            run["batches"] + run["warmup_batches"]
+        ) * real_per_batch
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("toy_loaders", "expected MODULE:FUNCTION"),
+        ("toy_loaders:missing", "no callable named 'missing'"),
+        ("no_such_module_here:make", "importing no_such_module_here failed"),
+        ("nowhere.py:make", "no such file"),
+        ("toy_loaders:broken", "cannot open my data"),
+        ("toy_loaders:no_tensors", "without tensors"),
+        ("toy_loaders:nothing", "yielded no batches"),
+        ("toy_loaders:not_iterable", "returned a int, not an iterable"),
+    ],
+)
+def test_bench_cli_rejects_a_bad_loader(
+    toy_loaders: Path, capsys: pytest.CaptureFixture[str], spec: str, message: str
+) -> None:
+    assert main(["bench", "--loader", spec, "--seconds", "0.1", "--repeats", "1",
+                 "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("threads", ["", "1,x", "-1", "2,-3"])
+def test_bench_rejects_bad_thread_lists(threads: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "--threads", threads])
+    assert "--threads" in capsys.readouterr().err
 
 
 def test_bench_rejects_an_unknown_workload(capsys: pytest.CaptureFixture[str]) -> None:

@@ -64,6 +64,25 @@ raw copy of the whole stream next to the benchmark cache).
 """
 
 
+def _thread_list(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        counts = ()
+    if not counts or any(n < 0 for n in counts):
+        raise argparse.ArgumentTypeError(
+            f"expected a count >= 0 or a comma list of them (a sweep), e.g. 1,2,4; got {text!r}"
+        )
+    return tuple(dict.fromkeys(counts))
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def _peer_list(text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     if names == ("none",):
@@ -99,8 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     bench.add_argument(
-        "--workload", choices=WORKLOAD_CHOICES, default="all",
-        help="pad (W1), pack (W2) or all (default: all; see the time below)",
+        "--workload", choices=WORKLOAD_CHOICES, default=None,
+        help="pad (W1), pack (W2) or all (default: all, or none with --loader; see the "
+             "time below)",
+    )
+    bench.add_argument(
+        "--loader", metavar="MODULE:FUNCTION",
+        help="also (or, without --workload, only) measure your own loader: FUNCTION() "
+             "returns an iterable of batches (dicts or tuples of tensors); MODULE is "
+             "imported from the current folder, or give FILE.py:FUNCTION",
     )
     bench.add_argument(
         "--data", nargs="+", metavar="PATH",
@@ -142,14 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
              "(default: every installed peer)",
     )
     bench.add_argument(
-        "--threads", type=_non_negative_int, default=0,
-        help="arrowloader's num_workers, i.e. native threads (default: 0 = one per core, "
-             "at most 4)",
+        "--threads", type=_thread_list, default=(0,),
+        help="arrowloader's num_workers, i.e. native threads, or a comma list for a sweep, "
+             "e.g. 1,2,4: one arrowloader row each (default: 0 = one per core, at most 4)",
+    )
+    bench.add_argument(
+        "--consumer-ms", type=_non_negative_float, default=0.0, metavar="MS",
+        help="simulate a training step of MS milliseconds (a sleep) after each batch and "
+             "report how long each loader kept it waiting (the stall)",
     )
     bench.add_argument("--seed", type=int, default=0, help="loader seed of the first repeat")
     bench.add_argument(
         "--json", type=Path, metavar="FILE",
         help="also write every figure, the settings and the machine's facts to FILE",
+    )
+    bench.add_argument(
+        "--plot", type=Path, metavar="FILE.png",
+        help="also draw throughput per loader (and the thread sweep) into FILE.png "
+             "(needs matplotlib: pip install 'arrowloader[plot]')",
     )
     bench.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
     return parser
@@ -157,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_bench(args: argparse.Namespace, command: str) -> int:
     """Runs ``arrowloader bench`` with parsed arguments; returns the exit status."""
+    from arrowloader.bench.harness import BenchmarkError
     from arrowloader.bench.pack_peers import W2Options
     from arrowloader.bench.peers import W1Options
     from arrowloader.bench.suite import KNOWN_PEERS, WORKLOADS, BenchConfig, run_bench
@@ -176,8 +213,22 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
         eos_token_id=args.eos_token_id,
         **({} if args.batch_size is None else {"batch_size": args.batch_size}),
     )
+    if args.plot is not None:
+        from arrowloader.bench.plot import matplotlib_missing
+
+        if matplotlib_missing():
+            raise BenchmarkError(
+                "--plot needs matplotlib, which is not installed: pip install "
+                "'arrowloader[plot]'"
+            )
+    if args.workload is None:
+        workloads: tuple[str, ...] = () if args.loader else WORKLOADS
+    else:
+        workloads = WORKLOADS if args.workload == "all" else (args.workload,)
+    if args.loader:
+        workloads += ("loader",)
     config = BenchConfig(
-        workloads=WORKLOADS if args.workload == "all" else (args.workload,),
+        workloads=workloads,
         source=source,
         pad=pad,
         pack=pack,
@@ -187,12 +238,18 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
         threads=args.threads,
         seed=args.seed,
         show_progress=not args.quiet,
+        consumer_ms=args.consumer_ms,
+        loader=args.loader,
     )
     report = run_bench(config, command=command)
     print(report.table(), flush=True)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.as_json(), indent=2) + "\n")
+    if args.plot is not None:
+        from arrowloader.bench.plot import write_plot
+
+        write_plot(report, args.plot)
     return 0
 
 

@@ -96,6 +96,10 @@ class Workload(abc.ABC):
     key: str
     #: Name in tables (``"W1 pad"``).
     title: str
+    #: Whether :func:`measure_run` must count each timed batch's tokens with
+    #: :meth:`observe` as it arrives (a workload that cannot know its batches in advance,
+    #: such as a user's own loader); else :meth:`token_counts` gives them afterwards.
+    counts_in_loop: bool = False
 
     def check_dataset(self, peer: Peer, dataset: Any) -> None:  # noqa: B027 (optional hook)
         """Raises BenchmarkError if the opened dataset is not the workload's corpus.
@@ -110,10 +114,11 @@ class Workload(abc.ABC):
     def observe(self, batch: Batch) -> tuple[int, int]:
         """``(real tokens, all positions)`` of a warm-up batch, read from the batch."""
 
-    @abc.abstractmethod
     def token_counts(self, seed: int, num_batches: int) -> tuple[np.ndarray, np.ndarray]:
         """``(real, positions)``: int64 ``[num_batches]`` each, the real tokens and all
-        positions of the first ``num_batches`` batches of a loader built with ``seed``."""
+        positions of the first ``num_batches`` batches of a loader built with ``seed``.
+        Required unless :attr:`counts_in_loop`."""
+        raise NotImplementedError(f"{type(self).__name__} counts its tokens in the loop")
 
 
 @dataclass
@@ -141,6 +146,12 @@ class RunFigures:
         first_batch_s: seconds from building the loader to its first batch.
         open_s: seconds to open the dataset.
         padding_fraction: ``1 - real_tokens / padded_tokens``.
+        consumer_ms: the simulated training step after each timed batch (0: none).
+        stall_s: with a simulated step, seconds the consumer waited for its timed batches
+            (time spent in ``next()``); None without one.
+        stall_ms_per_step: ``stall_s`` per timed batch, in ms; None without a step.
+        stall_fraction: ``stall_s / seconds``: the share of the loop spent waiting for
+            data; None without a step.
     """
 
     peer: str
@@ -163,6 +174,10 @@ class RunFigures:
     first_batch_s: float
     open_s: float
     padding_fraction: float
+    consumer_ms: float = 0.0
+    stall_s: Optional[float] = None
+    stall_ms_per_step: Optional[float] = None
+    stall_fraction: Optional[float] = None
 
     def as_dict(self) -> dict[str, Any]:
         """The figures as a JSON-ready dict."""
@@ -356,7 +371,15 @@ class EpochCycler:
 
     def __iter__(self) -> Iterator[Batch]:
         while True:
-            yield from self.iterator
+            empty = True
+            for batch in self.iterator:
+                empty = False
+                yield batch
+            if empty:
+                raise BenchmarkError(
+                    f"epoch {self.epochs_started} of the loader yielded no batches (an "
+                    "iterator rather than an iterable, already exhausted?)"
+                )
             self.iterator = iter(self.loader)
             self.epochs_started += 1
 
@@ -412,6 +435,7 @@ def measure_run(
     seed: int,
     repeat: int = 0,
     warmup_batches: int = WARMUP_BATCHES,
+    consumer_ms: float = 0.0,
 ) -> RunFigures:
     """Opens ``peer``'s dataset, builds its loader with ``seed``, and measures one run
     (see the module docstring).
@@ -420,6 +444,8 @@ def measure_run(
         workload: what the batches must be, and how many tokens they hold.
         seconds: minimum length of the timed window.
         seed: passed to ``peer.make_loader``.
+        consumer_ms: a simulated training step after each timed batch (see
+            :func:`instrumented_loop`); the run then also reports the stall.
 
     Raises:
         BenchmarkError: the loader's outputs are not the workload's, or its warm-up
@@ -448,17 +474,10 @@ def measure_run(
                 warmup_counts.append(workload.observe(batch))
             batch = None
 
-            timed = 0
-            timing = time.perf_counter()
-            deadline = timing + seconds
-            # Receiving each batch is the work measured; the loop holds the last one until
-            # the next arrives, as a training loop would.
-            for _batch in batches:
-                timed += 1
-                if time.perf_counter() >= deadline:
-                    break
-            elapsed = time.perf_counter() - timing
-            _batch = None
+            if consumer_ms > 0 or workload.counts_in_loop:
+                loop = instrumented_loop(batches, workload, seconds, consumer_ms / 1e3)
+            else:
+                loop = plain_loop(batches, seconds)
         finally:
             # Also on an error: worker processes must not outlive the run.
             cycler.shut_down()
@@ -466,11 +485,17 @@ def measure_run(
         epochs_started = cycler.epochs_started
         del batches, cycler, dataset
 
-    real, padded = workload.token_counts(seed, warmup_batches + timed)
-    check_replay(peer.name, warmup_counts, real[:warmup_batches], padded[:warmup_batches])
-    real_tokens = int(real[warmup_batches:].sum())
-    padded_tokens = int(padded[warmup_batches:].sum())
-    cpu_tokens = int(real.sum())
+    timed, elapsed = loop.batches, loop.seconds
+    if workload.counts_in_loop:
+        real_tokens, padded_tokens = loop.real_tokens, loop.positions
+        cpu_tokens = real_tokens + sum(real for real, _ in warmup_counts)
+    else:
+        real, padded = workload.token_counts(seed, warmup_batches + timed)
+        check_replay(peer.name, warmup_counts, real[:warmup_batches], padded[:warmup_batches])
+        real_tokens = int(real[warmup_batches:].sum())
+        padded_tokens = int(padded[warmup_batches:].sum())
+        cpu_tokens = int(real.sum())
+    stalled = loop.stall_s is not None
     return RunFigures(
         peer=peer.name,
         repeat=repeat,
@@ -492,7 +517,75 @@ def measure_run(
         first_batch_s=first_batch_s,
         open_s=open_s,
         padding_fraction=1.0 - real_tokens / padded_tokens if padded_tokens else 0.0,
+        consumer_ms=consumer_ms,
+        stall_s=loop.stall_s,
+        stall_ms_per_step=1e3 * loop.stall_s / timed if stalled and timed else None,
+        stall_fraction=loop.stall_s / elapsed if stalled and elapsed else None,
     )
+
+
+@dataclass
+class TimedLoop:
+    """What the timed loop of a run saw.
+
+    Attributes:
+        batches: batches received in the timed window.
+        seconds: length of the window.
+        stall_s: seconds spent waiting in ``next()`` (None when not measured).
+        real_tokens: real tokens of the timed batches (counted in the loop only).
+        positions: all positions of the timed batches (counted in the loop only).
+    """
+
+    batches: int
+    seconds: float
+    stall_s: Optional[float] = None
+    real_tokens: int = 0
+    positions: int = 0
+
+
+def plain_loop(batches: Iterator[Any], seconds: float) -> TimedLoop:
+    """Receives batches for at least ``seconds`` and does nothing else: receiving each
+    batch is the work measured. The loop holds the last batch until the next arrives, as
+    a training loop would."""
+    timed = 0
+    timing = time.perf_counter()
+    deadline = timing + seconds
+    for _batch in batches:
+        timed += 1
+        if time.perf_counter() >= deadline:
+            break
+    elapsed = time.perf_counter() - timing
+    return TimedLoop(timed, elapsed)
+
+
+def instrumented_loop(
+    batches: Iterator[Any], workload: Workload, seconds: float, consumer_s: float
+) -> TimedLoop:
+    """Receives batches for at least ``seconds``, timing each wait in ``next()``; after
+    each batch, sleeps ``consumer_s`` (a training step whose work is elsewhere, as on an
+    accelerator: the loader's threads or workers have the CPU meanwhile) and, if the
+    workload counts in the loop, counts the batch's tokens (outside the waits)."""
+    timed = stall = real_total = positions_total = 0
+    count = workload.counts_in_loop
+    timing = time.perf_counter()
+    deadline = timing + seconds
+    while True:
+        waiting = time.perf_counter()
+        batch = next(batches)
+        received = time.perf_counter()
+        stall += received - waiting
+        timed += 1
+        if count:
+            real, positions = workload.observe(batch)
+            real_total += real
+            positions_total += positions
+        if consumer_s > 0:
+            time.sleep(consumer_s)
+        if time.perf_counter() >= deadline:
+            break
+    elapsed = time.perf_counter() - timing
+    return TimedLoop(timed, elapsed, stall if consumer_s > 0 else None,
+                     real_total, positions_total)
 
 
 def check_replay(

@@ -332,8 +332,11 @@ ARROWLOADER_VARIANTS: tuple[tuple[str, dict[str, Any], bool, tuple[str, ...]], .
 )
 
 
-def arrowloader_pack_peers(source: Source, options: W2Options, threads: int = 0) -> list[Peer]:
-    """The arrowloader rows of W2 (:data:`ARROWLOADER_VARIANTS`):
+def arrowloader_pack_peers(
+    source: Source, options: W2Options, threads: tuple[int, ...] = (0,)
+) -> list[Peer]:
+    """The arrowloader rows of W2: the headline row for each thread count of ``threads``
+    (a sweep), then the other :data:`ARROWLOADER_VARIANTS` with the first count:
     ``arrowloader.DataLoader(PackedDataset(source, seq_len, eos_token_id, seed=seed,
     return_position_ids=False, return_cu_seqlens=False, ...), batch_size,
     shuffle=True, generator=torch.Generator().manual_seed(seed), num_workers=threads)``.
@@ -341,8 +344,6 @@ def arrowloader_pack_peers(source: Source, options: W2Options, threads: int = 0)
     The dataset and the generator get the same seed, as in the README's usage, so the
     DataLoader plans epoch 0 once, when it is built (torch's ``RandomSampler`` asks the
     dataset's length there): the plan falls in the time to first batch."""
-    shown = threads or default_num_threads()
-
     def opener(extra: dict[str, Any]) -> Callable[[int], arrowloader.PackedDataset]:
         def open_dataset(seed: int = 0) -> arrowloader.PackedDataset:
             arguments: dict[str, Any] = {
@@ -361,25 +362,34 @@ def arrowloader_pack_peers(source: Source, options: W2Options, threads: int = 0)
 
         return open_dataset
 
-    def make_loader(dataset: Any, seed: int) -> torch.utils.data.DataLoader:
-        return arrowloader.DataLoader(
-            dataset,
-            batch_size=options.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(seed),
-            num_workers=threads,
-        )
+    def loader_factory(num_workers: int) -> Callable[[Any, int], torch.utils.data.DataLoader]:
+        def make_loader(dataset: Any, seed: int) -> torch.utils.data.DataLoader:
+            return arrowloader.DataLoader(
+                dataset,
+                batch_size=options.batch_size,
+                shuffle=True,
+                generator=torch.Generator().manual_seed(seed),
+                num_workers=num_workers,
+            )
 
-    return [
-        Peer(
-            f"arrowloader{suffix} (threads {shown})",
-            "arrowloader",
-            shown,
-            opener(extra),
-            make_loader,
-            headline=headline,
-            dtype=extra.get("dtype", torch.int64),
-            extra_outputs=outputs,
+        return make_loader
+
+    threads = tuple(threads) or (0,)
+    rows = [(ARROWLOADER_VARIANTS[0], n) for n in threads]
+    rows += [(variant, threads[0]) for variant in ARROWLOADER_VARIANTS[1:]]
+    peers = []
+    for (suffix, extra, headline, outputs), num_workers in rows:
+        shown = num_workers or default_num_threads()
+        peers.append(
+            Peer(
+                f"arrowloader{suffix} (threads {shown})",
+                "arrowloader",
+                shown,
+                opener(extra),
+                loader_factory(num_workers),
+                headline=headline,
+                dtype=extra.get("dtype", torch.int64),
+                extra_outputs=outputs,
+            )
         )
-        for suffix, extra, headline, outputs in ARROWLOADER_VARIANTS
-    ]
+    return peers

@@ -30,7 +30,11 @@ SUMMARISED_FIGURES = (
     "open_s",
     "padding_fraction",
     "bandwidth_gbps",
+    "stall_ms_per_step",
+    "stall_fraction",
 )
+#: Figures measured only with a simulated training step (``--consumer-ms``).
+STALL_FIGURES = ("stall_ms_per_step", "stall_fraction")
 _MIB = 1024 * 1024
 
 ANON_RSS_NOTE = (
@@ -92,13 +96,13 @@ class BenchWorkload(Workload):
         *,
         reference: bool,
         options: Any,
-        threads: int = 0,
+        threads: tuple[int, ...] = (0,),
         show_progress: bool = True,
     ) -> None:
         self.source = source
         self.reference = reference
         self.options = options
-        self.threads = threads
+        self.threads = tuple(threads) or (0,)
         self.show_progress = show_progress
         self.skipped = []
         self._temporary_folders: list[Path] = []
@@ -154,17 +158,20 @@ class RowSummary:
         """Fills ``median``, ``minimum`` and ``maximum`` from ``runs``."""
         for name in SUMMARISED_FIGURES:
             values = [self.figure(run, name) for run in self.runs]
+            if any(value is None for value in values):
+                continue  # a figure the runs did not measure (the stall, without a step)
             self.median[name] = statistics.median(values)
             self.minimum[name] = min(values)
             self.maximum[name] = max(values)
 
-    def figure(self, run: RunFigures, name: str) -> float:
-        """A run's figure, including the ones derived here."""
+    def figure(self, run: RunFigures, name: str) -> Optional[float]:
+        """A run's figure, including the ones derived here (None if not measured)."""
         if name == "anon_rss_growth_bytes":
             return float(run.peak_anon_rss_bytes - run.start_anon_rss_bytes)
         if name == "bandwidth_gbps":
             return self.traffic.bytes_moved(run) / run.seconds / 1e9
-        return float(getattr(run, name))
+        value = getattr(run, name)
+        return None if value is None else float(value)
 
     def as_dict(self) -> dict[str, Any]:
         """The row, its summary and every run, JSON-ready."""
@@ -258,6 +265,47 @@ class WorkloadReport:
 
         return {"dram": fraction(dram_memcpy_gbps), "cache": fraction(self.cache_memcpy_gbps)}
 
+    def bandwidth_bounds(self, dram_memcpy_gbps: float) -> dict[str, Optional[float]]:
+        """Real tokens/s that arrowloader's headline row would reach if moving its bytes
+        (token bytes read + output bytes written, per real token, from its median run)
+        ran at memcpy's reads + writes rate, DRAM-sized and cache-sized: the
+        memory-bandwidth bound of this workload on this machine."""
+        ours = self.row("arrowloader")
+        bounds: dict[str, Optional[float]] = {
+            "bytes_per_real_token": None, "dram": None, "cache": None,
+        }
+        runs = [] if ours is None else [r for r in ours.runs if r.real_tokens]
+        if not runs:
+            return bounds
+        run = sorted(runs, key=lambda r: r.tokens_per_s)[len(runs) // 2]
+        per_token = ours.traffic.bytes_moved(run) / run.real_tokens
+        bounds["bytes_per_real_token"] = per_token
+        bounds["dram"] = 2 * dram_memcpy_gbps * 1e9 / per_token if dram_memcpy_gbps else None
+        bounds["cache"] = (
+            2 * self.cache_memcpy_gbps * 1e9 / per_token if self.cache_memcpy_gbps else None
+        )
+        return bounds
+
+    def thread_sweep(self) -> list[dict[str, Any]]:
+        """arrowloader's headline rows by thread count (more than one with ``--threads``
+        listing several): ``{"threads", "row", "tokens_per_s", "min", "max"}`` each."""
+        rows = [r for r in self.rows if r.family == "arrowloader" and r.headline]
+        return [
+            {
+                "threads": r.num_workers,
+                "row": r.name,
+                "tokens_per_s": r.median["tokens_per_s"],
+                "min": r.minimum["tokens_per_s"],
+                "max": r.maximum["tokens_per_s"],
+            }
+            for r in sorted(rows, key=lambda r: r.num_workers)
+        ]
+
+    @property
+    def stalls_measured(self) -> bool:
+        """Whether the runs simulated a training step (``--consumer-ms``)."""
+        return any("stall_fraction" in row.median for row in self.rows)
+
     def summary_lines(self) -> list[str]:
         """``<title>: <arrowloader row> / torch best: Nx``, one per arrowloader row."""
         torch_best = self.torch_best
@@ -290,6 +338,8 @@ class WorkloadReport:
             "cache_memcpy_gbps": self.cache_memcpy_gbps,
             "cache_memcpy_bytes": self.batch_output_bytes,
             "arrowloader_bandwidth_fraction_of_cache_memcpy": fractions["cache"],
+            "bandwidth_bound_tokens_per_s": self.bandwidth_bounds(dram_memcpy_gbps),
+            "thread_sweep": self.thread_sweep(),
             "skipped": self.skipped,
         }
 
@@ -300,7 +350,10 @@ class WorkloadReport:
             "loader", "real Mtok/s", "vs torch best", "batches/s", "CPU s/Mtok",
             "anon RSS MiB", "first batch ms", "padding",
         ]
-        body = [_row_cells(row) for row in self.rows]
+        stalls = self.stalls_measured
+        if stalls:
+            headers += ["stall ms/step", "stall"]
+        body = [_row_cells(row, stalls) for row in self.rows]
         widths = [max(len(cells[i]) for cells in [headers, *body]) for i in range(len(headers))]
         for cells in [headers, *body]:
             text = cells[0].ljust(widths[0])
@@ -323,6 +376,25 @@ class WorkloadReport:
                 f"bandwidth: {ours.name} reads + writes {ours.median['bandwidth_gbps']:.1f} GB/s "
                 f"(token bytes from the mapping + output bytes) = {100 * fractions['dram']:.0f}% "
                 f"of the DRAM memcpy's reads + writes{cache}"
+            )
+        bounds = self.bandwidth_bounds(dram_memcpy_gbps)
+        if bounds["dram"] is not None:
+            cache_bound = (
+                f", {bounds['cache'] / 1e6:,.0f} at the cache-sized copy's"
+                if bounds["cache"] is not None
+                else ""
+            )
+            lines.append(
+                f"memory-bandwidth bound: {bounds['dram'] / 1e6:,.0f} real Mtok/s at the DRAM "
+                f"memcpy's rate{cache_bound} ({bounds['bytes_per_real_token']:.1f} bytes moved "
+                "per real token)"
+            )
+        sweep = self.thread_sweep()
+        if len(sweep) > 1:
+            lines.append(
+                "thread sweep: "
+                + ", ".join(f"{p['threads']}: {p['tokens_per_s'] / 1e6:.0f}" for p in sweep)
+                + " real Mtok/s"
             )
         ratios = self.ratios()
         for family in self.other_families:
@@ -403,7 +475,7 @@ class BenchReport:
         return "\n".join(lines)
 
 
-def _row_cells(row: RowSummary) -> list[str]:
+def _row_cells(row: RowSummary, stalls: bool = False) -> list[str]:
     med, lo, hi = row.median, row.minimum, row.maximum
 
     def spread(name: str, scale: float) -> str:
@@ -414,7 +486,7 @@ def _row_cells(row: RowSummary) -> list[str]:
         f"{med['peak_anon_rss_bytes'] / _MIB:.0f} "
         f"(+{max(0.0, med['anon_rss_growth_bytes']) / _MIB:.0f})"
     )
-    return [
+    cells = [
         row.name,
         spread("tokens_per_s", 1e-6),
         ratio,
@@ -424,6 +496,12 @@ def _row_cells(row: RowSummary) -> list[str]:
         spread("first_batch_s", 1e3),
         f"{100 * med['padding_fraction']:.1f}%",
     ]
+    if stalls:
+        if "stall_fraction" in med:
+            cells += [spread("stall_ms_per_step", 1.0), f"{100 * med['stall_fraction']:.1f}%"]
+        else:
+            cells += ["-", "-"]
+    return cells
 
 
 def _sig(value: float) -> str:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 import arrowloader
 from arrowloader.bench import w1, w2
 from arrowloader.bench.cache import REFERENCE_DOCUMENTS, REFERENCE_SEED, reference_corpus
+from arrowloader.bench.custom import CustomLoaderWorkload
 from arrowloader.bench.harness import (
     WARMUP_BATCHES,
     cache_memcpy_gbps,
@@ -39,7 +40,8 @@ from arrowloader.bench.peers import W1Options
 from arrowloader.bench.report import BenchReport, BenchWorkload, RowSummary, WorkloadReport
 from arrowloader.sources import Source
 
-#: Workloads by ``--workload`` name, in the order ``all`` runs them.
+#: Workloads over a corpus by ``--workload`` name, in the order ``all`` runs them (a
+#: user's loader, ``--loader``, is workload ``"loader"``, run after them).
 WORKLOADS = ("pad", "pack")
 #: Peers each workload can compare against (arrowloader always runs).
 WORKLOAD_PEERS = {"pad": w1.KNOWN_PEERS, "pack": w2.KNOWN_PEERS}
@@ -61,10 +63,15 @@ class BenchConfig:
         repeats: runs per loader.
         peers: peers to run besides arrowloader, from :data:`KNOWN_PEERS`; each workload
             uses those it knows (:data:`WORKLOAD_PEERS`).
-        threads: arrowloader's ``num_workers`` (native threads; 0 = automatic).
+        threads: arrowloader's ``num_workers`` (native threads; 0 = automatic), one row
+            each: more than one is a thread sweep.
         seed: seed of the first repeat (repeat ``r`` uses ``seed + r``).
         warmup_batches: batches consumed before timing.
         show_progress: progress bars on stderr.
+        consumer_ms: a simulated training step of this many ms after each batch; the
+            report then gives each loader's stall (0: none).
+        loader: ``module:function`` of a user's loader to measure as workload
+            ``"loader"`` (:mod:`arrowloader.bench.custom`); None: none.
     """
 
     workloads: tuple[str, ...] = WORKLOADS
@@ -74,10 +81,12 @@ class BenchConfig:
     seconds: float = 5.0
     repeats: int = 3
     peers: tuple[str, ...] = KNOWN_PEERS
-    threads: int = 0
+    threads: tuple[int, ...] = (0,)
     seed: int = 0
     warmup_batches: int = WARMUP_BATCHES
     show_progress: bool = True
+    consumer_ms: float = 0.0
+    loader: Optional[str] = None
 
     def as_dict(self) -> dict[str, Any]:
         """The settings shared by every workload, JSON-ready."""
@@ -87,13 +96,19 @@ class BenchConfig:
             "repeats": self.repeats,
             "warmup_batches": self.warmup_batches,
             "seed": self.seed,
-            "threads": self.threads,
+            "threads": list(self.threads),
             "peers": list(self.peers),
+            "consumer_ms": self.consumer_ms,
+            "loader": self.loader,
         }
 
 
 def open_workload(key: str, config: BenchConfig, source: Source, reference: bool) -> BenchWorkload:
     """The workload ``key`` over ``source``, its peers built (copies written)."""
+    if key == "loader":
+        if config.loader is None:
+            raise ValueError("workload 'loader' needs config.loader (module:function)")
+        return CustomLoaderWorkload(config.loader, show_progress=config.show_progress)
     peers = tuple(p for p in config.peers if p in WORKLOAD_PEERS[key])
     common: dict[str, Any] = {
         "reference": reference,
@@ -133,6 +148,7 @@ def measure_workload(workload: BenchWorkload, config: BenchConfig) -> WorkloadRe
                         seed=config.seed + repeat,
                         repeat=repeat,
                         warmup_batches=config.warmup_batches,
+                        consumer_ms=config.consumer_ms,
                     )
                 )
                 progress.update()
@@ -147,13 +163,21 @@ def measure_workload(workload: BenchWorkload, config: BenchConfig) -> WorkloadRe
             *workload.description(),
             f"runs: {config.repeats} per loader, each >= {config.seconds:g} s after "
             f"{config.warmup_batches} warm-up batches, loaders interleaved; median [min-max]",
+            *(
+                [
+                    f"consumer: a simulated training step of {config.consumer_ms:g} ms (sleep) "
+                    "after each batch; stall = time spent waiting in next()"
+                ]
+                if config.consumer_ms > 0
+                else []
+            ),
         ],
         settings=workload.settings(),
         corpus=workload.corpus_facts(),
         rows=summaries,
         skipped=list(workload.skipped),
         other_families=workload.other_families,
-        cache_memcpy_gbps=cache_memcpy_gbps(batch_bytes),
+        cache_memcpy_gbps=cache_memcpy_gbps(batch_bytes) if batch_bytes else 0.0,
         batch_output_bytes=batch_bytes,
     )
     report.set_ratios()
@@ -175,15 +199,22 @@ def run_bench(config: BenchConfig, command: Optional[str] = None) -> BenchReport
     """
     started = time.perf_counter()
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    unknown = set(config.workloads) - set(WORKLOADS)
+    unknown = set(config.workloads) - set(WORKLOADS) - {"loader"}
     if unknown or not config.workloads:
         raise ValueError(f"unknown workloads {sorted(unknown)}; choose from {list(WORKLOADS)}")
+    if any(n < 0 for n in config.threads) or not config.threads:
+        raise ValueError(f"threads must be counts >= 0, got {list(config.threads)}")
+    if config.consumer_ms < 0:
+        raise ValueError(f"consumer_ms must be >= 0, got {config.consumer_ms}")
     unknown = set(config.peers) - set(KNOWN_PEERS)
     if unknown:
         raise ValueError(f"unknown peers {sorted(unknown)}; choose from {list(KNOWN_PEERS)}")
     reference = config.source is None
-    if reference:
-        source: Source = reference_corpus(
+    corpus_workloads = [key for key in config.workloads if key in WORKLOADS]
+    if not corpus_workloads:
+        source: Source = ""  # only a user's loader: no corpus to open
+    elif reference:
+        source = reference_corpus(
             REFERENCE_DOCUMENTS, REFERENCE_SEED, show_progress=config.show_progress
         )
     else:
@@ -200,7 +231,7 @@ def run_bench(config: BenchConfig, command: Optional[str] = None) -> BenchReport
     report = BenchReport(
         workloads=reports,
         settings=config.as_dict(),
-        machine=machine_facts(),
+        machine={**machine_facts(), "memcpy_gbps": bandwidth},
         memcpy_gbps=bandwidth,
         command=command if command is not None else " ".join(sys.argv),
         started_at=started_at,

@@ -71,7 +71,7 @@ class PadWorkload(BenchWorkload):
             is then cached too).
         options: columns, batch size, truncation length.
         peers: requested peer families (those of :data:`KNOWN_PEERS` are used).
-        threads: arrowloader's ``num_workers``.
+        threads: arrowloader's ``num_workers``, one row each (a thread sweep).
         show_progress: progress bars while copies are written.
 
     Raises:
@@ -89,7 +89,7 @@ class PadWorkload(BenchWorkload):
         reference: bool,
         options: W1Options,
         peers: tuple[str, ...],
-        threads: int = 0,
+        threads: tuple[int, ...] = (0,),
         show_progress: bool = True,
     ) -> None:
         super().__init__(
@@ -200,7 +200,7 @@ class PadWorkload(BenchWorkload):
                 })
             else:
                 peers.extend(hf_peer.hf_peers(self._saved_copy(), options))
-        peers.append(arrowloader_peer(self.source, options, self.threads))
+        peers.extend(arrowloader_peer(self.source, options, n) for n in self.threads)
         return peers
 
     def _saved_copy(self) -> Path:

@@ -58,7 +58,7 @@ class PackWorkload(BenchWorkload):
             then cached too; for any other corpus it is written for this run only).
         options: column, batch size, sequence length, EOS id.
         peers: requested peer families (those of :data:`KNOWN_PEERS` are used).
-        threads: arrowloader's ``num_workers``.
+        threads: arrowloader's ``num_workers``, one row each (a thread sweep).
         show_progress: a progress bar while the stream file is written.
 
     Raises:
@@ -77,7 +77,7 @@ class PackWorkload(BenchWorkload):
         reference: bool,
         options: W2Options,
         peers: tuple[str, ...],
-        threads: int = 0,
+        threads: tuple[int, ...] = (0,),
         show_progress: bool = True,
     ) -> None:
         super().__init__(
