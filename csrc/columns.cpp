@@ -345,6 +345,16 @@ void TokenColumn::check_chunk_offsets(size_t begin, size_t end) {
 const std::vector<int64_t>& TokenColumn::token_offsets() const {
   std::call_once(token_offsets_once_, [this] {
     std::vector<int64_t> sums(static_cast<size_t>(num_rows()) + 1);
+    // Files may be cold and advised for random reads (page_advice.h): ask for every
+    // chunk's offsets at once rather than fault them in a page at a time.
+    PageRanges ranges;
+    for (const ListChunk& chunk : chunks_) {
+      if (chunk.rows > 0) {
+        ranges.add(chunk.offsets,
+                   static_cast<size_t>(chunk.rows + 1) * (chunk.large_offsets ? 8 : 4));
+      }
+    }
+    ranges.advise(PageAdvice::kWillNeed);
     int64_t before = 0;  // tokens in the chunks already summed
     for (size_t c = 0; c < chunks_.size(); ++c) {
       const ListChunk& chunk = chunks_[c];

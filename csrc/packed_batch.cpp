@@ -20,6 +20,17 @@ int64_t piece_length(const TokenColumn& tokens, int64_t row) {
   return tokens.row_length(row) + 1;
 }
 
+// Piece lengths from the column's token prefix sums: O(1) a row, where row_length()
+// searches the chunk first (planning touches every document of the epoch).
+class PieceLengths {
+ public:
+  explicit PieceLengths(const TokenColumn& tokens) : sums_(tokens.token_offsets().data()) {}
+  int64_t operator()(int64_t row) const { return sums_[row + 1] - sums_[row] + 1; }
+
+ private:
+  const int64_t* sums_;
+};
+
 void check_rows(const TokenColumn& tokens, const int64_t* order, int64_t n) {
   for (int64_t i = 0; i < n; ++i) tokens.check_index(order[i]);
 }
@@ -38,9 +49,10 @@ PackPlan::PackPlan(const TokenColumn& tokens, const PackOptions& options, const 
 }
 
 void PackPlan::plan_concat(const TokenColumn& tokens, const int64_t* order, int64_t n) {
+  const PieceLengths piece_length(tokens);
   order_.assign(order, order + n);
   int64_t total = 0;
-  for (int64_t i = 0; i < n; ++i) total += piece_length(tokens, order[i]);
+  for (int64_t i = 0; i < n; ++i) total += piece_length(order[i]);
   num_blocks_ = total / block_size_;
   dropped_tokens_ = total - num_blocks_ * block_size_;
   block_first_piece_.resize(static_cast<size_t>(num_blocks_));
@@ -53,7 +65,7 @@ void PackPlan::plan_concat(const TokenColumn& tokens, const int64_t* order, int6
     block_first_offset_[b] = offset;
     int64_t room = block_size_;
     while (room > 0) {
-      const int64_t left = piece_length(tokens, order_[piece]) - offset;
+      const int64_t left = piece_length(order_[piece]) - offset;
       if (left <= room) {
         room -= left;
         ++piece;
@@ -68,6 +80,7 @@ void PackPlan::plan_concat(const TokenColumn& tokens, const int64_t* order, int6
 
 void PackPlan::plan_bestfit(const TokenColumn& tokens, const int64_t* order, int64_t n) {
   // Assign every piece (chunk) to a block, remembering the block of each in order.
+  const PieceLengths piece_length(tokens);
   std::vector<Segment> pieces;
   std::vector<int64_t> block_of;
   pieces.reserve(static_cast<size_t>(n));
@@ -76,7 +89,7 @@ void PackPlan::plan_bestfit(const TokenColumn& tokens, const int64_t* order, int
   std::set<std::pair<int64_t, int64_t>> open;  // (room, block) of blocks with room > 0
   for (int64_t i = 0; i < n; ++i) {
     const int64_t row = order[i];
-    const int64_t length = piece_length(tokens, row);
+    const int64_t length = piece_length(row);
     for (int64_t start = 0; start < length; start += block_size_) {
       const int64_t chunk = std::min(block_size_, length - start);
       pieces.push_back(Segment{row, start, chunk});
