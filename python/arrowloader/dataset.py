@@ -390,6 +390,8 @@ class PaddedEpoch:
         dataset = self._dataset
         n = len(rows)
         shape = (n, width)
+        # Fresh tensors per batch, pinned when asked: see arrowloader.buffers for why a
+        # pinned batch is never rewritten while its copy to the device may be pending.
         input_ids, ids_out = output_buffer(shape, dataset.dtype, self._pin)
         batch = {"input_ids": input_ids}
         mask_out = causal_out = labels_out = None
