@@ -7,6 +7,7 @@ Imported by ``examples/pretrain.py`` and ``examples/finetune.py`` (their folder 
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from types import TracebackType
@@ -15,6 +16,19 @@ from typing import Any, Optional, Union
 import arrowloader
 import torch
 import torch.profiler
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, steps: int) -> None:
+    """The options both examples take: run length, model size, device, logging, profile."""
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--docs", type=int, default=20_000, help="synthetic corpus size")
+    parser.add_argument("--width", type=int, default=128, help="model width")
+    parser.add_argument("--layers", type=int, default=2, help="transformer blocks")
+    parser.add_argument("--device", help="default: cuda when available, else cpu")
+    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--profile", metavar="TRACE_JSON", help="write a torch.profiler trace")
 
 
 def pick_device(name: Optional[str]) -> torch.device:

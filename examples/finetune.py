@@ -29,7 +29,14 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from arrowloader.synthetic import reference_lengths
-from feeding import StepProfiler, Throughput, feed, pick_device, report
+from feeding import (
+    StepProfiler,
+    Throughput,
+    add_common_arguments,
+    feed,
+    pick_device,
+    report,
+)
 from torch import nn
 
 #: Token ids 1 .. CLASSES mark the classes; ordinary tokens are drawn above them.
@@ -90,17 +97,9 @@ def main() -> None:
     parser.add_argument("--data", help="corpus (any source TokenDataset accepts)")
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--vocab", type=int, default=1024, help="vocabulary size of the model")
-    parser.add_argument("--docs", type=int, default=20_000, help="synthetic corpus size")
     parser.add_argument("--max-length", type=int, default=256, help="truncation length")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--width", type=int, default=128, help="model width")
-    parser.add_argument("--layers", type=int, default=2, help="transformer blocks")
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", help="default: cuda when available, else cpu")
-    parser.add_argument("--log-every", type=int, default=50)
-    parser.add_argument("--profile", metavar="TRACE_JSON", help="write a torch.profiler trace")
+    add_common_arguments(parser, steps=200)
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)

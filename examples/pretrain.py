@@ -29,7 +29,14 @@ import arrowloader
 import torch
 import torch.nn.functional as F
 from arrowloader.synthetic import make_corpus
-from feeding import StepProfiler, Throughput, feed, pick_device, report
+from feeding import (
+    StepProfiler,
+    Throughput,
+    add_common_arguments,
+    feed,
+    pick_device,
+    report,
+)
 from torch import nn
 
 
@@ -64,18 +71,10 @@ def main() -> None:
     parser.add_argument("--eos", type=int, default=0, help="EOS token id")
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--checkpoint", default="pretrain-ckpt.pt")
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--resume", help="checkpoint to continue from")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--docs", type=int, default=20_000, help="synthetic corpus size")
-    parser.add_argument("--width", type=int, default=128, help="model width")
-    parser.add_argument("--layers", type=int, default=2, help="transformer blocks")
-    parser.add_argument("--device", help="default: cuda when available, else cpu")
-    parser.add_argument("--log-every", type=int, default=50)
-    parser.add_argument("--profile", metavar="TRACE_JSON", help="write a torch.profiler trace")
+    add_common_arguments(parser, steps=300)
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
