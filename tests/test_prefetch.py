@@ -348,6 +348,35 @@ def test_breaking_out_leaves_the_loader_where_the_consumer_stopped(
         assert_same_batches(list(prefetcher), expected_next)
 
 
+@pytest.mark.parametrize("kind", ["packed", "mixed"])
+def test_a_new_pass_closes_the_previous_one_where_its_consumer_was(
+    files: tuple[Path, Path], kind: str
+) -> None:
+    # The oracle: the loader alone, a second iterator made while the first is alive (its
+    # record then is at the first's consumer: a packed epoch restarts, a mixed stream
+    # continues from there).
+    plain = make_loader(kind, files)
+    first = iter(plain)
+    take(first, 2)
+    second = iter(plain)
+    expected = take(second, 3)
+    expected_state = plain.state_dict()
+
+    loader = make_loader(kind, files)
+    prefetcher = cpu_prefetcher(loader, depth=3)
+    first_pass = iter(prefetcher)
+    take(first_pass, 2)
+    second_pass = iter(prefetcher)  # closes the first pass, which had 3 batches ahead
+    with pytest.raises(StopIteration):
+        next(first_pass)
+    assert_same_batches(take(second_pass, 3), expected)
+    del first_pass
+    assert same_state(prefetcher.state_dict(), expected_state)
+    del second_pass
+    assert same_state(loader.state_dict(), expected_state)
+    del first, second
+
+
 def test_breaking_out_ends_the_native_threads(files: tuple[Path, Path]) -> None:
     assert wait_for_native_threads(0) == 0
     for _ in cpu_prefetcher(make_loader("token", files), depth=2):

@@ -23,6 +23,7 @@ synchronisation with the host is ever needed.
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -77,6 +78,8 @@ class CUDAPrefetcher:
     the loader where the loader has them. ``state_dict()`` is the loader's state at the
     batch the consumer last received, not at the batches fetched ahead, so a run resumed
     from it continues with exactly the next batch the training loop would have seen.
+    One pass at a time: starting a new pass (``iter()``) closes the previous one, and a
+    closed pass leaves an arrowloader DataLoader where its consumer stopped.
 
     Args:
         loader: an iterable of batches (e.g. an :class:`arrowloader.DataLoader`).
@@ -120,6 +123,7 @@ class CUDAPrefetcher:
         self._feed = FeedCounter()
         self._timings: deque[_CopyTiming] = deque()
         self._position: Any = _UNSET  # the loader's record at the consumer's batch
+        self._current: Optional[weakref.ref[_PrefetchIterator]] = None  # the latest pass
         self._warned_pageable = False
 
     # -- forwarding ---------------------------------------------------------------------
@@ -299,15 +303,21 @@ def _rebuild(original: Any, items: Any) -> Any:
 # Shutdown of _PrefetchIterator: close() drops the batches fetched ahead and, for an
 # arrowloader DataLoader, rewinds the loader's record to the batch the consumer last got
 # (DataLoader._rewind), then closes the loader's iterator if it can be closed. It runs on
-# exhaustion, on an error, by __exit__ and by __del__ (breaking out of a for loop drops the
-# iterator at once: nothing refers back to it).
+# exhaustion, on an error, by __exit__, by __del__ (breaking out of a for loop drops the
+# iterator at once: the prefetcher holds only a weak reference to it) and when the
+# prefetcher starts its next pass: one pass at a time, so that the loader's record is always
+# that of the one consumer.
 class _PrefetchIterator:
     """One pass of a :class:`CUDAPrefetcher` over its loader."""
 
     def __init__(self, owner: CUDAPrefetcher) -> None:
         self._closed = True  # until the loader's iterator exists, __del__ has nothing to do
         self._owner = owner
+        previous = owner._current() if owner._current is not None else None
+        if previous is not None:
+            previous.close()  # one pass at a time: the loader's record is at its consumer's
         self._source = iter(owner.loader)
+        owner._current = weakref.ref(self)
         self._ahead: deque[_Fetched] = deque()
         self._exhausted = False
         self._error: Optional[BaseException] = None  # raised once the batches before it are out
