@@ -4,11 +4,18 @@ data order exactly.
     python examples/pretrain.py                       # synthetic corpus, 300 steps
     python examples/pretrain.py --data corpus/ --steps 1000 --checkpoint ckpt.pt
     python examples/pretrain.py --resume ckpt.pt      # continues with the very next batch
+    python examples/pretrain.py --profile trace.json  # a torch.profiler trace of steps 2-4
 
-Runs on the CPU, or on CUDA when available. Without --data it writes a small synthetic
-corpus (random token ids below --vocab, so the loss falls only to the unigram entropy,
-log(vocab)) to a temporary folder. Under torchrun every rank reads its own share of each
-global batch.
+Runs on the CPU, or on CUDA when available: batches are then assembled into pinned memory
+and copied to the GPU by an arrowloader.CUDAPrefetcher two batches ahead, on a side
+stream, while the current step computes. The log reports tokens/s and the share of the
+time the loop waited for data (stall), and at the end the loader's and the prefetcher's
+metrics.
+
+Without --data it writes a small synthetic corpus (--docs documents of random token ids
+below --vocab, so the loss falls only to the unigram entropy, log(vocab)) to a temporary
+folder. Under torchrun every rank reads its own share of each global batch. Tiny settings
+for a quick check on a CPU: --docs 2000 --seq-len 64 --width 32 --steps 20.
 """
 
 from __future__ import annotations
@@ -16,13 +23,20 @@ from __future__ import annotations
 import argparse
 import math
 import tempfile
-import time
 from pathlib import Path
 
 import arrowloader
 import torch
 import torch.nn.functional as F
 from arrowloader.synthetic import make_corpus
+from feeding import (
+    StepProfiler,
+    Throughput,
+    add_common_arguments,
+    feed,
+    pick_device,
+    report,
+)
 from torch import nn
 
 
@@ -57,80 +71,75 @@ def main() -> None:
     parser.add_argument("--eos", type=int, default=0, help="EOS token id")
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--checkpoint", default="pretrain-ckpt.pt")
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--resume", help="checkpoint to continue from")
-    parser.add_argument("--seed", type=int, default=0)
+    add_common_arguments(parser, steps=300)
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(args.device)
     data = args.data
     if data is None:
         data = Path(tempfile.mkdtemp(prefix="arrowloader-pretrain-")) / "corpus.arrow"
-        make_corpus(data, num_docs=20_000, seed=args.seed, vocab_size=args.vocab)
+        make_corpus(data, num_docs=args.docs, seed=args.seed, vocab_size=args.vocab)
 
     dataset = arrowloader.PackedDataset(data, seq_len=args.seq_len, eos_token_id=args.eos)
     loader = arrowloader.DataLoader(
         dataset,
         batch_size=args.batch_size,
         shuffle=True,
-        pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(args.seed),
     )
-    model = TinyGPT(args.vocab, args.seq_len, width=128, layers=2, heads=4).to(device)
+    batches_on_device = feed(loader, device)  # pins the loader's outputs on CUDA
+    model = TinyGPT(args.vocab, args.seq_len, args.width, args.layers, heads=4).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     step = 0
     if args.resume:
         checkpoint = torch.load(args.resume, map_location=device, weights_only=False)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        loader.load_state_dict(checkpoint["loader"])
+        batches_on_device.load_state_dict(checkpoint["loader"])
         step = checkpoint["step"]
         print(f"resumed at step {step}, epoch {checkpoint['loader']['epoch']}")
 
-    tokens = 0
-    waited = 0.0
-    started = time.perf_counter()
-    while step < args.steps:
-        batches = iter(loader)
+    throughput = Throughput(device)
+    with StepProfiler(args.profile, device) as profiler:
         while step < args.steps:
-            asked = time.perf_counter()
-            batch = next(batches, None)
-            waited += time.perf_counter() - asked
-            if batch is None:
-                break  # end of the epoch; the loader moves on to the next one
-            input_ids = batch["input_ids"].to(device, non_blocking=True)
-            labels = batch["labels"].to(device, non_blocking=True)
-            positions = batch["position_ids"].to(device, non_blocking=True)
-            logits = model(input_ids, positions)
-            loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            tokens += input_ids.numel()
-            if step % 50 == 0 or step == args.steps:
-                elapsed = time.perf_counter() - started
-                print(
-                    f"step {step:5d}  loss {loss.item():.3f} (unigram floor "
-                    f"{math.log(args.vocab):.2f})  {tokens / elapsed:,.0f} tok/s  "
-                    f"waiting for data {100 * waited / elapsed:.1f}%"
+            batches = iter(batches_on_device)
+            while step < args.steps:
+                batch = next(batches, None)  # already on the device
+                if batch is None:
+                    break  # end of the epoch; the loader moves on to the next one
+                logits = model(batch["input_ids"], batch["position_ids"])
+                loss = F.cross_entropy(
+                    logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100
                 )
-            if step % args.checkpoint_every == 0 or step == args.steps:
-                torch.save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "loader": loader.state_dict(),
-                        "step": step,
-                    },
-                    args.checkpoint,
-                )
-        batches = None  # ends the iterator's threads before the next epoch starts
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                profiler.step()
+                step += 1
+                throughput.add(batch["input_ids"].numel())
+                if step % args.log_every == 0 or step == args.steps:
+                    print(
+                        f"step {step:5d}  loss {loss.item():.3f} (unigram floor "
+                        f"{math.log(args.vocab):.2f})  {throughput.line(batches_on_device)}"
+                    )
+                if step % args.checkpoint_every == 0 or step == args.steps:
+                    torch.save(
+                        {
+                            "model": model.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            # The batches the loop trained on, not those fetched ahead.
+                            "loader": batches_on_device.state_dict(),
+                            "step": step,
+                        },
+                        args.checkpoint,
+                    )
+            batches = None  # ends the iterator's threads before the next epoch starts
     print(f"saved {args.checkpoint} at step {step}")
+    report(loader, batches_on_device)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""The examples run end to end (briefly) and resume from their own checkpoints."""
+"""The examples run end to end (briefly, with tiny models), report throughput and stalls,
+write a profiler trace when asked, and resume from their own checkpoints."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,12 @@ from pathlib import Path
 import torch
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+#: Small enough for a few seconds on two CPU cores.
+TINY_PRETRAIN = ("--docs", "2000", "--seq-len", "64", "--width", "32", "--log-every", "10")
+TINY_FINETUNE = (
+    "--docs", "400", "--max-length", "64", "--batch-size", "8", "--width", "32",
+    "--log-every", "5",
+)
 
 
 def run_example(*args: str) -> str:
@@ -22,20 +30,48 @@ def run_example(*args: str) -> str:
     return result.stdout
 
 
+def assert_trace(path: Path) -> None:
+    """A Chrome trace of the profiled steps: JSON with events, the steps among them."""
+    trace = json.loads(path.read_text())
+    names = {event.get("name", "") for event in trace["traceEvents"]}
+    assert any(name.startswith("ProfilerStep#") for name in names), sorted(names)[:20]
+
+
+def assert_feed_report(out: str, batches: int) -> None:
+    """Throughput and stall on the log lines; the prefetcher's closing metrics count the
+    batches the loop trained on."""
+    assert "tok/s" in out and "stall" in out
+    assert f"prefetcher: {batches} batches, waited" in out
+    assert "loader: " in out
+
+
 def test_pretrain_checkpoints_and_resumes(tmp_path: Path) -> None:
     first = tmp_path / "first.pt"
+    trace = tmp_path / "trace.json"
     out = run_example(
-        "pretrain.py", "--steps", "30", "--checkpoint", str(first), "--checkpoint-every", "20"
+        "pretrain.py", *TINY_PRETRAIN, "--steps", "30", "--checkpoint", str(first),
+        "--checkpoint-every", "20", "--profile", str(trace),
     )
     assert "step    30" in out
+    assert_feed_report(out, 30)
+    assert_trace(trace)
     saved = torch.load(first, weights_only=False)
     assert saved["step"] == 30
-    # 30 batches of 8 blocks delivered in epoch 0.
+    # 30 batches of 8 blocks trained on in epoch 0 (the prefetcher had fetched more).
     assert saved["loader"]["epoch"] == 0 and saved["loader"]["samples_consumed"] == 240
 
     second = tmp_path / "second.pt"
     out = run_example(
-        "pretrain.py", "--steps", "40", "--resume", str(first), "--checkpoint", str(second)
+        "pretrain.py", *TINY_PRETRAIN, "--steps", "40", "--resume", str(first),
+        "--checkpoint", str(second),
     )
     assert "resumed at step 30" in out
     assert torch.load(second, weights_only=False)["loader"]["samples_consumed"] == 320
+
+
+def test_finetune_reports_and_profiles(tmp_path: Path) -> None:
+    trace = tmp_path / "finetune.json"
+    out = run_example("finetune.py", *TINY_FINETUNE, "--steps", "12", "--profile", str(trace))
+    assert "step    12" in out and "accuracy" in out
+    assert_feed_report(out, 12)
+    assert_trace(trace)

@@ -2,7 +2,8 @@
 
 ``TokenDataset`` reads documents of token ids in place from Arrow IPC files;
 ``DataLoader`` is a drop-in ``torch.utils.data.DataLoader`` that assembles whole padded
-batches on native threads for it.
+batches on native threads for it; ``CUDAPrefetcher`` copies them to the GPU ahead of
+the training step.
 """
 
 from arrowloader import errors, synthetic
@@ -16,17 +17,21 @@ from arrowloader.errors import (
     LoaderTimeoutError,
 )
 from arrowloader.loader import DataLoader
+from arrowloader.metrics import FeedMetrics
 from arrowloader.mixed import MixedDataset
 from arrowloader.packed import PackedDataset
+from arrowloader.prefetch import CUDAPrefetcher
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArrowLoaderError",
+    "CUDAPrefetcher",
     "Corpus",
     "CorpusFileError",
     "CorpusFormatError",
     "DataLoader",
+    "FeedMetrics",
     "LoaderClosedError",
     "LoaderTimeoutError",
     "MixedDataset",

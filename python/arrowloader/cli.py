@@ -188,11 +188,20 @@ def build_parser() -> argparse.ArgumentParser:
              "(needs matplotlib: pip install 'arrowloader[plot]')",
     )
     bench.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+    bench.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu",
+        help="cuda: the GPU benchmark instead (copy bandwidth, training stalls; see "
+             "arrowloader.bench.gpu and benchmarks/gpu_bench.py)",
+    )
     return parser
 
 
 def run_bench(args: argparse.Namespace, command: str) -> int:
     """Runs ``arrowloader bench`` with parsed arguments; returns the exit status."""
+    if args.device == "cuda":
+        from arrowloader.bench.gpu import run_from_args
+
+        return run_from_args(args)
     from arrowloader.bench.harness import BenchmarkError
     from arrowloader.bench.pack_peers import W2Options
     from arrowloader.bench.peers import W1Options

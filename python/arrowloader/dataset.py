@@ -390,6 +390,8 @@ class PaddedEpoch:
         dataset = self._dataset
         n = len(rows)
         shape = (n, width)
+        # Fresh tensors per batch, pinned when asked: see arrowloader.buffers for why a
+        # pinned batch is never rewritten while its copy to the device may be pending.
         ids, mask, causal, labels = output_buffers(
             [
                 (shape, dataset.dtype),

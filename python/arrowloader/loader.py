@@ -14,6 +14,7 @@ import torch.utils.data
 from arrowloader import _C
 from arrowloader.dataset import Batch, TokenDataset, check_token_state, sampling_generators
 from arrowloader.errors import LoaderClosedError
+from arrowloader.metrics import FeedCounter, FeedMetrics
 from arrowloader.mixed import MixedDataset
 from arrowloader.packed import PackedDataset, native_packed_shuffle
 
@@ -69,11 +70,15 @@ class DataLoader(torch.utils.data.DataLoader):
       per usable core, at most 4 (:func:`default_num_threads`).
     - ``prefetch_factor`` (default 2) batches per thread are kept in flight.
     - ``pin_memory=True`` allocates the outputs in pinned memory when CUDA is available,
-      so no second copy is made.
+      so no second copy is made (see :mod:`arrowloader.buffers` for why a pinned batch is
+      never rewritten while a copy to the device may still read it).
     - ``timeout`` (seconds, 0 = forever) bounds the wait for one batch and raises
       :class:`LoaderTimeoutError`.
     - ``worker_init_fn``, ``multiprocessing_context`` and ``persistent_workers`` have no
       effect (no worker processes exist); ``in_order`` is always honoured.
+    - :meth:`metrics` counts how long the consumer waited for batches.
+
+    ``loader.to("cuda")`` wraps the loader in a :class:`arrowloader.CUDAPrefetcher`.
     """
 
     def __init__(
@@ -110,6 +115,7 @@ class DataLoader(torch.utils.data.DataLoader):
         self._native_iterators = 0
         self._resume: Optional[dict[str, Any]] = None  # a loaded state for the next iterator
         self._position: Optional[dict[str, Any]] = None  # of the latest packed iterator
+        self._feed = FeedCounter()
         super().__init__(
             dataset,
             batch_size=batch_size,
@@ -170,6 +176,36 @@ class DataLoader(torch.utils.data.DataLoader):
             return NativeBatchIterator(self, first_iterator=not reused)
         return super().__iter__()
 
+    def metrics(self) -> FeedMetrics:
+        """How long the consumer waited for batches, how many it got and their bytes, over
+        every native-path iterator since the loader was made or :meth:`reset_metrics`
+        (see :class:`arrowloader.metrics.FeedMetrics`; ``copy_seconds`` stays 0: the
+        loader copies nothing to a device, a :class:`CUDAPrefetcher` does).
+
+        Off the native path torch's own iterators run and nothing is counted; wrap the
+        loader in a CUDAPrefetcher, whose metrics count any loader.
+        """
+        return self._feed.metrics()
+
+    def reset_metrics(self) -> None:
+        """Zeroes the counters of :meth:`metrics`."""
+        self._feed.reset()
+
+    def to(self, device: Any = "cuda", depth: int = 2) -> Any:
+        """This loader's batches on ``device``: a :class:`arrowloader.CUDAPrefetcher`
+        (``depth`` batches copied ahead on a side stream).
+
+        For a CUDA device, with CUDA available, it also turns ``pin_memory`` on (from the
+        next iterator), so batches are assembled straight into pinned memory and the copies
+        are truly asynchronous.
+        """
+        from arrowloader.prefetch import CUDAPrefetcher
+
+        prefetcher = CUDAPrefetcher(self, device=device, depth=depth)
+        if prefetcher.copies:
+            self.pin_memory = True
+        return prefetcher
+
     # Resumption (packed datasets). The position of a run is (epoch, blocks of global
     # batches already delivered); the global order depends on (seed, epoch) alone, so a
     # fresh loader, with any thread count or world size, continues where it stopped.
@@ -181,15 +217,41 @@ class DataLoader(torch.utils.data.DataLoader):
         """Where this loader is: load it into a fresh loader over the same dataset to
         continue with exactly the batches this one would have produced next.
 
+        "Where" counts the batches this loader's iterators returned; behind a
+        :class:`CUDAPrefetcher`, take the prefetcher's ``state_dict()``, which counts the
+        batches it handed to the training loop, not those it fetched ahead.
+
         For a TokenDataset the state holds the random generators' states at the start of
         the epoch and the batches delivered since (torch's samplers draw an epoch's order
         from them); for packed and mixed datasets, the epoch and the blocks delivered (a
         mixed one also each dataset's epoch, "source_epochs", so that resuming packs none of
         the epochs before).
         """
+        return self._state_at(self._position)
+
+    def _snapshot(self) -> Optional[dict[str, Any]]:
+        """The loader's record of its position now, cheap to take after every batch (a
+        CUDAPrefetcher does so, to report the state at the batch its consumer is at):
+        :meth:`_state_at` turns it into a ``state_dict()``. The record is never changed in
+        place, so holding it is enough."""
+        return self._position
+
+    def _rewind(self, position: Optional[dict[str, Any]]) -> None:
+        """Puts the loader's record back to ``position`` (from :meth:`_snapshot`), as if the
+        batches returned after it had never been: a CUDAPrefetcher whose consumer stops
+        early calls this for the batches it fetched ahead, so that ``state_dict()`` and the
+        next iterator (a mixed dataset continues its stream; a packed epoch that the
+        prefetcher finished but the consumer did not is not over) match a loader used
+        without it."""
+        self._position = position
+        if position is not None and isinstance(self.dataset, PackedDataset):
+            self.dataset.set_epoch(position["epoch"])
+
+    def _state_at(self, position: Optional[dict[str, Any]]) -> dict[str, Any]:
+        """The ``state_dict()`` of the record ``position`` (see :meth:`_snapshot`)."""
         dataset = self.dataset
         if self.native and isinstance(dataset, TokenDataset):
-            position = self._position or {
+            position = position or {
                 "generator_states": [g.get_state() for g in sampling_generators(self)],
                 "draws_base_seed": not self._native_iterators
                 or not (self.persistent_workers and self.num_workers > 0),
@@ -201,7 +263,7 @@ class DataLoader(torch.utils.data.DataLoader):
                 "state_dict() is available on the native path (TokenDataset, PackedDataset, "
                 "MixedDataset)"
             )
-        position = self._position or {
+        position = position or {
             "epoch": getattr(dataset, "epoch", 0),
             "samples_consumed": 0,
         }
@@ -327,6 +389,7 @@ class NativeBatchIterator:
                 stacklevel=3,
             )
         self._epoch: NativeEpoch = loader.dataset._native_epoch(loader, pin, first_iterator)
+        self._feed = loader._feed
         self._inflight: deque = deque()
         self._exhausted = False
         self._pool = _C.ThreadPool(self._threads, "arrowloader")
@@ -343,17 +406,21 @@ class NativeBatchIterator:
             if self._exhausted:
                 raise StopIteration
             raise LoaderClosedError("this DataLoader iterator was closed")
+        asked = self._feed.asked()
         try:
             self._fill()
             if not self._inflight:
                 self._exhausted = True
                 self.close()
                 self._epoch.exhausted()
+                self._feed.handed(asked)
                 raise StopIteration
             ticket, batch, finish = self._inflight.popleft()
             self._fill()  # keep the threads busy while this batch is finished and consumed
             # Raises the batch's native error (or LoaderTimeoutError) in this thread.
-            return finish(batch, ticket.result(self._timeout))
+            batch = finish(batch, ticket.result(self._timeout))
+            self._feed.handed(asked, batch)
+            return batch
         except BaseException:
             self.close()
             raise

@@ -252,6 +252,9 @@ class PackedDataset(Dataset):
         return batch
 
     def _allocate(self, n: int, pin: bool) -> tuple[Batch, tuple]:
+        """Fresh output tensors for ``n`` rows and the numpy views the native side writes:
+        pinned when ``pin`` (then never reused while a copy to the device may read them; see
+        :mod:`arrowloader.buffers`)."""
         shape = (n, self.seq_len)
         # position ids are needed to derive cu_seqlens in collate(); the native path
         # computes both anyway.
