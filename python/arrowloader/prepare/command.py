@@ -47,19 +47,14 @@ def parse_size(text: str) -> int:
     return value
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
 def _field_list(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def add_prepare_parser(commands: Any) -> None:
     """Adds ``prepare`` to the ``arrowloader`` subcommands."""
+    # Imported here: arrowloader.cli imports this module to register the command.
+    from arrowloader.cli import _positive_int
     from arrowloader.prepare.shard_plan import DEFAULT_SHARD_SIZE
 
     parser = commands.add_parser(

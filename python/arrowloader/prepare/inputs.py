@@ -294,9 +294,11 @@ class SampleKeeper:
         self.kept: list[tuple[int, str]] = []
 
     def wants(self, number: int) -> bool:
-        return number % self.stride == 0
+        return self.capacity > 0 and number % self.stride == 0
 
     def keep(self, number: int, text: str) -> None:
+        if not self.wants(number):
+            return
         self.kept.append((number, text[: self.max_chars]))
         while len(self.kept) > self.capacity:
             self.stride *= 2
@@ -304,28 +306,34 @@ class SampleKeeper:
 
 
 def scan_file(
-    path: Path, options: ReadOptions, sampler: SampleKeeper, first_number: int
+    path: Path, options: ReadOptions, sampler: SampleKeeper, first_number: int,
+    file_sampler: Optional[SampleKeeper] = None,
 ) -> FileScan:
     """Scans one input (see the module docstring); ``first_number`` is the global number
-    of its first document, for ``sampler``.
+    of its first document, for ``sampler``; ``file_sampler`` (numbered from 0) keeps
+    samples of this file alone.
 
     Raises:
         PrepareInputError: the input is not UTF-8, not JSON lines, lacks the text field,
             or a kept field is missing from a parquet file.
     """
     kind = input_format(path)
+    file_sampler = file_sampler if file_sampler is not None else SampleKeeper(0, 0)
     if kind == "parquet":
-        return _scan_parquet(path, options, sampler, first_number)
+        return _scan_parquet(path, options, sampler, first_number, file_sampler)
     if options.keep_fields and kind == "text":
         raise PrepareInputError(
             f"{path}: --keep-fields needs .jsonl or .parquet inputs; a .txt file has no fields"
         )
     if kind == "text" and not options.lines:
         size = path.stat().st_size
-        if sampler.wants(first_number):
+        chars = max(sampler.max_chars if sampler.wants(first_number) else 0,
+                    file_sampler.max_chars)
+        if chars:
             with open(path, "rb") as handle:
-                head = handle.read(sampler.max_chars * 4)
-            sampler.keep(first_number, head.decode("utf-8", errors="ignore"))
+                head = handle.read(chars * 4).decode("utf-8", errors="ignore")
+            sampler.keep(first_number, head)
+            file_sampler.keep(0, head)
         one = np.zeros(1, dtype=np.int64)
         return FileScan(np.array([size], dtype=np.int64), one, one.copy(), {})
     sizes: list[int] = []
@@ -345,6 +353,8 @@ def scan_file(
             size = len(raw)
         if sampler.wants(document):
             sampler.keep(document, text)
+        if file_sampler.wants(len(sizes)):
+            file_sampler.keep(len(sizes), text)
         sizes.append(size)
         starts.append(start)
         numbers.append(number)
@@ -390,7 +400,8 @@ def parquet_field_types(path: Path, options: ReadOptions) -> dict[str, pa.DataTy
 
 
 def _scan_parquet(
-    path: Path, options: ReadOptions, sampler: SampleKeeper, first_number: int
+    path: Path, options: ReadOptions, sampler: SampleKeeper, first_number: int,
+    file_sampler: SampleKeeper,
 ) -> FileScan:
     import pyarrow.compute as pc
 
@@ -410,6 +421,8 @@ def _scan_parquet(
         for i in range(len(lengths)):
             if sampler.wants(first_number + row + i):
                 sampler.keep(first_number + row + i, text[i].as_py())
+            if file_sampler.wants(row + i):
+                file_sampler.keep(row + i, text[i].as_py())
         sizes.append(lengths)
         row += len(lengths)
     all_sizes = np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64)

@@ -168,11 +168,11 @@ def prepare_corpus(
     plan = _resumable_plan(out, expected, overwrite)
     if plan is None:
         _clear(out, overwrite)
-        state.mkdir(parents=True, exist_ok=True)
         total = sum(p.stat().st_size for p in paths)
         with tqdm(total=total, unit="B", unit_scale=True, desc="scanning inputs",
                   disable=None if show_progress else True) as bar:
             plan = make_plan(paths, loaded, options, progress=bar.update)
+        state.mkdir(parents=True, exist_ok=True)
         write_text_atomic(state / "plan.json", json.dumps(plan) + "\n")
     kept: dict[str, ShardEntry] = {}
     for shard in plan["shards"]:
@@ -256,6 +256,9 @@ def _resumable_plan(out: Path, expected: str, overwrite: bool) -> Optional[dict[
 def _clear(out: Path, overwrite: bool) -> None:
     """Empties ``out`` of an earlier preparation (only its own files), or refuses a
     folder with other content unless ``overwrite``."""
+    planless = out / STATE_FOLDER
+    if planless.is_dir() and not (planless / "plan.json").exists():
+        shutil.rmtree(planless)  # a run that stopped before its plan was written
     ours = [
         p for p in out.iterdir()
         if p.name in (MANIFEST_NAME, STATE_FOLDER)

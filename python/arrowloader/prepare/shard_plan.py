@@ -5,8 +5,12 @@ Both engines (local and Ray) work from the same plan, and a shard's bytes depend
 its documents, the tokenizer and the options, so both write the same shards. A plan is
 computed from one scan of the inputs (:func:`arrowloader.prepare.inputs.scan_file`): the
 size of a document's shard data is estimated as ``a * utf8_bytes + b``, where ``a`` (token
-bytes per text byte) comes from tokenizing an evenly spaced sample of at most 256
-documents and ``b`` covers the list offset, the appended EOS and kept fields. Documents
+bytes per text byte) comes from tokenizing samples, and ``b`` covers the list offset, the
+appended EOS and kept fields. Each input's ``a`` is its own samples' (evenly spaced, 5%
+of its text, at least 1 KiB and at most 32 KiB) pulled towards the corpus's (an evenly
+spaced sample of at most 256 documents) as if the latter were 512 bytes more of it, so dense
+and sparse inputs (code, tables, prose) each get their own estimate; a ``.txt`` input
+that is one document uses the corpus's. Documents
 are cut into consecutive shards whose estimate stays within ``shard_size`` (a document
 larger than that gets a shard of its own), so shards come out at about ``shard_size``.
 
@@ -35,6 +39,7 @@ from arrowloader.prepare.inputs import (
     input_format,
     input_identity,
     scan_file,
+    utf8_size,
 )
 from arrowloader.prepare.tokenizer import LoadedTokenizer
 
@@ -45,6 +50,14 @@ DEFAULT_SHARD_SIZE = 512 << 20
 SHARD_NAME = "shard-{:05d}.arrow"
 #: The token column every shard holds.
 TOKEN_COLUMN = "input_ids"
+#: Per-input samples: at most this many documents (at least 128 characters of each), of
+#: this share of the input's bytes but at least _MIN and at most _MAX characters in all.
+_FILE_SAMPLES = 64
+_FILE_SAMPLE_SHARE = 0.05
+_FILE_SAMPLE_MIN = 1 << 10
+_FILE_SAMPLE_MAX = 32 << 10
+#: Weight, in bytes of text, of the corpus-wide rate in an input's own estimate.
+_PRIOR_BYTES = 512
 
 
 @dataclass(frozen=True)
@@ -149,12 +162,19 @@ def make_plan(
     read = options.read
     identities = [input_identity(p) for p in paths]
     sampler = SampleKeeper()
+    file_samples: list[list[str]] = []
     scans = []
     field_types = {name: "null" for name in options.keep_fields}
     arrow_types: dict[str, pa.DataType] = {}
     documents = 0
     for path, identity in zip(paths, identities):
-        scan = scan_file(path, read, sampler, documents)
+        keeper = SampleKeeper(0, 0)  # a file that is one document: the corpus's rate
+        if input_format(path) != "text" or read.lines:
+            budget = min(_FILE_SAMPLE_MAX,
+                         max(_FILE_SAMPLE_MIN, int(_FILE_SAMPLE_SHARE * identity["bytes"])))
+            keeper = SampleKeeper(_FILE_SAMPLES, max(128, budget // _FILE_SAMPLES))
+        scan = scan_file(path, read, sampler, documents, keeper)
+        file_samples.append([text for _, text in keeper.kept])
         for name in options.keep_fields:
             field_types[name] = FieldType.merge(name, field_types[name],
                                                 scan.field_types[name], path)
@@ -169,16 +189,21 @@ def make_plan(
         )
     dtype = token_dtype(tokenizer.vocab_size)
     width = np.dtype(dtype).itemsize
-    sample_texts = [text for _, text in sampler.kept]
-    sample_bytes = sum(len(t.encode("utf-8")) for t in sample_texts)
-    sample_tokens = sum(len(ids) for ids in tokenizer.encode_batch(sample_texts))
-    per_byte = width * sample_tokens / max(1, sample_bytes)
+    tokens, sizes = _sample_counts(tokenizer, [[t for _, t in sampler.kept], *file_samples])
+    per_byte = width * tokens[0] / max(1, sizes[0])
+    # An input's own rate, shrunk towards the corpus's by a prior worth 4 KiB of text.
+    per_byte_of = [
+        width * (t + _PRIOR_BYTES * per_byte / width) / (b + _PRIOR_BYTES)
+        for t, b in zip(tokens[1:], sizes[1:])
+    ]
     per_document = 4 + (width if options.append_eos else 0) + 12 * len(options.keep_fields)
     types = {
         name: arrow_types[name] if kind.startswith("arrow:") else FieldType.ARROW[kind]
         for name, kind in field_types.items()
     }
-    shards = _cut(scans, per_byte, per_document, options.shard_size)
+    schema = shard_schema(dtype, types)
+    room = max(1, options.shard_size - _file_overhead(schema))
+    shards = _cut(scans, per_byte_of, per_document, room)
     return {
         "version": PLAN_VERSION,
         "fingerprint": fingerprint(identities, tokenizer, options),
@@ -196,7 +221,7 @@ def make_plan(
             "keep_fields": list(options.keep_fields),
         },
         "field_types": field_types,
-        "schema": encode_schema(shard_schema(dtype, types)),
+        "schema": encode_schema(schema),
         "append_eos": options.append_eos,
         "shard_size": options.shard_size,
         "estimate": {"bytes_per_text_byte": per_byte, "bytes_per_document": per_document},
@@ -205,8 +230,31 @@ def make_plan(
     }
 
 
+def _file_overhead(schema: pa.Schema) -> int:
+    """Bytes of an Arrow IPC file of ``schema`` holding one empty record batch: what a
+    shard takes besides its documents' data."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, schema) as writer:
+        writer.write_batch(pa.RecordBatch.from_pylist([], schema=schema))
+    return sink.getvalue().size
+
+
+def _sample_counts(
+    tokenizer: LoadedTokenizer, groups: Sequence[Sequence[str]]
+) -> tuple[list[int], list[int]]:
+    """(tokens, UTF-8 bytes) of every group of sample texts, tokenized in one call."""
+    flat = [text for group in groups for text in group]
+    counts = [len(ids) for ids in tokenizer.encode_batch(flat)] if flat else []
+    tokens, sizes, at = [], [], 0
+    for group in groups:
+        tokens.append(sum(counts[at : at + len(group)]))
+        sizes.append(sum(utf8_size(text) for text in group))
+        at += len(group)
+    return tokens, sizes
+
+
 def _cut(
-    scans: Sequence[Any], per_byte: float, per_document: float, shard_size: int
+    scans: Sequence[Any], per_byte_of: Sequence[float], per_document: float, shard_size: int
 ) -> list[dict[str, Any]]:
     shards: list[dict[str, Any]] = []
     segments: list[list[int]] = []
@@ -231,7 +279,7 @@ def _cut(
             continue
         # cumulative[k] = estimated bytes of the file's documents before document k
         cumulative = np.zeros(n + 1, dtype=np.float64)
-        np.cumsum(scan.sizes * per_byte + per_document, out=cumulative[1:])
+        np.cumsum(scan.sizes * per_byte_of[input_index] + per_document, out=cumulative[1:])
         position = 0
         while position < n:
             room = shard_size - filled
