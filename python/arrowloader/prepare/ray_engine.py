@@ -12,6 +12,7 @@ shared file system); a task checks the tokenizer's hash before it starts.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Optional
 
@@ -41,8 +42,14 @@ def _write_task(
         tokenizer = load_spec(TokenizerSpec(**plan["tokenizer"]))
         _WORKER_TOKENIZERS[key] = tokenizer
     shard = plan["shards"][int(row["shard"])]
-    entry = write_shard(plan, shard, Path(output), tokenizer, batch_size)
-    return dict(entry.__dict__)
+    try:
+        entry = write_shard(plan, shard, Path(output), tokenizer, batch_size)
+    except ArrowLoaderError as exc:
+        # Ray Data hands the driver only its own wrapper of a task's exception; the
+        # error travels as data and is raised again, as itself, by the driver.
+        kind = type(exc)
+        return {"error_type": f"{kind.__module__}.{kind.__qualname__}", "error": str(exc)}
+    return {**entry.__dict__, "error_type": "", "error": ""}
 
 
 def run_ray(
@@ -83,13 +90,15 @@ def run_ray(
             num_cpus=num_cpus if address is None else None,
             include_dashboard=False,
             log_to_driver=False,
+            logging_level=logging.WARNING,
             runtime_env={"env_vars": env},
         )
         started_here = True
     written: dict[str, ShardEntry] = {}
     try:
         context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
+        context.enable_progress_bars = False  # this run's own bar shows the progress
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
         context.print_on_execution_start = False
         with ProgressBar(plan, kept, show_progress) as bar:
             if todo:
@@ -103,6 +112,8 @@ def run_ray(
                 )
                 try:
                     for row in results.iter_rows():
+                        if row["error_type"]:
+                            raise _error_class(str(row["error_type"]))(str(row["error"]))
                         entry = ShardEntry(str(row["file"]), int(row["rows"]),
                                            int(row["tokens"]), int(row["bytes"]),
                                            str(row["sha256"]))
@@ -111,10 +122,7 @@ def run_ray(
                         bar.shard_done()
                 except ArrowLoaderError:
                     raise
-                except Exception as exc:  # Ray wraps a task's error in its own types
-                    cause = _task_error(exc)
-                    if cause is not None:
-                        raise cause from exc
+                except Exception as exc:  # Ray wraps a task's failure in its own types
                     raise RayEngineError(f"a Ray task failed: {exc}") from exc
     finally:
         if started_here:
@@ -122,16 +130,13 @@ def run_ray(
     return written
 
 
-def _task_error(exc: BaseException) -> Optional[ArrowLoaderError]:
-    """The arrowloader error a failed task raised, if Ray's exception carries one."""
-    seen = set()
-    current: Optional[BaseException] = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ArrowLoaderError):
-            return current
-        cause = getattr(current, "cause", None)
-        if isinstance(cause, ArrowLoaderError):
-            return cause
-        current = current.__cause__ or current.__context__
-    return None
+def _error_class(name: str) -> type[ArrowLoaderError]:
+    """The arrowloader error class of a qualified name a task returned (only classes
+    arrowloader defines, never an arbitrary import), else ArrowLoaderError."""
+    pending: list[type[ArrowLoaderError]] = [ArrowLoaderError]
+    while pending:
+        kind = pending.pop()
+        if f"{kind.__module__}.{kind.__qualname__}" == name:
+            return kind
+        pending.extend(kind.__subclasses__())
+    return ArrowLoaderError
