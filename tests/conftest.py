@@ -244,3 +244,7 @@ def assert_batches_equal(
             assert a[key].dtype == e[key].dtype, f"batch {k} {key}: dtype"
             assert a[key].shape == e[key].shape, f"batch {k} {key}: shape"
             assert torch.equal(a[key], e[key]), f"batch {k} {key}: values differ"
+
+
+# Real text and a BPE tokenizer trained on it, for the tests of arrowloader prepare.
+from text_corpus import bpe, bpe_path, stdlib_corpus  # noqa: E402, F401

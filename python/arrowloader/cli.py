@@ -17,6 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
+from arrowloader.inspect_cmd import add_inspect_parser
+from arrowloader.prepare.command import add_prepare_parser
+from arrowloader.validate_cmd import add_validate_parser
+
 
 def _positive_float(text: str) -> float:
     value = float(text)
@@ -193,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="cuda: the GPU benchmark instead (copy bandwidth, training stalls; see "
              "arrowloader.bench.gpu and benchmarks/gpu_bench.py)",
     )
+    # From text to a verified corpus: each command's parser and code live in its own module.
+    add_prepare_parser(commands)
+    add_inspect_parser(commands)
+    add_validate_parser(commands)
     return parser
 
 
@@ -276,7 +284,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     command = shlex.join(["arrowloader", *arguments])
     try:
-        return run_bench(args, command)
+        return getattr(args, "run", run_bench)(args, command)
     except (ArrowLoaderError, BenchmarkError) as exc:
         print(f"arrowloader {args.command}: error: {exc}", file=sys.stderr)
         return 2

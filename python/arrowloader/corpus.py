@@ -3,14 +3,17 @@ native columns through the Arrow C data interface, zero copy, validated once at 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
 from arrowloader import _C
 from arrowloader.corpus_index import CorpusIndexCache, IndexCacheOption
+from arrowloader.errors import CorpusFormatError
+from arrowloader.manifest import Manifest, ShardEntry, has_manifest, read_manifest
 from arrowloader.sources import Source, iter_column_chunks, open_ipc, resolve_source
 
 #: Folders with more files than this show a progress bar while opening (on a terminal).
@@ -34,6 +37,10 @@ class Corpus:
     into a run. The index over all files (global row -> file, record batch, row) costs
     memory per record batch, not per document.
 
+    A folder written by ``arrowloader prepare`` is read in the order of its
+    ``manifest.json``, and every shard's rows, tokens and token type are checked against
+    the manifest as it is opened (a shard that does not match fails at once).
+
     Args:
         source: see :func:`arrowloader.sources.resolve_source`.
         column: the token column.
@@ -55,6 +62,8 @@ class Corpus:
         checked_files: files whose offsets were checked in full by this open.
         vouched_files: files whose offsets pass the index cache made unnecessary.
         index_entries_written: index cache entries this open wrote (or rewrote).
+        manifest: the :class:`arrowloader.manifest.Manifest` of a prepared corpus folder,
+            else None.
     """
 
     def __init__(
@@ -67,6 +76,9 @@ class Corpus:
         index_cache: IndexCacheOption = None,
     ) -> None:
         paths = resolve_source(source)
+        self.manifest: Optional[Manifest] = None
+        if isinstance(source, (str, os.PathLike)) and has_manifest(source):
+            self.manifest = read_manifest(source)
         cache = CorpusIndexCache(index_cache) if index_cache not in (None, False) else None
         self.tokens = _C.TokenColumn(column)
         self.labels = _C.ScalarColumn(label_column) if label_column is not None else None
@@ -106,6 +118,9 @@ class Corpus:
                 # by hand, or the file was edited and its times reset). Check it after all.
                 self.tokens.check_chunk_offsets(first_chunk, self.tokens.num_chunks)
                 vouched = False
+            if self.manifest is not None:
+                _check_shard(self.manifest, self.manifest.shards[len(self.files)], opened,
+                             column, num_rows, tokens)
             if self.labels is not None and label_column is not None:
                 for array, row in iter_column_chunks(opened, label_column, list_column=False):
                     self.labels.add_chunk(*array.__arrow_c_array__(), name, row)
@@ -128,3 +143,24 @@ class Corpus:
     def num_tokens(self) -> int:
         """Tokens over all documents."""
         return self.tokens.num_tokens
+
+
+def _check_shard(
+    manifest: Manifest, entry: ShardEntry, opened: Any, column: str, rows: int, tokens: int
+) -> None:
+    """Raises CorpusFormatError unless an opened shard agrees with its manifest entry."""
+    problems = []
+    if rows != entry.rows:
+        problems.append(f"{rows} rows, the manifest says {entry.rows}")
+    if column == manifest.column:
+        if tokens != entry.tokens:
+            problems.append(f"{tokens} tokens, the manifest says {entry.tokens}")
+        value_type = str(opened.schema.field(column).type.value_type)
+        if value_type != manifest.token_dtype:
+            problems.append(f"{value_type} tokens, the manifest says {manifest.token_dtype}")
+    if problems:
+        raise CorpusFormatError(
+            f"{opened.path}: column {column!r}: the shard holds {'; '.join(problems)}. The "
+            f"shard or manifest.json was changed after preparation; run 'arrowloader "
+            f"validate {opened.path.parent}'"
+        )

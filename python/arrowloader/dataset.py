@@ -15,6 +15,7 @@ from arrowloader import _C
 from arrowloader.buffers import NUMPY_DTYPES, output_buffers
 from arrowloader.corpus import Corpus
 from arrowloader.corpus_index import IndexCacheOption
+from arrowloader.manifest import check_ids_in_vocabulary
 from arrowloader.plan import EpochPlan
 from arrowloader.sources import Source
 
@@ -37,7 +38,9 @@ class TokenDataset(Dataset):
 
     Args:
         source: an Arrow IPC file or stream, a folder of them (sorted by name), a glob, a
-            list of paths, or a Hugging Face ``save_to_disk`` folder.
+            list of paths, a Hugging Face ``save_to_disk`` folder, or a folder written by
+            ``arrowloader prepare`` (its shards in manifest order, each checked against
+            the manifest; ``pad_token_id`` must then be inside its vocabulary).
         column: the token column, ``list`` or ``large_list`` of int32, int64, uint16 or
             uint32.
         label_column: an integer column returned as ``labels`` (int64 ``[B]``).
@@ -118,6 +121,7 @@ class TokenDataset(Dataset):
             require_end_of_stream=self._args["require_end_of_stream"],
             index_cache=self._args.get("index_cache"),
         )
+        check_ids_in_vocabulary(self.corpus.manifest, pad_token_id=self.pad_token_id)
         self._assembler = _C.PaddedBatchAssembler(
             self.corpus.tokens,
             self.corpus.labels,

@@ -15,6 +15,7 @@ from arrowloader import _C
 from arrowloader.buffers import NUMPY_DTYPES, output_buffers
 from arrowloader.corpus import Corpus
 from arrowloader.dataset import IGNORE_INDEX, Batch, Item
+from arrowloader.manifest import check_ids_in_vocabulary
 from arrowloader.sources import Source
 
 MODES = ("concat", "bestfit")
@@ -51,7 +52,9 @@ class PackedDataset(Dataset):
     mid-epoch from ``state_dict()``.
 
     Args:
-        source: anything :class:`TokenDataset` accepts.
+        source: anything :class:`TokenDataset` accepts (for a folder written by
+            ``arrowloader prepare``, ``eos_token_id`` and ``pad_token_id`` must be inside
+            the vocabulary its manifest gives).
         seq_len: tokens per row.
         eos_token_id: appended to every document.
         mode: ``"concat"`` or ``"bestfit"``.
@@ -127,6 +130,9 @@ class PackedDataset(Dataset):
         resolve_distributed(self._rank, self._world_size)  # validates them
         self.corpus = Corpus(
             args["source"], args["column"], require_end_of_stream=args["require_end_of_stream"]
+        )
+        check_ids_in_vocabulary(
+            self.corpus.manifest, eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id
         )
         self._assembler = _C.PackedBatchAssembler(
             self.corpus.tokens,

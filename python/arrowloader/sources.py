@@ -1,8 +1,10 @@
 """Finding and opening corpus files.
 
 A *source* names Arrow IPC files: one file (IPC file or stream format), a folder of them
-(sorted by name), a glob, a list of any of these, or a Hugging Face ``datasets``
-``save_to_disk`` folder (its data files in the order its ``state.json`` gives). Every file
+(sorted by name), a glob, a list of any of these, a Hugging Face ``datasets``
+``save_to_disk`` folder (its data files in the order its ``state.json`` gives), or a
+folder written by ``arrowloader prepare`` (its shards in the order its ``manifest.json``
+gives). Every file
 is memory-mapped by pyarrow and read in place; nothing here copies column data.
 """
 
@@ -19,6 +21,7 @@ from typing import Optional, Union
 import pyarrow as pa
 
 from arrowloader.errors import CorpusFileError, CorpusFormatError
+from arrowloader.manifest import MANIFEST_NAME, manifest_files
 
 Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
@@ -35,7 +38,8 @@ def resolve_source(source: Source) -> list[Path]:
 
     Raises:
         CorpusFileError: a path does not exist, a glob or folder matches no file, or a
-            ``save_to_disk`` folder names a file outside itself.
+            ``save_to_disk`` folder or a manifest names a file outside itself.
+        CorpusFormatError: a folder's ``manifest.json`` is malformed.
     """
     if isinstance(source, (list, tuple)):
         if not source:
@@ -63,6 +67,8 @@ def resolve_source(source: Source) -> list[Path]:
 
 
 def _folder_files(folder: Path) -> list[Path]:
+    if (folder / MANIFEST_NAME).is_file():
+        return manifest_files(folder)
     state = folder / "state.json"
     if state.is_file():
         return _save_to_disk_files(folder, state)

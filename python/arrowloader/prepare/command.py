@@ -1,0 +1,158 @@
+"""``arrowloader prepare``: its arguments and what it prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+PREPARE_EPILOG = """\
+inputs, by file name:
+  .txt                 one document per file; with --lines one per non-empty line
+  .jsonl, .jsonl.gz    one JSON object per non-empty line; the text in --text-field
+  .parquet             one document per row; the text in the --text-field column
+  folders are searched recursively for these; globs are expanded; order: sorted
+
+output: DIR/shard-00000.arrow ... (Arrow IPC files, input_ids as uint16 when the
+vocabulary has at most 65,536 ids, else int32) and DIR/manifest.json. An interrupted run
+resumes when run again with the same arguments: finished shards are kept. The shard
+plan is made before tokenizing, so --engine local and --engine ray write identical
+shards.
+
+examples:
+  arrowloader prepare books/ --tokenizer tokenizer.json --output corpus/ --append-eos
+  arrowloader prepare 'crawl/*.jsonl.gz' --tokenizer ./my-tokenizer/ --output corpus/ \\
+      --keep-fields url,id --engine ray --ray-address auto
+"""
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 10**3, "m": 1 << 20,
+          "mib": 1 << 20, "mb": 10**6, "g": 1 << 30, "gib": 1 << 30, "gb": 10**9,
+          "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size such as ``512MiB``, ``1GB``, ``64k`` or ``100000``."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 512MiB, 1GB, 64k or 100000, got {text!r}"
+        )
+    value = int(float(match.group(1)) * _UNITS[unit])
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return value
+
+
+def _field_list(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def add_prepare_parser(commands: Any) -> None:
+    """Adds ``prepare`` to the ``arrowloader`` subcommands."""
+    # Imported here: arrowloader.cli imports this module to register the command.
+    from arrowloader.cli import _positive_int
+    from arrowloader.prepare.shard_plan import DEFAULT_SHARD_SIZE
+
+    parser = commands.add_parser(
+        "prepare",
+        help="tokenize text (.txt, .jsonl, .jsonl.gz, .parquet) into Arrow shards and a "
+             "manifest",
+        description="Tokenize documents into Arrow IPC shards of about --shard-size with a "
+                    "manifest.json, on this machine or on a Ray cluster.",
+        epilog=PREPARE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="input files, folders or globs")
+    parser.add_argument("--tokenizer", required=True, metavar="TOKENIZER",
+                        help="a tokenizer.json file, or a local transformers tokenizer folder")
+    parser.add_argument("--output", "-o", required=True, type=Path, metavar="DIR",
+                        help="the corpus folder to write")
+    parser.add_argument("--text-field", default="text",
+                        help="text field of .jsonl/.parquet inputs (default: text)")
+    parser.add_argument("--lines", action="store_true",
+                        help=".txt inputs hold one document per non-empty line")
+    parser.add_argument("--keep-fields", type=_field_list, default=(), metavar="A,B",
+                        help="comma list of .jsonl/.parquet fields to carry into the shards")
+    parser.add_argument("--append-eos", action="store_true",
+                        help="end every document with the EOS id")
+    parser.add_argument("--eos-token", default=None, metavar="TOKEN",
+                        help="the EOS token's text (default: the tokenizer's own)")
+    parser.add_argument("--add-special-tokens", action="store_true",
+                        help="let the tokenizer add its special tokens (e.g. BOS) to every "
+                             "document (default: off)")
+    parser.add_argument("--shard-size", type=parse_size, default=DEFAULT_SHARD_SIZE,
+                        metavar="SIZE", help="target shard size (default: 512MiB)")
+    parser.add_argument("--batch-size", type=_positive_int, default=1000,
+                        help="documents per tokenizer call (default: 1000)")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: this process, the tokenizer's threads; ray: Ray Data "
+                             "tasks, one per shard (default: local)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                        help="Ray cluster to join, e.g. auto or ray://host:10001 (default: "
+                             "start a local instance)")
+    parser.add_argument("--num-cpus", type=_positive_int, default=None,
+                        help="CPUs of a local Ray instance (default: all)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a corpus or unfinished preparation of other inputs "
+                             "in DIR")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write the figures (documents, tokens, seconds, rates) "
+                             "to FILE")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=run_prepare)
+
+
+def run_prepare(args: argparse.Namespace, command: str) -> int:
+    """Runs ``arrowloader prepare``; returns the exit status."""
+    from arrowloader.prepare.run import prepare_corpus
+    from arrowloader.prepare.shard_plan import PrepareOptions
+
+    options = PrepareOptions(
+        text_field=args.text_field,
+        lines=args.lines,
+        keep_fields=args.keep_fields,
+        append_eos=args.append_eos,
+        shard_size=args.shard_size,
+    )
+    try:
+        result = prepare_corpus(
+            args.inputs, args.tokenizer, args.output, options,
+            eos_token=args.eos_token, add_special_tokens=args.add_special_tokens,
+            engine=args.engine, ray_address=args.ray_address, num_cpus=args.num_cpus,
+            batch_size=args.batch_size, overwrite=args.overwrite,
+            show_progress=not args.quiet, command=command,
+        )
+    except ValueError as exc:
+        from arrowloader.errors import ArrowLoaderError
+
+        if isinstance(exc, ArrowLoaderError):
+            raise
+        print(f"arrowloader prepare: error: {exc}", file=sys.stderr)
+        return 2
+    figures = result.summary()
+    if result.up_to_date:
+        print(f"{args.output}: already holds this corpus (same inputs, tokenizer and "
+              f"options): {figures['documents']:,} documents, {figures['tokens']:,} tokens "
+              f"in {figures['shards']} shards; nothing to do")
+    else:
+        print(
+            f"{args.output}: {figures['documents']:,} documents, {figures['tokens']:,} tokens "
+            f"in {figures['shards']} shards ({figures['bytes'] / 2**20:,.1f} MiB, "
+            f"{figures['token_dtype']} ids, vocabulary {figures['vocab_size']:,})"
+        )
+        kept = f", {figures['shards_kept']} finished shards kept" if figures["shards_kept"] else ""
+        print(
+            f"this run ({figures['engine']} engine): {figures['documents_written']:,} "
+            f"documents, {figures['tokens_written']:,} tokens in {figures['seconds']:.2f} s "
+            f"= {figures['documents_per_second']:,.0f} documents/s, "
+            f"{figures['tokens_per_second']:,.0f} tokens/s{kept}"
+        )
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
