@@ -21,9 +21,10 @@ def address_range(array: np.ndarray) -> tuple[int, int]:
     return start, start + array.nbytes
 
 
+@pytest.mark.parametrize("interleaved", [False, True])
 @pytest.mark.parametrize("specs", SPECS)
-def test_outputs_have_the_requested_shapes_and_share_no_memory(specs) -> None:
-    buffers = output_buffers(specs, pin=False)
+def test_outputs_have_the_requested_shapes_and_share_no_memory(specs, interleaved) -> None:
+    buffers = output_buffers(specs, pin=False, interleaved=interleaved)
     assert len(buffers) == len(specs)
     ranges = []
     for spec, buffer in zip(specs, buffers):
@@ -46,10 +47,11 @@ def test_outputs_have_the_requested_shapes_and_share_no_memory(specs) -> None:
 
 
 def test_outputs_start_at_distinct_offsets_within_a_page() -> None:
-    """Output k starts k * OUTPUT_SKEW bytes past a page boundary of the block: never two
-    outputs 16 bytes apart modulo a page, the layout that halved W2's speed."""
+    """Interleaved outputs: output k starts k * OUTPUT_SKEW bytes past a page boundary of
+    the block, never two outputs 16 bytes apart modulo a page (the layout that halved
+    W2's speed)."""
     specs = SPECS[0]
-    buffers = [b for b in output_buffers(specs, pin=False) if b is not None]
+    buffers = [b for b in output_buffers(specs, pin=False, interleaved=True) if b is not None]
     starts = [address_range(array)[0] for _, array in buffers]
     offsets = [(start - starts[0]) % PAGE for start in starts]
     assert offsets == [0, OUTPUT_SKEW, 3 * OUTPUT_SKEW]

@@ -66,24 +66,29 @@ def output_buffer(
 
 
 def output_buffers(
-    specs: Sequence[OutputSpec], pin: bool
+    specs: Sequence[OutputSpec], pin: bool, interleaved: bool = False
 ) -> list[Optional[tuple[torch.Tensor, np.ndarray]]]:
     """Uninitialised tensors for the outputs of one batch, each with a numpy view of the
     same memory that the native side writes into; None where ``specs`` has None.
+    ``interleaved``: the native side writes the outputs' rows together, in one pass (the
+    packed assembler does), so their layout matters (below).
 
     Pinned tensors (``pin=True``, only when CUDA is available) come from torch's caching
     host allocator, so the host-to-device copy reads the very buffer the batch was written
     into, and the allocator keeps the block from being reused while a non-blocking copy
     from it may be pending (see the module docstring); it hands out page-aligned blocks.
 
-    Pageable outputs share one numpy block (numpy allocates with less per-batch Python
-    overhead than ``torch.empty``), laid out on purpose: allocated one by one, two outputs
+    Pageable outputs are allocated by numpy (less per-batch Python overhead than
+    ``torch.empty``). Interleaved ones share one numpy block, laid out on purpose:
+    allocated one by one, two outputs
     of 128 KiB sit 128 KiB + 16 bytes apart (the allocator's chunk header), and writing
     rows of both at once at that distance ran here (W2, int64 input_ids and labels) at
     less than half the speed of any other distance: their addresses are 16 bytes apart in
     the low 12 bits. In the block, output ``k`` starts ``k * OUTPUT_SKEW`` bytes past a
     page boundary (relative to the block's start), so no two outputs are that close in
-    those bits.
+    those bits. Without that layout, W2's native threads took ~60 us a batch instead of
+    ~24; the padded assembler (W1) showed no such effect, and the layout's bookkeeping
+    cost it more than it saved.
     """
     if pin:
         out: list[Optional[tuple[torch.Tensor, np.ndarray]]] = []
@@ -94,6 +99,13 @@ def output_buffers(
             tensor = torch.empty(spec[0], dtype=spec[1], pin_memory=True)
             out.append((tensor, tensor.numpy()))
         return out
+    if not interleaved:
+        # Written in separate passes (the padded assembler): the layout does not matter,
+        # and one allocation per output is the cheapest for widths that change per batch.
+        return [
+            None if spec is None else _tensor_and_array(np.empty(spec[0], NUMPY_DTYPES[spec[1]]))
+            for spec in specs
+        ]
     total, layout = _layout(tuple(specs))
     block = np.empty(total, dtype=np.uint8)
     return [

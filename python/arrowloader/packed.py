@@ -273,7 +273,7 @@ class PackedDataset(Dataset):
         ]
         batch: Batch = {}
         arrays = []
-        for name, buffer in zip(PACKED_OUTPUTS, output_buffers(specs, pin)):
+        for name, buffer in zip(PACKED_OUTPUTS, output_buffers(specs, pin, interleaved=True)):
             if buffer is not None:
                 batch[name] = buffer[0]
             arrays.append(None if buffer is None else buffer[1])
