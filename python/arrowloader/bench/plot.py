@@ -84,8 +84,8 @@ def _throughput_panel(ax: Any, workload: WorkloadReport, dram_memcpy_gbps: float
     if bound:
         ax.axvline(bound / 1e6, color="#555555", linestyle="--", linewidth=1)
         ax.text(
-            bound / 1e6, len(rows) - 0.45, " memory bound (DRAM memcpy)", fontsize=8,
-            color="#555555", va="top",
+            bound / 1e6, len(rows) - 0.45, "memory bound (DRAM memcpy) ", fontsize=8,
+            color="#555555", va="top", ha="right",
         )
         largest = max(largest, bound / 1e6)
     for y, row, value in zip(positions, rows, medians):
