@@ -371,22 +371,47 @@ void TokenColumn::check_index(int64_t global) const {
   }
 }
 
-TokenRow TokenColumn::row(int64_t global) const {
+size_t TokenColumn::span_of(int64_t global, int64_t* begin, int64_t* end) const {
   const size_t c = chunk_of(global);
   const ListChunk& chunk = chunks_[c];
   const int64_t local = global - starts_[c];
-  const int64_t begin = chunk.offset_at(local);
-  const int64_t end = chunk.offset_at(local + 1);
+  *begin = chunk.offset_at(local);
+  *end = chunk.offset_at(local + 1);
+  if (*begin < 0 || *end < *begin || *end > chunk.num_values) {
+    fail_at(origins_[c], name_, local,
+            "list offsets " + std::to_string(*begin) + " -> " + std::to_string(*end) +
+                " do not lie within the " + std::to_string(chunk.num_values) +
+                " values; the file is corrupt (or changed since its index cache entry "
+                "was written). Regenerate it from its source.");
+  }
+  return c;
+}
+
+TokenRow TokenColumn::row(int64_t global) const {
+  int64_t begin = 0;
+  int64_t end = 0;
+  const ListChunk& chunk = chunks_[span_of(global, &begin, &end)];
   const char* base = static_cast<const char*>(chunk.values);
   return TokenRow{base == nullptr ? nullptr : base + begin * token_size(chunk.type),
                   end - begin, chunk.type};
 }
 
 int64_t TokenColumn::row_length(int64_t global) const {
-  const size_t c = chunk_of(global);
-  const ListChunk& chunk = chunks_[c];
-  const int64_t local = global - starts_[c];
-  return chunk.offset_at(local + 1) - chunk.offset_at(local);
+  int64_t begin = 0;
+  int64_t end = 0;
+  span_of(global, &begin, &end);
+  return end - begin;
+}
+
+void TokenColumn::set_vocab_size(int64_t vocab_size) {
+  if (frozen_ || has_token_offsets()) {
+    throw std::logic_error("set_vocab_size: column '" + name_ + "' is frozen");
+  }
+  if (vocab_size < 0) {
+    throw std::invalid_argument("vocab_size must be >= 0 (0: unchecked), got " +
+                                std::to_string(vocab_size));
+  }
+  vocab_size_ = vocab_size;
 }
 
 std::string TokenColumn::describe_row(int64_t global) const {

@@ -1,6 +1,7 @@
 #include "token_copy.h"
 
 #include <cstring>
+#include <type_traits>
 
 namespace arrowloader {
 
@@ -38,7 +39,45 @@ inline int64_t first_outside_int32(const Src* src, int64_t n) {
   return -1;
 }
 
+// Index of the first value outside [0, limit), or -1; same two-pass shape. Signed values
+// are compared as unsigned, so a negative one is outside too.
+template <typename Src>
+inline int64_t first_outside(const Src* src, int64_t n, uint64_t limit) {
+  using Unsigned = std::make_unsigned_t<Src>;
+  bool bad = false;
+  for (int64_t i = 0; i < n; ++i) {
+    bad |= static_cast<uint64_t>(static_cast<Unsigned>(src[i])) >= limit;
+  }
+  if (!bad) return -1;
+  for (int64_t i = 0; i < n; ++i) {
+    if (static_cast<uint64_t>(static_cast<Unsigned>(src[i])) >= limit) return i;
+  }
+  return -1;
+}
+
 }  // namespace
+
+ARROWLOADER_CLONES int64_t first_outside_vocab(const void* src, TokenType type, int64_t n,
+                                               int64_t limit) {
+  const auto bound = static_cast<uint64_t>(limit);
+  switch (type) {
+    case TokenType::kInt32: return first_outside(static_cast<const int32_t*>(src), n, bound);
+    case TokenType::kInt64: return first_outside(static_cast<const int64_t*>(src), n, bound);
+    case TokenType::kUInt16: return first_outside(static_cast<const uint16_t*>(src), n, bound);
+    case TokenType::kUInt32: return first_outside(static_cast<const uint32_t*>(src), n, bound);
+  }
+  return -1;
+}
+
+int64_t token_at(const void* src, TokenType type, int64_t i) {
+  switch (type) {
+    case TokenType::kInt32: return static_cast<const int32_t*>(src)[i];
+    case TokenType::kInt64: return static_cast<const int64_t*>(src)[i];
+    case TokenType::kUInt16: return static_cast<const uint16_t*>(src)[i];
+    case TokenType::kUInt32: return static_cast<const uint32_t*>(src)[i];
+  }
+  return 0;
+}
 
 ARROWLOADER_CLONES void copy_tokens(const void* src, TokenType type, int64_t n, int64_t* dst) {
   switch (type) {
