@@ -10,6 +10,7 @@ from arrowloader.corpus import Corpus
 from arrowloader.dataset import TokenDataset
 from arrowloader.errors import (
     ArrowLoaderError,
+    CorpusChangedError,
     CorpusFileError,
     CorpusFormatError,
     LoaderClosedError,
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ArrowLoaderError",
     "Corpus",
+    "CorpusChangedError",
     "CorpusFileError",
     "CorpusFormatError",
     "DataLoader",

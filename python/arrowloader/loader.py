@@ -12,7 +12,13 @@ import torch
 import torch.utils.data
 
 from arrowloader import _C
-from arrowloader.dataset import Batch, TokenDataset, check_token_state, sampling_generators
+from arrowloader.dataset import (
+    Batch,
+    TokenDataset,
+    check_fingerprint,
+    check_token_state,
+    sampling_generators,
+)
 from arrowloader.errors import LoaderClosedError
 from arrowloader.mixed import MixedDataset
 from arrowloader.packed import PackedDataset, native_packed_shuffle
@@ -36,6 +42,13 @@ def default_num_threads() -> int:
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
     return max(1, min(MAX_DEFAULT_THREADS, cores))
+
+
+def check_files(dataset: Any) -> None:
+    """Raises CorpusChangedError if a file of an arrowloader dataset changed since it was
+    opened; other datasets pass."""
+    if isinstance(dataset, (TokenDataset, *_PACKED_KINDS)):
+        dataset.check_files()
 
 
 class NativeEpoch(Protocol):
@@ -162,6 +175,8 @@ class DataLoader(torch.utils.data.DataLoader):
         return super().__len__()
 
     def __iter__(self):
+        # Every epoch starts by checking that the files are still the ones opened.
+        check_files(self.dataset)
         if self.native:
             # torch's persistent-worker iterator draws its base seed once, when first
             # made, and none on later epochs: the generator must advance the same way.
@@ -223,8 +238,10 @@ class DataLoader(torch.utils.data.DataLoader):
         Raises:
             ValueError: the state is malformed, or was taken over another corpus, packing
                 or seed (continuing would not visit each block exactly once).
+            CorpusChangedError: a file of the dataset changed since it was opened.
         """
         dataset = self.dataset
+        check_files(dataset)
         if self.native and isinstance(dataset, TokenDataset):
             self._resume = check_token_state(state, dataset, sampling_generators(self))
             self._position = dict(self._resume)
@@ -252,11 +269,7 @@ class DataLoader(torch.utils.data.DataLoader):
                 f"loader state: 'samples_consumed' ({state['samples_consumed']}) is not a "
                 f"multiple of 'global_batch_size' ({state['global_batch_size']})"
             )
-        if state["fingerprint"] != dataset.fingerprint():
-            raise ValueError(
-                "loader state: 'fingerprint' shows it was taken over another corpus or "
-                f"packing: {state['fingerprint']} != {dataset.fingerprint()}"
-            )
+        check_fingerprint(state["fingerprint"], dataset.fingerprint())
         if state["seed"] != self._packed_seed():
             raise ValueError(
                 f"loader state was taken with seed {state['seed']}, this loader shuffles with "

@@ -3,7 +3,8 @@
 A *source* names Arrow IPC files: one file (IPC file or stream format), a folder of them
 (sorted by name), a glob, a list of any of these, or a Hugging Face ``datasets``
 ``save_to_disk`` folder (its data files in the order its ``state.json`` gives). Every file
-is memory-mapped by pyarrow and read in place; nothing here copies column data.
+is memory-mapped by pyarrow and read in place (or, with ``mmap=False``, read once into
+memory); nothing here copies column data.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+import numpy as np
 import pyarrow as pa
 
 from arrowloader.errors import CorpusFileError, CorpusFormatError
@@ -135,21 +137,33 @@ class OpenedFile:
         return sum(batch.num_rows for batch in self.batches)
 
 
-def open_ipc(path: Path, *, require_end_of_stream: bool = True) -> OpenedFile:
-    """Memory-maps ``path`` and reads its record batches without copying.
+def open_ipc(
+    path: Path, *, require_end_of_stream: bool = True, mmap: bool = True
+) -> OpenedFile:
+    """Memory-maps ``path`` (or, with ``mmap=False``, reads it into memory) and reads its
+    record batches without further copies.
 
-    The file descriptor is closed before returning; the batches keep the mapping alive.
+    The file descriptor is closed before returning; the batches keep the mapping (or the
+    memory) alive.
 
     Args:
         path: an Arrow IPC file (``ARROW1`` magic) or an IPC stream.
         require_end_of_stream: for streams, demand Arrow's end-of-stream marker. A stream
             cut at a message boundary otherwise reads as a shorter, valid stream.
+        mmap: False reads the whole file into one heap buffer of exactly its size: for
+            file systems where files can be truncated or rewritten under a reader (a
+            mapped file cut short kills its reader with SIGBUS), at the cost of holding
+            the file in memory.
 
     Raises:
-        CorpusFileError: the file cannot be opened or mapped.
+        CorpusFileError: the file cannot be opened, mapped or read.
         CorpusFormatError: it is not a readable IPC file or stream, or a stream lacks its
             end-of-stream marker.
     """
+    if not mmap:
+        whole, stat = _read_whole_file(path)
+        return open_ipc_buffer(whole, path, require_end_of_stream=require_end_of_stream,
+                               stat=stat)
     try:
         source = pa.memory_map(str(path), "r")
     except (OSError, pa.ArrowException) as exc:
@@ -168,6 +182,24 @@ def open_ipc(path: Path, *, require_end_of_stream: bool = True) -> OpenedFile:
         raise CorpusFileError(f"{path}: cannot memory-map the file: {exc}") from exc
     finally:
         source.close()
+    return open_ipc_buffer(whole, path, require_end_of_stream=require_end_of_stream, stat=stat)
+
+
+def open_ipc_buffer(
+    whole: pa.Buffer,
+    path: Path,
+    *,
+    require_end_of_stream: bool = True,
+    stat: Optional[os.stat_result] = None,
+) -> OpenedFile:
+    """Reads the record batches of the IPC file or stream held by ``whole`` (a mapped
+    file, a file read into memory, or bytes that never were a file) in place.
+
+    ``path`` names the input in messages. Raises as :func:`open_ipc`.
+    """
+    size = whole.size
+    if size == 0:
+        raise CorpusFormatError(f"{path}: the file is empty; expected an Arrow IPC file")
     map_begin, map_end = whole.address, whole.address + size
     try:
         if whole.slice(0, min(size, 6)).to_pybytes() == _FILE_MAGIC:
@@ -182,6 +214,31 @@ def open_ipc(path: Path, *, require_end_of_stream: bool = True) -> OpenedFile:
             f"{path}: not a readable Arrow IPC file or stream: {exc}. The file is "
             "corrupt or was cut short; rewrite it."
         ) from exc
+
+
+def _read_whole_file(path: Path) -> tuple[pa.Buffer, os.stat_result]:
+    """The bytes of ``path`` in one heap buffer of exactly the file's size (numpy's
+    allocation: no slack after the last byte, so a memory checker sees any read beyond
+    it), and the ``fstat`` of the descriptor they were read from."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            stat = os.fstat(f.fileno())
+            data = np.empty(stat.st_size, dtype=np.uint8)
+            view = memoryview(data)
+            done = 0
+            while done < stat.st_size:
+                count = f.readinto(view[done:])
+                if not count:
+                    raise CorpusFileError(
+                        f"{path}: the file shrank from {stat.st_size} to {done} bytes while "
+                        "it was read; it is being rewritten. Open it again once written."
+                    )
+                done += count
+    except OSError as exc:
+        if isinstance(exc, CorpusFileError):
+            raise
+        raise CorpusFileError(f"{path}: cannot read the file: {exc}") from exc
+    return pa.py_buffer(data), stat
 
 
 def _read_stream(
@@ -211,6 +268,16 @@ def _read_stream(
                 f"{len(batches)} record batches (byte {end_of_messages} of {size}): the file "
                 "was probably cut short and rows are missing. If its writer never writes "
                 "the marker, pass require_end_of_stream=False."
+            )
+        end = end_of_messages + (8 if marker == _END_OF_STREAM else 4)
+        if end < size:
+            # Readers stop at the marker: whatever follows (a second stream appended to
+            # the first, say) would be dropped without a word.
+            raise CorpusFormatError(
+                f"{path}: {size - end} bytes follow the Arrow IPC stream's end-of-stream "
+                f"marker (byte {end_of_messages} of {size}); they would never be read. Is it "
+                "several streams concatenated? Write one stream per file. "
+                "require_end_of_stream=False reads up to the marker and ignores the rest."
             )
     return OpenedFile(path, "stream", reader.schema, batches, map_begin, map_end, stat, whole)
 
