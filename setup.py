@@ -34,6 +34,9 @@ class CMakeBuild(build_ext):
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
             f"-DCMAKE_BUILD_TYPE={config}",
         ]
+        # ARROWLOADER_SANITIZE=address (ASan + UBSan) or thread (TSan): see CMakeLists.txt.
+        sanitize = os.environ.get("ARROWLOADER_SANITIZE", "")
+        args.append(f"-DARROWLOADER_SANITIZE={sanitize}")
         args += os.environ.get("ARROWLOADER_CMAKE_ARGS", "").split()
         try:
             import ninja  # noqa: F401
