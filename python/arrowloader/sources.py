@@ -20,7 +20,7 @@ from typing import Optional, Union
 import numpy as np
 import pyarrow as pa
 
-from arrowloader.errors import CorpusFileError, CorpusFormatError
+from arrowloader.errors import ArrowLoaderError, CorpusFileError, CorpusFormatError
 
 Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
@@ -205,11 +205,21 @@ def open_ipc_buffer(
         if whole.slice(0, min(size, 6)).to_pybytes() == _FILE_MAGIC:
             reader = pa.ipc.open_file(whole)
             batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
-            return OpenedFile(
+            opened = OpenedFile(
                 path, "file", reader.schema, batches, map_begin, map_end, stat, whole
             )
-        return _read_stream(path, whole, require_end_of_stream, map_begin, map_end, stat)
-    except (pa.ArrowException, OSError) as exc:  # pa.ArrowIOError is a bare OSError
+        else:
+            opened = _read_stream(path, whole, require_end_of_stream, map_begin, map_end, stat)
+        # Column names must be UTF-8, as the format demands: messages decode them, and a
+        # name that does not decode must fail here, clearly, not in a message later.
+        opened.schema.names  # noqa: B018
+        return opened
+    except ArrowLoaderError:
+        raise
+    except Exception as exc:  # whatever pyarrow raises on these bytes
+        # pyarrow raises ArrowException or OSError on most corrupt input, but not on all
+        # of it (a negative length can surface as SystemError): any failure of its
+        # reader means the input cannot be read.
         raise CorpusFormatError(
             f"{path}: not a readable Arrow IPC file or stream: {exc}. The file is "
             "corrupt or was cut short; rewrite it."
@@ -295,11 +305,15 @@ def iter_column_chunks(
     """Yields ``(array, first_row_in_file)`` for every record batch's ``column``.
 
     Checks the type (a list/large_list of int32, int64, uint16 or uint32 when
-    ``list_column``, else an integer) and that every buffer lies inside the mapping.
+    ``list_column``, else an integer), the structure (pyarrow's cheap validation, and
+    every buffer large enough for the declared lengths) and that every buffer lies
+    inside the mapping. The caller checks the values (``TokenColumn.add_chunk``) before
+    asking for the next chunk.
 
     Raises:
-        CorpusFormatError: the column is missing, has the wrong type, or its buffers were
-            copied out of the mapping (IPC buffer compression).
+        CorpusFormatError: the column is missing, has the wrong type or a corrupt
+            structure, or its buffers were copied out of the mapping (IPC buffer
+            compression).
     """
     index = opened.schema.get_field_index(column)
     if index < 0:
@@ -317,11 +331,50 @@ def iter_column_chunks(
     row = 0
     for batch in opened.batches:
         array = batch.column(index)
-        buffers = array.buffers()
-        _check_in_mapping(opened, column, buffers, row)
-        _check_buffer_sizes(opened.path, column, array, buffers, row)
+        complaint = _validation_complaint(array)
+        try:
+            if len(array) != batch.num_rows:
+                raise CorpusFormatError(
+                    f"{opened.path}: column {column!r} (rows from {row}) holds {len(array)} "
+                    f"rows but its record batch declares {batch.num_rows}; the file is "
+                    "corrupt. Regenerate it from its source."
+                )
+            buffers = array.buffers()
+            _check_in_mapping(opened, column, buffers, row)
+            _check_buffer_sizes(opened.path, column, array, buffers, row)
+        except CorpusFormatError:
+            raise
+        except Exception as exc:  # lengths too broken to measure (pyarrow said why)
+            raise _corrupt(opened.path, column, row, complaint or str(exc)) from exc
+        # Every buffer holds what the declared lengths need, so the native side may read
+        # the chunk even where pyarrow's validation complained: its check names the row
+        # at fault (pyarrow's message does not). If it finds nothing, pyarrow's word
+        # stands, raised here when the caller asks for the next chunk.
         yield array, row
+        if complaint is not None:
+            raise _corrupt(opened.path, column, row, complaint)
         row += batch.num_rows
+
+
+def _validation_complaint(array: pa.Array) -> Optional[str]:
+    """What pyarrow's validation finds wrong with ``array``, or None. Its cheap checks
+    (lengths, buffer sizes, children, first and last offsets; no pass over the data) on
+    every array; the full ones on an empty array (nothing to read, but what offsets it
+    has must still make sense). Arrow's IPC readers take declared lengths on trust."""
+    try:
+        array.validate()
+        if len(array) == 0:
+            array.validate(full=True)
+    except Exception as exc:  # ArrowInvalid, or worse on worse input
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _corrupt(path: Path, column: str, row: int, what: str) -> CorpusFormatError:
+    return CorpusFormatError(
+        f"{path}: column {column!r} (rows from {row}): {what}; the file is corrupt. "
+        "Regenerate it from its source."
+    )
 
 
 def check_token_type(path: Path, column: str, field_type: pa.DataType) -> None:
