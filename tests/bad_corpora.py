@@ -244,6 +244,17 @@ def _with_null(row: int, token: Optional[int] = None) -> Callable[[Path], Path]:
     return build
 
 
+def _null_count_lie(folder: Path) -> Path:
+    """A token column whose validity bitmap marks every row valid but which declares one
+    null (pyarrow writes the count it is given)."""
+    good = pa.array(nine_documents(), pa.list_(pa.int32()))
+    bitmap = pa.py_buffer(b"\xff\xff")
+    lying = pa.ListArray.from_buffers(
+        good.type, len(good), [bitmap, good.buffers()[1]], null_count=1, children=[good.values]
+    )
+    return write_ipc(folder / "c.arrow", {COLUMN: lying})
+
+
 def _labels(labels: list[Any], label_type: pa.DataType) -> Callable[[Path], Path]:
     def build(folder: Path) -> Path:
         return _file(folder, labels=labels, label_type=label_type)
@@ -385,6 +396,9 @@ BAD_CASES: list[BadCase] = [
             outcome="CorpusFormatError at open naming the row"),
     BadCase("null token inside a document", _with_null(7, token=1), row=7, match="null",
             outcome="CorpusFormatError at open naming the row"),
+    BadCase("declared null count the validity bitmap contradicts", _null_count_lie,
+            match="declare 1 nulls but their validity bitmap marks 0",
+            outcome="CorpusFormatError at open (every null count is checked against the bitmap)"),
     BadCase("null label", _labels([0, 1, 2, 3, 4, 5, 6, 7, None], pa.int64()), column="label",
             row=8, options={"label_column": "label"}, match="null",
             outcome="CorpusFormatError at open naming the row"),
