@@ -13,6 +13,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "arrow_c_abi.h"
@@ -440,7 +441,25 @@ PYBIND11_MODULE(_C, m) {
             self.shutdown();
           },
           "Cancel queued batches and join the threads (running ones finish). Idempotent.")
-      .def_property_readonly("num_threads", &ThreadPool::num_threads);
+      .def_property_readonly("num_threads", &ThreadPool::num_threads)
+      .def(
+          "submit_sleep",
+          [](const std::shared_ptr<ThreadPool>& pool, double seconds) {
+            if (!(seconds >= 0)) throw std::invalid_argument("seconds must be >= 0");
+            if (pool->orphaned()) {
+              throw std::runtime_error("this pool's threads belong to the parent process");
+            }
+            auto values = std::make_shared<Ticket::Values>(Ticket::Values{0, 0});
+            auto job = std::make_shared<Job>([seconds] {
+              std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+            });
+            auto ticket = std::make_unique<Ticket>(job, py::tuple(), values, pool);
+            pool->submit(job);
+            return ticket;
+          },
+          py::arg("seconds"),
+          "Queue a job that only sleeps `seconds` (a batch that takes that long, for tests "
+          "of waiting, timeouts, cancellation and interrupts); returns its Ticket.");
 
   py::class_<Ticket, std::unique_ptr<Ticket>>(
       m, "Ticket", "A batch being assembled; keeps its output buffers alive until done.")
