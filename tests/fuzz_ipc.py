@@ -13,7 +13,8 @@ pyarrow is the oracle:
   raises an ArrowLoaderError for a reason the oracle confirms on its own: no supported
   token column, nulls in it, buffers that are not stored in place (compression), a
   stream without its end-of-stream marker or with bytes after it, a label that does not
-  fit int64, a column name that is not UTF-8.
+  fit int64, a column name that is not UTF-8, offsets or values not aligned to their
+  width (IPC aligns every buffer; the native side reads them as integers).
 
 Anything else (another exception, wrong rows, a crash, a sanitizer report, a hang past
 the per-input limit) is a finding. Two engines drive :func:`check_input`:
@@ -21,7 +22,9 @@ the per-input limit) is a finding. Two engines drive :func:`check_input`:
 - ``atheris`` (libFuzzer; ``pip install atheris``): coverage-guided over the Python code,
   with a structure-aware mutator beside libFuzzer's byte mutations;
 - ``mutate``: the same mutators driven by a seeded random generator, for Pythons
-  atheris has no build for, and for reproducible runs.
+  atheris has no build for, for reproducible runs, and under gcc's AddressSanitizer
+  (whose runtime takes over the coverage hooks atheris needs; ``--engine auto`` picks
+  it there).
 
 Seeds are valid files written here (every token type, list and large_list, several record
 batches, empty documents and tables, labels, extra columns, legacy stream markers),
@@ -158,6 +161,30 @@ class PyarrowView:
                         return False
         return True
 
+    def aligned(self) -> bool:
+        """Whether the offsets and values of the columns read lie at addresses aligned to
+        their width (IPC aligns buffers to 8 bytes; pyarrow passes misaligned ones on)."""
+        for batch in self.batches:
+            for name in (COLUMN, LABEL):
+                if name not in batch.schema.names:
+                    continue
+                array = batch.column(name)
+                kind = array.type
+                buffers = array.buffers()
+                if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+                    widths = {1: 8 if pa.types.is_large_list(kind) else 4}
+                    if pa.types.is_integer(kind.value_type):
+                        widths[3] = kind.value_type.bit_width // 8
+                elif pa.types.is_integer(kind):
+                    widths = {1: kind.bit_width // 8}
+                else:
+                    continue
+                for index, width in widths.items():
+                    buffer = buffers[index] if index < len(buffers) else None
+                    if buffer is not None and buffer.size and buffer.address % width:
+                        return False
+        return True
+
     def rows(self, column: str) -> list[Any]:
         return [row for batch in self.batches for row in batch.column(column).to_pylist()]
 
@@ -192,6 +219,8 @@ def allowed_rejections(view: PyarrowView) -> list[str]:
         reasons.append("nulls in the token column")
     if not view.stored_in_place():
         reasons.append("buffers not stored in place")
+    if not view.aligned():
+        reasons.append("a buffer not aligned to its integers' width")
     if view.format == "stream" and not view.stream_tail_ok:
         reasons.append("stream not closed by exactly its end-of-stream marker")
     if view.label_ok() is False:
@@ -541,12 +570,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     artifacts = args.artifacts or root / "findings"
     engine = args.engine
     if engine == "auto":
-        try:
-            import atheris  # noqa: F401
-
-            engine = "atheris"
-        except ImportError:
-            engine = "mutate"
+        engine = "atheris" if _atheris_can_guide() else "mutate"
     if engine == "atheris":
         run_atheris(args.format, args.seconds, artifacts, args.corpus or root / "corpus",
                     args.libfuzzer)
@@ -565,6 +589,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     bar.close()
     print(report)
     return 1 if report["findings"] else 0
+
+
+def _atheris_can_guide() -> bool:
+    """Whether atheris is installed and its coverage can work: not under gcc's ASan
+    runtime, whose coverage hooks take the place of libFuzzer's (atheris then fuzzes
+    blind; the mutate engine is the one to run against such a build)."""
+    try:
+        import atheris  # noqa: F401
+    except ImportError:
+        return False
+    return "libasan" not in os.environ.get("LD_PRELOAD", "")
 
 
 def _limit_memory() -> None:

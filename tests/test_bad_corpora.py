@@ -150,6 +150,22 @@ def test_truncated_at_every_byte(tmp_path: Path, stream: bool, mode: str) -> Non
     assert [TokenDataset(data)[i]["input_ids"].tolist() for i in range(30)] == documents
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["file", "stream"])
+def test_bytes_at_a_misaligned_address(tmp_path: Path, stream: bool) -> None:
+    """IPC bytes handed over at an odd address (a buffer sliced one byte in): every buffer
+    is then misaligned, and the native side reads offsets as integers. A clear error, and
+    the same bytes copied into a fresh buffer read as pyarrow reads them."""
+    path = write_tokens(tmp_path / "c.arrow", [[1, 2], [3], [], [4, 5, 6]], stream=stream)
+    data = path.read_bytes()
+    odd = pa.py_buffer(b"\0" + data).slice(1)
+    assert odd.address % 2 == 1 and odd.to_pybytes() == data
+    with pytest.raises(CorpusFormatError, match="not aligned") as info:
+        TokenDataset(odd)
+    assert_names(info.value, MEMORY_NAME, "input_ids")
+    ds = TokenDataset(pa.py_buffer(bytearray(data)))
+    assert [ds[i]["input_ids"].tolist() for i in range(len(ds))] == pyarrow_rows(path)
+
+
 def test_require_end_of_stream_false_reads_up_to_the_marker(tmp_path: Path) -> None:
     """The documented way out for streams written without a marker, or followed by bytes
     that are no part of them."""

@@ -342,6 +342,7 @@ def iter_column_chunks(
             buffers = array.buffers()
             _check_in_mapping(opened, column, buffers, row)
             _check_buffer_sizes(opened.path, column, array, buffers, row)
+            _check_alignment(opened.path, column, array, buffers, row)
         except CorpusFormatError:
             raise
         except Exception as exc:  # lengths too broken to measure (pyarrow said why)
@@ -401,6 +402,28 @@ def _check_in_mapping(
                 "uncompressed, so it cannot be read in place from the memory mapping "
                 "(the file uses IPC buffer compression). Rewrite it without compression, "
                 "e.g. pyarrow.ipc.new_file(path, schema) with default IpcWriteOptions."
+            )
+
+
+def _check_alignment(
+    path: Path, column: str, array: pa.Array, buffers: list[Optional[pa.Buffer]], row: int
+) -> None:
+    """Checks that offsets and values lie at addresses aligned to their width: the native
+    side reads them as integers of that width. Arrow's IPC format aligns every buffer to 8
+    bytes; an IPC reader hands a misaligned one through as it is."""
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        width = 8 if pa.types.is_large_list(array.type) else 4
+        typed = [("list offsets", buffers[1], width),
+                 ("values", buffers[3], array.type.value_type.bit_width // 8)]
+    else:
+        typed = [("values", buffers[1], array.type.bit_width // 8)]
+    for name, buffer, width in typed:
+        if buffer is not None and buffer.size and buffer.address % width:
+            raise CorpusFormatError(
+                f"{path}: column {column!r} (rows from {row}): the {name} buffer is not "
+                f"aligned to {width} bytes, as Arrow IPC requires; the file is corrupt. "
+                "Regenerate it from its source (bytes in memory: copy them into a new "
+                "buffer, which is aligned)."
             )
 
 
