@@ -470,9 +470,14 @@ def sampling_generators(loader: Any) -> list[torch.Generator]:
 
 
 def check_token_state(
-    state: Any, dataset: TokenDataset, generators: list[torch.Generator]
+    state: Any,
+    dataset: TokenDataset,
+    generators: list[torch.Generator],
+    num_batches: Optional[int] = None,
 ) -> dict[str, Any]:
     """Validates a TokenDataset loader state and returns the fields resumption uses.
+    ``num_batches``: batches in an epoch of the loader (None where its sampler has no
+    length).
 
     Raises:
         ValueError: the state is malformed or was taken over another corpus or options.
@@ -488,8 +493,17 @@ def check_token_state(
     if missing:
         raise ValueError(f"loader state: missing {', '.join(map(repr, missing))}")
     batches = state["batches"]
-    if not isinstance(batches, int) or isinstance(batches, bool) or batches < 0:
+    if not isinstance(batches, int) or isinstance(batches, bool) or not 0 <= batches < 2**63:
         raise ValueError(f"loader state: 'batches' must be a non-negative int, got {batches!r}")
+    if num_batches is not None and batches > num_batches:
+        raise ValueError(
+            f"loader state: 'batches' ({batches}) is beyond the {num_batches} batches of an "
+            "epoch of this loader"
+        )
+    if not isinstance(state["draws_base_seed"], bool):
+        raise ValueError(
+            f"loader state: 'draws_base_seed' must be a bool, got {state['draws_base_seed']!r}"
+        )
     states = state["generator_states"]
     if not isinstance(states, (list, tuple)) or len(states) != len(generators):
         raise ValueError(
@@ -508,7 +522,7 @@ def check_token_state(
     check_fingerprint(state["fingerprint"], dataset.fingerprint())
     return {
         "generator_states": list(states),
-        "draws_base_seed": bool(state["draws_base_seed"]),
+        "draws_base_seed": state["draws_base_seed"],
         "batches": batches,
     }
 

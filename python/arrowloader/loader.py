@@ -243,7 +243,13 @@ class DataLoader(torch.utils.data.DataLoader):
         dataset = self.dataset
         check_files(dataset)
         if self.native and isinstance(dataset, TokenDataset):
-            self._resume = check_token_state(state, dataset, sampling_generators(self))
+            try:
+                num_batches: Optional[int] = len(self)
+            except TypeError:  # a sampler without a length
+                num_batches = None
+            self._resume = check_token_state(
+                state, dataset, sampling_generators(self), num_batches
+            )
             self._position = dict(self._resume)
             return
         if not (self.native and isinstance(dataset, _PACKED_KINDS)):
@@ -258,9 +264,9 @@ class DataLoader(torch.utils.data.DataLoader):
             raise ValueError(f"loader state: missing {', '.join(map(repr, missing))}")
         for key in ("epoch", "samples_consumed", "seed", "global_batch_size"):
             value = state[key]
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
                 raise ValueError(
-                    f"loader state: {key!r} must be a non-negative int, got {value!r}"
+                    f"loader state: {key!r} must be a non-negative int64, got {value!r}"
                 )
         if state["global_batch_size"] < 1:
             raise ValueError("loader state: 'global_batch_size' must be positive")

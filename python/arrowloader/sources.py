@@ -90,14 +90,23 @@ def _folder_files(folder: Path) -> list[Path]:
 
 
 def _save_to_disk_files(folder: Path, state: Path) -> list[Path]:
+    """The data files a ``save_to_disk`` folder's ``state.json`` lists, in its order.
+
+    The file comes with the data and is not trusted: each name must be a relative path
+    (no glob is expanded) that stays inside the folder once links are followed.
+    """
     try:
         entries = json.loads(state.read_text())["_data_files"]
         names = [entry["filename"] for entry in entries]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise CorpusFileError(f"{state}: not a datasets save_to_disk state file ({exc})") from exc
     root = folder.resolve()
     files = []
     for name in names:
+        if not isinstance(name, str) or not name or "\0" in name:
+            raise CorpusFileError(f"{state}: data file name {name!r} is not a file name")
+        if os.path.isabs(name):
+            raise CorpusFileError(f"{state}: data file {name!r} lies outside the folder")
         path = (folder / name).resolve()
         if root not in path.parents:
             raise CorpusFileError(f"{state}: data file {name!r} lies outside the folder")
