@@ -170,14 +170,19 @@ def loaders(paths: list[Path], kind: str) -> arrowloader.DataLoader:
     return arrowloader.DataLoader(ds, batch_size=2, shuffle=True)
 
 
+def one_batch_in(paths: list[Path], kind: str) -> tuple[Any, Any, dict[str, Any]]:
+    """(loader, its iterator after one batch, the state then)."""
+    loader = loaders(paths, kind)
+    it = iter(loader)
+    next(it)
+    return loader, it, loader.state_dict()
+
+
 @pytest.mark.parametrize("kind", ["token", "packed"])
 def test_state_from_another_corpus_is_refused_by_its_content(tmp_path: Path, kind: str) -> None:
     ours = corpus_with_lengths(tmp_path / "ours", LENGTHS)
     theirs = corpus_with_lengths(tmp_path / "theirs", SAME_SHAPE)
-    loader = loaders(ours, kind)
-    it = iter(loader)
-    next(it)
-    state = loader.state_dict()
+    loader, _, state = one_batch_in(ours, kind)
     other = loaders(theirs, kind)
     assert other.dataset.corpus.num_tokens == loader.dataset.corpus.num_tokens
     with pytest.raises(ValueError, match="another corpus") as info:
@@ -192,10 +197,7 @@ def test_state_resumes_on_a_copy_of_the_corpus_elsewhere(tmp_path: Path, kind: s
     """The fingerprint is about content, not place: a copy on another machine resumes."""
     original = corpus_with_lengths(tmp_path / "here", LENGTHS)
     copy = corpus_with_lengths(tmp_path / "there", LENGTHS)
-    loader = loaders(original, kind)
-    it = iter(loader)
-    next(it)
-    state = loader.state_dict()
+    _, it, state = one_batch_in(original, kind)
     rest = list(it)
     resumed = loaders(copy, kind)
     resumed.load_state_dict(state)
