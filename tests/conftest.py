@@ -31,6 +31,13 @@ INT64 = pa.int64()
 #: Prefix of the native thread names (``_C.ThreadPool(n, "arrowloader")``).
 THREAD_PREFIX = "arrowloader-"
 
+#: Whether the tests run against a sanitizer build (README, Hardening): AddressSanitizer
+#: keeps freed memory in quarantine (up to 256 MiB), so resident memory says nothing about
+#: leaks there, and the memory bounds of the load tests do not apply.
+UNDER_SANITIZER = any(
+    name in os.environ.get("LD_PRELOAD", "") for name in ("libasan", "libtsan")
+)
+
 
 def token_list_type(value_type: pa.DataType, *, large: bool = False) -> pa.DataType:
     """``list<value_type>`` or ``large_list<value_type>``."""

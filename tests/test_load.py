@@ -1,7 +1,8 @@
 """Load: eight loaders at once over one corpus, a thousand short epochs, and one long
 epoch, each checked against torch's own DataLoader or a plain-Python oracle, with anonymous
 resident memory, threads and open files flat (generous bounds: the full figures come from
-benchmarks/load_soak.py on the reference corpus)."""
+benchmarks/load_soak.py on the reference corpus; memory bounds are not checked against a
+sanitizer build, whose allocator holds freed memory back)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 from arrowloader import PackedDataset, TokenDataset, synthetic
 from arrowloader.bench.harness import anon_rss_bytes
 from conftest import (
+    UNDER_SANITIZER,
     Resources,
     WrittenCorpus,
     assert_batches_equal,
@@ -116,7 +118,8 @@ def test_a_thousand_short_epochs(tmp_path: Path) -> None:
     gc.collect()
     late = Resources.now([path]), anon_rss_bytes(os.getpid())
     assert late[0] == early[0]
-    assert late[1] - early[1] < 32 * MiB, (early[1] / MiB, late[1] / MiB)
+    if not UNDER_SANITIZER:
+        assert late[1] - early[1] < 32 * MiB, (early[1] / MiB, late[1] / MiB)
     assert len(orders) > 900  # epochs really are reshuffled
 
 
@@ -140,7 +143,8 @@ def test_a_thousand_short_packed_epochs(files: WrittenCorpus) -> None:
     gc.collect()
     late = Resources.now(files.paths), anon_rss_bytes(os.getpid())
     assert late[0] == early[0]
-    assert late[1] - early[1] < 32 * MiB, (early[1] / MiB, late[1] / MiB)
+    if not UNDER_SANITIZER:
+        assert late[1] - early[1] < 32 * MiB, (early[1] / MiB, late[1] / MiB)
 
 
 def test_one_long_epoch_keeps_memory_flat(tmp_path: Path) -> None:
@@ -170,4 +174,5 @@ def test_one_long_epoch_keeps_memory_flat(tmp_path: Path) -> None:
     _, first, first_rss = settled[0]
     for _, resources, rss in settled:
         assert (resources.threads, resources.fds) == (first.threads, first.fds)
-        assert rss - first_rss < 64 * MiB, [(b, r / MiB) for b, _, r in settled]
+        if not UNDER_SANITIZER:
+            assert rss - first_rss < 64 * MiB, [(b, r / MiB) for b, _, r in settled]
