@@ -9,8 +9,11 @@ namespace {
 
 // The hot loops are compiled twice, for AVX2 and for the baseline ISA, and the dynamic
 // loader picks one per machine (GCC/Clang target_clones), so one wheel runs everywhere
-// and wide stores are used where the CPU has them.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_ADDRESS__)
+// and wide stores are used where the CPU has them. Not in sanitizer builds: the
+// resolvers run while the library is relocated, before a sanitizer's runtime can take
+// their instrumented calls (a ThreadSanitizer build crashed at import).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define ARROWLOADER_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define ARROWLOADER_CLONES

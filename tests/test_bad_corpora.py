@@ -330,8 +330,10 @@ def test_a_file_cut_short_during_an_epoch(tmp_path: Path, mode: str) -> None:
     is immune: it keeps serving what it read."""
     documents = [[i] * 500 for i in range(40)]  # 80 KB of tokens: many pages
     path = write_tokens(tmp_path / "c.arrow", documents)
-    # Under AddressSanitizer (README, Hardening) the signal is left to the kernel too.
-    env = {**os.environ, "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":handle_sigbus=0"}
+    # Under a sanitizer (README, Hardening) the signal is left to the kernel too.
+    env = dict(os.environ)
+    for options in ("ASAN_OPTIONS", "TSAN_OPTIONS"):
+        env[options] = env.get(options, "") + ":handle_sigbus=0"
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(TRUNCATE_AND_READ), str(path), mode],
         capture_output=True, text=True, timeout=120, env=env,
