@@ -98,6 +98,17 @@ def interrupt_after(seconds: float) -> threading.Timer:
     return timer
 
 
+@pytest.fixture(autouse=True)
+def restore_sigint() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt during each test, as in an interactive run, even
+    where the tests were started with SIGINT ignored (a background job of a script);
+    the handler before is restored after."""
+    handler: Callable = signal.getsignal(signal.SIGINT)  # type: ignore[assignment]
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, handler)
+
+
 ENDINGS = (
     "exhausted",
     "break",
@@ -305,14 +316,8 @@ def test_torch_workers_while_native_threads_run(
     assert len(native_threads()) == 0
 
 
-@pytest.fixture
-def restore_sigint() -> Iterator[None]:
-    handler: Callable = signal.getsignal(signal.SIGINT)  # type: ignore[assignment]
-    yield
-    signal.signal(signal.SIGINT, handler)
 
 
-@pytest.mark.usefixtures("restore_sigint")
 def test_a_custom_sigint_handler_that_raises_ends_the_wait() -> None:
     """Any handler that raises ends a wait, not only the default KeyboardInterrupt one."""
 
