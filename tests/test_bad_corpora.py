@@ -343,3 +343,44 @@ def test_a_file_cut_short_during_an_epoch(tmp_path: Path, mode: str) -> None:
     else:
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "same"
+
+
+def test_reading_without_mmap_refuses_a_file_shrinking_while_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mmap=False reads exactly the size fstat gave; fewer bytes mean the file is being
+    rewritten (simulated: fstat reports 64 bytes more than there are)."""
+    path = write_tokens(tmp_path / "c.arrow", [[1, 2], [3]])
+    real_fstat = os.fstat
+
+    def larger(fd: int) -> os.stat_result:
+        st = real_fstat(fd)
+        fields = list(st)
+        fields[6] = st.st_size + 64  # st_size
+        return os.stat_result(fields)
+
+    monkeypatch.setattr("arrowloader.sources.os.fstat", larger)
+    with pytest.raises(arrowloader.CorpusFileError, match="shrank") as info:
+        TokenDataset(path, mmap=False)
+    assert str(path) in str(info.value)
+
+
+def test_reading_without_mmap_names_an_unreadable_file(tmp_path: Path) -> None:
+    from arrowloader.sources import open_ipc
+
+    with pytest.raises(arrowloader.CorpusFileError, match="cannot read") as info:
+        open_ipc(tmp_path, mmap=False)  # a folder is not a file to read
+    assert str(tmp_path) in str(info.value)
+
+
+def test_vocab_size_of_a_native_column() -> None:
+    from arrowloader import _C
+
+    column = _C.TokenColumn("input_ids")
+    with pytest.raises(ValueError, match="vocab_size"):
+        column.vocab_size = -1
+    column.vocab_size = 10
+    assert column.vocab_size == 10
+    _C.PaddedBatchAssembler(column)  # an assembler freezes the column it reads
+    with pytest.raises(RuntimeError, match="frozen"):
+        column.vocab_size = 20

@@ -282,3 +282,13 @@ def test_index_cache_entry_is_data_too(tmp_path: Path) -> None:
         corpus.tokens.lengths(np.arange(corpus.num_rows, dtype=np.int64)), LENGTHS
     )
     assert os.path.exists(entry)
+
+
+def test_token_state_cannot_claim_more_batches_than_an_epoch_has(tmp_path: Path) -> None:
+    paths = corpus_with_lengths(tmp_path / "c", LENGTHS)
+    loader, _, state = one_batch_in(paths, "token")
+    fresh = loaders(paths, "token")
+    for batches in (len(loader) + 1, 2**62):
+        with pytest.raises(ValueError, match="beyond the 6 batches"):
+            fresh.load_state_dict({**state, "batches": batches})
+    fresh.load_state_dict({**state, "batches": len(loader)})  # the end of an epoch is fine
