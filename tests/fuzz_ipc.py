@@ -373,9 +373,10 @@ def _regions(data: bytes) -> tuple[list[tuple[int, int]], list[int]]:
 
 
 def _put(data: bytearray, at: int, value: int, width: int) -> None:
-    fmt = "<i" if width == 4 else "<q"
+    """Writes ``value`` as a little-endian integer of ``width`` bytes at ``at``, wrapped
+    into that width (a length one past INT64_MAX becomes INT64_MIN, as in C)."""
     if 0 <= at <= len(data) - width:
-        data[at : at + width] = struct.pack(fmt, value)
+        data[at : at + width] = (value % (1 << (8 * width))).to_bytes(width, "little")
 
 
 def mutate_structure(data: bytes, rng: random.Random) -> bytes:
