@@ -25,7 +25,11 @@ class CMakeBuild(build_ext):
         import pybind11
 
         output = Path(self.get_ext_fullpath(ext.name)).resolve().parent
-        build_temp = Path(self.build_temp) / ext.name
+        # ARROWLOADER_SANITIZE=address (ASan + UBSan) or thread (TSan): see CMakeLists.txt.
+        # Each kind of build keeps its own CMake folder, so switching between them never
+        # mixes object files compiled with and without a sanitizer.
+        sanitize = os.environ.get("ARROWLOADER_SANITIZE", "")
+        build_temp = Path(self.build_temp) / (f"{ext.name}-{sanitize}" if sanitize else ext.name)
         build_temp.mkdir(parents=True, exist_ok=True)
         config = os.environ.get("ARROWLOADER_BUILD_TYPE", "Debug" if self.debug else "Release")
         args = [
@@ -34,11 +38,14 @@ class CMakeBuild(build_ext):
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
             f"-DCMAKE_BUILD_TYPE={config}",
         ]
+        args.append(f"-DARROWLOADER_SANITIZE={sanitize}")
         args += os.environ.get("ARROWLOADER_CMAKE_ARGS", "").split()
         try:
-            import ninja  # noqa: F401
+            import ninja
 
-            args.append("-GNinja")
+            # The ninja of this build's environment: pip's isolated build environments
+            # are temporary, and one cached by an earlier build may be gone.
+            args += ["-GNinja", f"-DCMAKE_MAKE_PROGRAM={Path(ninja.BIN_DIR) / 'ninja'}"]
         except ImportError:
             pass
         subprocess.run(["cmake", str(ROOT), *args], cwd=build_temp, check=True)

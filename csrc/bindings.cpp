@@ -5,12 +5,15 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <cstdint>
+#include <algorithm>
 #include <array>
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "arrow_c_abi.h"
@@ -202,19 +205,13 @@ class Ticket {
 
   bool wait(double timeout) {
     check_not_orphaned();
-    py::gil_scoped_release release;
-    return job_->wait(timeout);
+    return wait_interruptibly(timeout);
   }
   // Waits up to timeout seconds (negative: forever), then returns the job's two values
   // or raises the batch's error (TimeoutError if not done).
   py::tuple result(double timeout) {
     check_not_orphaned();
-    bool done;
-    {
-      py::gil_scoped_release release;
-      done = job_->wait(timeout);
-    }
-    if (!done) {
+    if (!wait_interruptibly(timeout)) {
       std::ostringstream msg;
       msg << "DataLoader timed out after " << timeout << " seconds waiting for a batch";
       throw TimeoutError(msg.str());
@@ -232,6 +229,31 @@ class Ticket {
   }
 
  private:
+  // Waits for the job with the GIL released, in slices, running Python's signal
+  // handlers between them: Ctrl-C (KeyboardInterrupt) or any handler that raises ends
+  // the wait at once, whatever the job is doing. Returns whether the job is done.
+  bool wait_interruptibly(double timeout) {
+    constexpr double kSlice = 0.05;  // seconds between signal checks
+    using Clock = std::chrono::steady_clock;
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(std::max(timeout, 0.0)));
+    for (;;) {
+      double slice = kSlice;
+      if (timeout >= 0) {
+        const double left = std::chrono::duration<double>(deadline - Clock::now()).count();
+        slice = std::max(0.0, std::min(slice, left));
+      }
+      bool done;
+      {
+        py::gil_scoped_release release;
+        done = job_->wait(slice);
+      }
+      if (done) return true;
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+      if (timeout >= 0 && Clock::now() >= deadline) return false;
+    }
+  }
+
   void check_not_orphaned() const {
     if (pool_->orphaned()) {
       throw std::runtime_error(
@@ -316,6 +338,9 @@ PYBIND11_MODULE(_C, m) {
           "__arrow_c_array__(); typically a whole memory-mapped file) alive with the column. "
           "Chunks added afterwards whose buffers all lie inside it keep no Arrow objects of "
           "their own.")
+      .def_property("vocab_size", &TokenColumn::vocab_size, &TokenColumn::set_vocab_size,
+                    "Token ids copied out must lie in [0, vocab_size) (CorpusFormatError "
+                    "naming the row otherwise); 0 checks nothing. Settable until frozen.")
       .def_property_readonly("held_arrays", &TokenColumn::held_arrays,
                              "Imported arrays the column keeps alive.")
       .def(
@@ -424,7 +449,25 @@ PYBIND11_MODULE(_C, m) {
             self.shutdown();
           },
           "Cancel queued batches and join the threads (running ones finish). Idempotent.")
-      .def_property_readonly("num_threads", &ThreadPool::num_threads);
+      .def_property_readonly("num_threads", &ThreadPool::num_threads)
+      .def(
+          "submit_sleep",
+          [](const std::shared_ptr<ThreadPool>& pool, double seconds) {
+            if (!(seconds >= 0)) throw std::invalid_argument("seconds must be >= 0");
+            if (pool->orphaned()) {
+              throw std::runtime_error("this pool's threads belong to the parent process");
+            }
+            auto values = std::make_shared<Ticket::Values>(Ticket::Values{0, 0});
+            auto job = std::make_shared<Job>([seconds] {
+              std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+            });
+            auto ticket = std::make_unique<Ticket>(job, py::tuple(), values, pool);
+            pool->submit(job);
+            return ticket;
+          },
+          py::arg("seconds"),
+          "Queue a job that only sleeps `seconds` (a batch that takes that long, for tests "
+          "of waiting, timeouts, cancellation and interrupts); returns its Ticket.");
 
   py::class_<Ticket, std::unique_ptr<Ticket>>(
       m, "Ticket", "A batch being assembled; keeps its output buffers alive until done.")

@@ -51,6 +51,42 @@ int64_t first_cleared_bit(const uint8_t* bitmap, int64_t begin, int64_t end) {
   return -1;
 }
 
+int popcount64(uint64_t x) {
+  // SWAR popcount (compilers turn it into one instruction where there is one).
+  x = x - ((x >> 1) & 0x5555555555555555ULL);
+  x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+  x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+  return static_cast<int>((x * 0x0101010101010101ULL) >> 56);
+}
+
+// Cleared bits (nulls) in [begin, end) of a validity bitmap; 0 without one.
+int64_t count_cleared_bits(const void* bitmap_in, int64_t begin, int64_t end) {
+  if (bitmap_in == nullptr) return 0;
+  const auto* bitmap = static_cast<const uint8_t*>(bitmap_in);
+  int64_t cleared = 0;
+  int64_t i = begin;
+  for (; i < end && (i & 7) != 0; ++i) cleared += !bit_is_set(bitmap, i);
+  for (; i + 64 <= end; i += 64) {
+    uint64_t word;
+    std::memcpy(&word, bitmap + (i >> 3), sizeof(word));
+    cleared += 64 - popcount64(word);
+  }
+  for (; i < end; ++i) cleared += !bit_is_set(bitmap, i);
+  return cleared;
+}
+
+// An array's declared null count must be what its bitmap says (-1: not declared). A
+// mismatch means the file contradicts itself about which values exist.
+void check_null_count(const ChunkOrigin& origin, const std::string& column, const char* what,
+                      int64_t declared, int64_t actual) {
+  if (declared >= 0 && declared != actual) {
+    fail_chunk(origin, column,
+               std::string("the ") + what + " declare " + std::to_string(declared) +
+                   " nulls but their validity bitmap marks " + std::to_string(actual) +
+                   "; the file is corrupt. Regenerate it from its source.");
+  }
+}
+
 bool parse_token_type(const char* format, TokenType* out) {
   if (format == nullptr || format[0] == '\0' || format[1] != '\0') return false;
   switch (format[0]) {
@@ -207,15 +243,16 @@ void TokenColumn::add_chunk(ArrowSchema* schema_in, ArrowArray* array_in,
   chunk.rows = array.length;
   chunk.num_values = child.length;
 
-  if (array.null_count != 0 && array.buffers[0] != nullptr && array.length > 0) {
+  const int64_t null_rows =
+      count_cleared_bits(array.buffers[0], array.offset, array.offset + array.length);
+  if (null_rows > 0) {
     const auto* validity = static_cast<const uint8_t*>(array.buffers[0]);
     int64_t bit = first_cleared_bit(validity, array.offset, array.offset + array.length);
-    if (bit >= 0) {
-      fail_at(origin, name_, bit - array.offset,
-              "null where a list of tokens was expected; the token column must not "
-              "contain nulls (drop or fill those rows when writing the corpus)");
-    }
+    fail_at(origin, name_, bit - array.offset,
+            "null where a list of tokens was expected; the token column must not "
+            "contain nulls (drop or fill those rows when writing the corpus)");
   }
+  check_null_count(origin, name_, "rows", array.null_count, null_rows);
 
   if (array.length > 0) {
     if (array.buffers[1] == nullptr) fail_chunk(origin, name_, "missing list offsets buffer");
@@ -242,7 +279,7 @@ void TokenColumn::add_chunk(ArrowSchema* schema_in, ArrowArray* array_in,
   const int64_t last = array.length > 0 ? chunk.offset_at(chunk.rows) : 0;
   if (last > first) {
     if (child.buffers[1] == nullptr) fail_chunk(origin, name_, "missing list values buffer");
-    if (child.null_count != 0 && child.buffers[0] != nullptr) {
+    if (child.buffers[0] != nullptr) {
       const auto* validity = static_cast<const uint8_t*>(child.buffers[0]);
       int64_t bit = first_cleared_bit(validity, child.offset + first, child.offset + last);
       if (bit >= 0) {
@@ -255,6 +292,9 @@ void TokenColumn::add_chunk(ArrowSchema* schema_in, ArrowArray* array_in,
       }
     }
   }
+  check_null_count(origin, name_, "list values",
+                   child.null_count,
+                   count_cleared_bits(child.buffers[0], child.offset, child.offset + child.length));
   if (child.buffers[1] != nullptr) {
     chunk.values =
         static_cast<const char*>(child.buffers[1]) + child.offset * token_size(chunk.type);
@@ -393,22 +433,47 @@ void TokenColumn::check_index(int64_t global) const {
   }
 }
 
-TokenRow TokenColumn::row(int64_t global) const {
+size_t TokenColumn::span_of(int64_t global, int64_t* begin, int64_t* end) const {
   const size_t c = chunk_of(global);
   const ListChunk& chunk = chunks_[c];
   const int64_t local = global - starts_[c];
-  const int64_t begin = chunk.offset_at(local);
-  const int64_t end = chunk.offset_at(local + 1);
+  *begin = chunk.offset_at(local);
+  *end = chunk.offset_at(local + 1);
+  if (*begin < 0 || *end < *begin || *end > chunk.num_values) {
+    fail_at(origins_[c], name_, local,
+            "list offsets " + std::to_string(*begin) + " -> " + std::to_string(*end) +
+                " do not lie within the " + std::to_string(chunk.num_values) +
+                " values; the file is corrupt (or changed since its index cache entry "
+                "was written). Regenerate it from its source.");
+  }
+  return c;
+}
+
+TokenRow TokenColumn::row(int64_t global) const {
+  int64_t begin = 0;
+  int64_t end = 0;
+  const ListChunk& chunk = chunks_[span_of(global, &begin, &end)];
   const char* base = static_cast<const char*>(chunk.values);
   return TokenRow{base == nullptr ? nullptr : base + begin * token_size(chunk.type),
                   end - begin, chunk.type};
 }
 
 int64_t TokenColumn::row_length(int64_t global) const {
-  const size_t c = chunk_of(global);
-  const ListChunk& chunk = chunks_[c];
-  const int64_t local = global - starts_[c];
-  return chunk.offset_at(local + 1) - chunk.offset_at(local);
+  int64_t begin = 0;
+  int64_t end = 0;
+  span_of(global, &begin, &end);
+  return end - begin;
+}
+
+void TokenColumn::set_vocab_size(int64_t vocab_size) {
+  if (frozen_ || has_token_offsets()) {
+    throw std::logic_error("set_vocab_size: column '" + name_ + "' is frozen");
+  }
+  if (vocab_size < 0) {
+    throw std::invalid_argument("vocab_size must be >= 0 (0: unchecked), got " +
+                                std::to_string(vocab_size));
+  }
+  vocab_size_ = vocab_size;
 }
 
 std::string TokenColumn::describe_row(int64_t global) const {
@@ -453,14 +518,15 @@ void ScalarColumn::add_chunk(ArrowSchema* schema_in, ArrowArray* array_in,
   if (array.n_buffers != 2 || array.length < 0 || array.offset < 0) {
     fail_chunk(origin, name_, "malformed integer array");
   }
-  if (array.null_count != 0 && array.buffers[0] != nullptr && array.length > 0) {
+  const int64_t null_labels =
+      count_cleared_bits(array.buffers[0], array.offset, array.offset + array.length);
+  if (null_labels > 0) {
     const auto* validity = static_cast<const uint8_t*>(array.buffers[0]);
     int64_t bit = first_cleared_bit(validity, array.offset, array.offset + array.length);
-    if (bit >= 0) {
-      fail_at(origin, name_, bit - array.offset,
-              "null label; the label column must not contain nulls");
-    }
+    fail_at(origin, name_, bit - array.offset,
+            "null label; the label column must not contain nulls");
   }
+  check_null_count(origin, name_, "labels", array.null_count, null_labels);
   Chunk chunk;
   chunk.format = format[0];
   chunk.rows = array.length;

@@ -112,6 +112,12 @@ class TokenColumn {
   // native threads, so it must not change under them.
   void freeze() { frozen_ = true; }
 
+  // With vocab_size > 0, every token copied out of the column must lie in
+  // [0, vocab_size); copy_row() throws CorpusFormatError naming the row
+  // otherwise. 0 checks nothing. Set before the column is frozen.
+  void set_vocab_size(int64_t vocab_size);
+  int64_t vocab_size() const { return vocab_size_; }
+
   const std::string& name() const { return name_; }
   int64_t num_rows() const { return starts_.back(); }
   int64_t num_tokens() const { return num_tokens_; }
@@ -143,6 +149,11 @@ class TokenColumn {
 
  private:
   size_t chunk_of(int64_t global) const;
+  // The chunk of row `global` and the row's [begin, end) within the chunk's
+  // values. Throws CorpusFormatError if they do not lie inside the values: the
+  // offsets of a chunk whose offsets pass was skipped (an index cache vouched
+  // for its file) are still never followed outside its buffers.
+  size_t span_of(int64_t global, int64_t* begin, int64_t* end) const;
   void check_offsets_of(size_t c) const;
   bool in_region(const void* data, int64_t bytes) const;
 
@@ -156,6 +167,7 @@ class TokenColumn {
   std::vector<int64_t> starts_{0};  // chunks_.size() + 1 entries
   int64_t num_tokens_ = 0;
   size_t checked_chunks_ = 0;
+  int64_t vocab_size_ = 0;
   bool frozen_ = false;
   // Lazily built by token_offsets(); mutable because building them changes no
   // observable value of the column, only caches one.

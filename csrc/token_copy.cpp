@@ -1,6 +1,7 @@
 #include "token_copy.h"
 
 #include <cstring>
+#include <type_traits>
 
 namespace arrowloader {
 
@@ -8,8 +9,11 @@ namespace {
 
 // The hot loops are compiled twice, for AVX2 and for the baseline ISA, and the dynamic
 // loader picks one per machine (GCC/Clang target_clones), so one wheel runs everywhere
-// and wide stores are used where the CPU has them.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_ADDRESS__)
+// and wide stores are used where the CPU has them. Not in sanitizer builds: the
+// resolvers run while the library is relocated, before a sanitizer's runtime can take
+// their instrumented calls (a ThreadSanitizer build crashed at import).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define ARROWLOADER_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define ARROWLOADER_CLONES
@@ -38,7 +42,45 @@ inline int64_t first_outside_int32(const Src* src, int64_t n) {
   return -1;
 }
 
+// Index of the first value outside [0, limit), or -1; same two-pass shape. Signed values
+// are compared as unsigned, so a negative one is outside too.
+template <typename Src>
+inline int64_t first_outside(const Src* src, int64_t n, uint64_t limit) {
+  using Unsigned = std::make_unsigned_t<Src>;
+  bool bad = false;
+  for (int64_t i = 0; i < n; ++i) {
+    bad |= static_cast<uint64_t>(static_cast<Unsigned>(src[i])) >= limit;
+  }
+  if (!bad) return -1;
+  for (int64_t i = 0; i < n; ++i) {
+    if (static_cast<uint64_t>(static_cast<Unsigned>(src[i])) >= limit) return i;
+  }
+  return -1;
+}
+
 }  // namespace
+
+ARROWLOADER_CLONES int64_t first_outside_vocab(const void* src, TokenType type, int64_t n,
+                                               int64_t limit) {
+  const auto bound = static_cast<uint64_t>(limit);
+  switch (type) {
+    case TokenType::kInt32: return first_outside(static_cast<const int32_t*>(src), n, bound);
+    case TokenType::kInt64: return first_outside(static_cast<const int64_t*>(src), n, bound);
+    case TokenType::kUInt16: return first_outside(static_cast<const uint16_t*>(src), n, bound);
+    case TokenType::kUInt32: return first_outside(static_cast<const uint32_t*>(src), n, bound);
+  }
+  return -1;
+}
+
+int64_t token_at(const void* src, TokenType type, int64_t i) {
+  switch (type) {
+    case TokenType::kInt32: return static_cast<const int32_t*>(src)[i];
+    case TokenType::kInt64: return static_cast<const int64_t*>(src)[i];
+    case TokenType::kUInt16: return static_cast<const uint16_t*>(src)[i];
+    case TokenType::kUInt32: return static_cast<const uint32_t*>(src)[i];
+  }
+  return 0;
+}
 
 ARROWLOADER_CLONES void copy_tokens(const void* src, TokenType type, int64_t n, int64_t* dst) {
   switch (type) {

@@ -18,29 +18,42 @@ void copy_tokens(const void* src, TokenType type, int64_t n, int64_t* dst);
 int64_t copy_tokens(const void* src, TokenType type, int64_t n, int32_t* dst);
 void fill(int64_t* dst, int64_t n, int64_t value);
 void fill(int32_t* dst, int64_t n, int32_t value);
+// Index of the first of n tokens outside [0, limit), or -1.
+int64_t first_outside_vocab(const void* src, TokenType type, int64_t n, int64_t limit);
+// Token i of src, as int64 (uint32 and uint16 ids always fit).
+int64_t token_at(const void* src, TokenType type, int64_t i);
 
 inline int64_t token_bytes(TokenType type) {
   return type == TokenType::kInt64 ? 8 : type == TokenType::kUInt16 ? 2 : 4;
 }
 
 // Copies `count` tokens of `row` (global row `global` of `tokens`), starting at token
-// `skip`, converting to Dst. A token that does not fit Dst raises CorpusFormatError
-// naming the file, column and row.
+// `skip`, converting to Dst. A token that does not fit Dst, or lies outside the column's
+// vocabulary (TokenColumn::vocab_size), raises CorpusFormatError naming the file, column
+// and row.
 template <typename Dst>
 void copy_row(const TokenRow& row, int64_t skip, int64_t count, Dst* dst,
               const TokenColumn& tokens, int64_t global) {
   if (count <= 0) return;
   const void* src = static_cast<const char*>(row.data) + skip * token_bytes(row.type);
+  if (tokens.vocab_size() > 0) {
+    const int64_t bad = first_outside_vocab(src, row.type, count, tokens.vocab_size());
+    if (bad >= 0) {
+      throw CorpusFormatError(tokens.describe_row(global) + ": token id " +
+                              std::to_string(token_at(src, row.type, bad)) + " at position " +
+                              std::to_string(skip + bad) + " is outside the vocabulary [0, " +
+                              std::to_string(tokens.vocab_size()) +
+                              "); the corpus was tokenized with another vocabulary, or "
+                              "vocab_size is wrong");
+    }
+  }
   if constexpr (std::is_same_v<Dst, int64_t>) {
     copy_tokens(src, row.type, count, dst);
   } else {
     const int64_t bad = copy_tokens(src, row.type, count, dst);
     if (bad >= 0) {
-      const int64_t value = row.type == TokenType::kInt64
-                                ? static_cast<const int64_t*>(src)[bad]
-                                : static_cast<int64_t>(static_cast<const uint32_t*>(src)[bad]);
       throw CorpusFormatError(tokens.describe_row(global) + ": token id " +
-                              std::to_string(value) +
+                              std::to_string(token_at(src, row.type, bad)) +
                               " does not fit in int32 output; use dtype=torch.int64");
     }
   }

@@ -405,6 +405,30 @@ def test_unchecked_chunks_keep_the_cheap_checks(tmp_path: Path) -> None:
     assert column.num_chunks == 1
 
 
+def test_unchecked_rows_are_never_read_outside_their_values(tmp_path: Path) -> None:
+    """An entry that wrongly vouches for a file (forged, or its file edited with its times
+    reset) skips the offsets pass; the middle offsets it lets through are still never
+    followed outside the values: reading such a row raises, the others are served."""
+    column = _C.TokenColumn(COLUMN)
+    # Four values; row 0 claims 6 of them (past the end), row 1 ends before it starts.
+    array = patched_list_array(tmp_path / "f.arrow", [0, 6, 4])
+    column.add_chunk(*array.__arrow_c_array__(), "f.arrow", 0, check_offsets=False)
+    for row in (0, 1):
+        with pytest.raises(CorpusFormatError, match=rf"f\.arrow: column 'input_ids' row {row}"):
+            column.lengths(np.array([row], dtype=np.int64))
+    assembler = _C.PaddedBatchAssembler(column)
+    out = np.zeros((1, 4), dtype=np.int64)
+    with pytest.raises(CorpusFormatError, match="do not lie within the 4 values"):
+        assembler.assemble(np.array([1], dtype=np.int64), out)
+    with pytest.raises(CorpusFormatError, match="row 0"):
+        assembler.width(np.array([0], dtype=np.int64))
+    good = _C.TokenColumn(COLUMN)
+    array = patched_list_array(tmp_path / "g.arrow", [0, 1, 4])
+    good.add_chunk(*array.__arrow_c_array__(), "g.arrow", 0, check_offsets=False)
+    _C.PaddedBatchAssembler(good).assemble(np.array([1], dtype=np.int64), out[:, :3])
+    assert out[0, :3].tolist() == array[1].as_py() == [2, 3, 4]  # pyarrow's row 1
+
+
 def test_index_keeps_one_arrow_array_per_file(tmp_path: Path, rng: np.random.Generator) -> None:
     # Files of 1 to 4 record batches, IPC file and stream format, one of empty batches.
     written = write_corpus(tmp_path / "data", rng)

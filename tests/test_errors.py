@@ -4,7 +4,6 @@ where a row is at fault, the row (numbered within its file)."""
 
 from __future__ import annotations
 
-import re
 import struct
 import threading
 from pathlib import Path
@@ -16,6 +15,14 @@ import pyarrow as pa
 import pytest
 import torch
 from arrowloader import ArrowLoaderError, CorpusFileError, CorpusFormatError, TokenDataset
+from bad_corpora import (
+    BOUNDS,
+    assert_names,
+    nine_documents,
+    patch_offsets,
+    write_stream_with_ends,
+    write_with_offsets,
+)
 from conftest import (
     COLUMN,
     pyarrow_batches,
@@ -24,18 +31,6 @@ from conftest import (
     write_ipc,
     write_tokens,
 )
-
-
-def assert_names(
-    error: BaseException, path: Path, column: Optional[str] = None, row: Optional[int] = None
-) -> None:
-    """The message names ``path``, ``column`` (quoted) and ``row N``."""
-    message = str(error)
-    assert str(path) in message, message
-    if column is not None:
-        assert f"'{column}'" in message, message
-    if row is not None:
-        assert re.search(rf"\brow {row}\b", message), message
 
 
 def assert_format_error(
@@ -58,14 +53,6 @@ def assert_file_error(source: Any, named: str) -> CorpusFileError:
     assert isinstance(info.value, ArrowLoaderError)
     assert named in str(info.value)
     return info.value
-
-
-# Two record batches: rows 0-3 and 4-8 of the file.
-BOUNDS = [(0, 4), (4, 9)]
-
-
-def nine_documents() -> list[list[int]]:
-    return [[i, i + 1, i + 2][: i % 4] for i in range(9)]
 
 
 # --- the file itself ---------------------------------------------------------------------
@@ -189,20 +176,6 @@ def test_source_of_the_wrong_type() -> None:
 
 
 # --- streams -------------------------------------------------------------------------------
-
-
-def write_stream_with_ends(path: Path, documents: list[list[int]], num_batches: int) -> list[int]:
-    """Writes an IPC stream of ``num_batches`` record batches and returns the byte offset
-    where each batch's message ends."""
-    schema = pa.schema([(COLUMN, pa.list_(pa.int32()))])
-    per_batch = -(-len(documents) // num_batches)
-    ends = []
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        for begin in range(0, len(documents), per_batch):
-            chunk = pa.array(documents[begin : begin + per_batch], schema.field(0).type)
-            writer.write_batch(pa.record_batch([chunk], schema=schema))
-            ends.append(sink.tell())
-    return ends
 
 
 def test_stream_without_end_of_stream_marker(tmp_path: Path) -> None:
@@ -330,40 +303,6 @@ def test_missing_label_column(tmp_path: Path) -> None:
 
 
 # --- corrupt list offsets ---------------------------------------------------------------------
-
-
-def write_with_offsets(
-    path: Path, offsets: list[int], num_values: int, *, large: bool = False
-) -> Path:
-    """A file whose second record batch (after 2 good rows) is a list array with these
-    offsets over ``num_values`` values, built without validation by
-    ``ListArray.from_buffers``."""
-    offset_type = np.int64 if large else np.int32
-    list_type = pa.large_list(pa.int32()) if large else pa.list_(pa.int32())
-    array_class = pa.LargeListArray if large else pa.ListArray
-    values = pa.array(np.arange(100, 100 + num_values, dtype=np.int32))
-    bad = array_class.from_buffers(
-        list_type,
-        len(offsets) - 1,
-        [None, pa.py_buffer(np.array(offsets, dtype=offset_type))],
-        children=[values],
-    )
-    schema = pa.schema([(COLUMN, list_type)])
-    with pa.ipc.new_file(str(path), schema) as writer:
-        writer.write_batch(pa.record_batch([pa.array([[1, 2], [3]], list_type)], schema=schema))
-        writer.write_batch(pa.record_batch([bad], schema=schema))
-    return path
-
-
-def patch_offsets(path: Path, old: list[int], new: list[int], *, large: bool = False) -> None:
-    """Rewrites the one occurrence of the offsets ``old`` in the file as ``new``: for
-    corruptions pyarrow's writer refuses to write (it checks negative and out-of-range
-    offsets, but its reader does not)."""
-    dtype = np.int64 if large else np.int32
-    data = path.read_bytes()
-    pattern = np.array(old, dtype=dtype).tobytes()
-    assert data.count(pattern) == 1
-    path.write_bytes(data.replace(pattern, np.array(new, dtype=dtype).tobytes()))
 
 
 def assert_pyarrow_reads_offsets(path: Path, offsets: list[int]) -> None:

@@ -11,6 +11,7 @@ from arrowloader.corpus import Corpus
 from arrowloader.dataset import TokenDataset
 from arrowloader.errors import (
     ArrowLoaderError,
+    CorpusChangedError,
     CorpusFileError,
     CorpusFormatError,
     LoaderClosedError,
@@ -28,6 +29,7 @@ __all__ = [
     "ArrowLoaderError",
     "CUDAPrefetcher",
     "Corpus",
+    "CorpusChangedError",
     "CorpusFileError",
     "CorpusFormatError",
     "DataLoader",

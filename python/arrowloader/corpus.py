@@ -3,21 +3,64 @@ native columns through the Arrow C data interface, zero copy, validated once at 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
+import numpy as np
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from arrowloader import _C
 from arrowloader.corpus_index import CorpusIndexCache, IndexCacheOption
-from arrowloader.errors import CorpusFormatError
+from arrowloader.errors import CorpusChangedError, CorpusFormatError
 from arrowloader.manifest import Manifest, ShardEntry, has_manifest, read_manifest
-from arrowloader.sources import Source, iter_column_chunks, open_ipc, resolve_source
+from arrowloader.sources import (
+    Source,
+    iter_column_chunks,
+    open_ipc,
+    open_ipc_buffer,
+    resolve_source,
+)
+
+#: In-memory sources: the bytes of one IPC file or stream (never a file on disk).
+MEMORY_SOURCES = (pa.Buffer, bytes, bytearray, memoryview)
+#: How an in-memory source is named in messages.
+MEMORY_NAME = "<memory>"
+#: Rows whose lengths content_digest() reads at a time (8 bytes each).
+_DIGEST_BLOCK_ROWS = 1 << 20
 
 #: Folders with more files than this show a progress bar while opening (on a terminal).
 _PROGRESS_MIN_FILES = 16
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What tells a file apart from the one opened earlier under the same path: a file
+    replaced (another inode), cut short or grown (size), or rewritten (mtime)."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+    device: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileIdentity:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+    def differences(self, now: FileIdentity) -> list[str]:
+        """How ``now`` differs from this identity, in words (empty if it does not)."""
+        found = []
+        if (now.inode, now.device) != (self.inode, self.device):
+            found.append("it was replaced by another file")
+        if now.size != self.size:
+            how = "cut short" if now.size < self.size else "grown"
+            found.append(f"{how}: {self.size} -> {now.size} bytes")
+        if now.mtime_ns != self.mtime_ns:
+            found.append("modified after it was opened")
+        return found
 
 
 @dataclass(frozen=True)
@@ -28,6 +71,9 @@ class CorpusFile:
     format: str
     first_row: int
     num_rows: int
+    #: the file as it was opened (None for an in-memory source, or where the platform
+    #: gives no descriptor to ``fstat``)
+    identity: Optional[FileIdentity] = None
 
 
 class Corpus:
@@ -42,10 +88,19 @@ class Corpus:
     the manifest as it is opened (a shard that does not match fails at once).
 
     Args:
-        source: see :func:`arrowloader.sources.resolve_source`.
+        source: see :func:`arrowloader.sources.resolve_source`; or the bytes of one IPC
+            file or stream (``pyarrow.Buffer``, ``bytes``, ``bytearray``, ``memoryview``),
+            read in place and named ``<memory>`` in messages.
         column: the token column.
         label_column: an integer column, or None.
         require_end_of_stream: reject IPC streams without the end-of-stream marker.
+        mmap: True (default): memory-map every file and read it in place. False: read
+            each file into memory once, at open (for file systems where files can be cut
+            short or rewritten while in use: a mapped file cut short kills the process
+            with SIGBUS). The corpus then costs its size in memory.
+        vocab_size: if set, every token id must lie in ``[0, vocab_size)``; a batch or
+            item holding one outside raises CorpusFormatError naming file, column and
+            row. Checked as tokens are copied, so opening stays a pass over offsets only.
         index_cache: None (default) or False: check every list offset of every file.
             True: after the open, record each file's facts in
             ``<folder>/.arrowloader-index.json``, or in the cache folder
@@ -74,18 +129,26 @@ class Corpus:
         *,
         require_end_of_stream: bool = True,
         index_cache: IndexCacheOption = None,
+        mmap: bool = True,
+        vocab_size: Optional[int] = None,
     ) -> None:
-        paths = resolve_source(source)
+        memory = _memory_buffer(source)
+        paths = [Path(MEMORY_NAME)] if memory is not None else resolve_source(source)
+        if memory is not None:
+            index_cache = None  # nothing on disk to vouch for
         self.manifest: Optional[Manifest] = None
-        if isinstance(source, (str, os.PathLike)) and has_manifest(source):
+        if memory is None and isinstance(source, (str, os.PathLike)) and has_manifest(source):
             self.manifest = read_manifest(source)
         cache = CorpusIndexCache(index_cache) if index_cache not in (None, False) else None
         self.tokens = _C.TokenColumn(column)
+        if vocab_size is not None:
+            self.tokens.vocab_size = check_vocab_size(vocab_size)
         self.labels = _C.ScalarColumn(label_column) if label_column is not None else None
         self.files: list[CorpusFile] = []
         self.checked_files = 0
         self.vouched_files = 0
         self.index_entries_written: list[Path] = []
+        self._content_digest: Optional[str] = None
         first_row = 0
         bar = tqdm(
             paths,
@@ -96,7 +159,12 @@ class Corpus:
         for path in bar:
             name = str(path)
             check = cache.before_open(name) if cache is not None else None
-            opened = open_ipc(path, require_end_of_stream=require_end_of_stream)
+            if memory is not None:
+                opened = open_ipc_buffer(
+                    memory, path, require_end_of_stream=require_end_of_stream
+                )
+            else:
+                opened = open_ipc(path, require_end_of_stream=require_end_of_stream, mmap=mmap)
             num_rows = opened.num_rows
             layout = (opened.format, num_rows, len(opened.batches))
             vouched = check is not None and cache.vouches_for(
@@ -128,11 +196,62 @@ class Corpus:
                 cache.after_open(check, *layout, column, tokens)
             self.vouched_files += vouched
             self.checked_files += not vouched
-            self.files.append(CorpusFile(path, opened.format, first_row, num_rows))
+            identity = FileIdentity.of(opened.stat) if opened.stat is not None else None
+            self.files.append(CorpusFile(path, opened.format, first_row, num_rows, identity))
             first_row += num_rows
         if cache is not None:
             # Only now: an open that failed on any file records nothing.
             self.index_entries_written = cache.save()
+
+    def check_unchanged(self) -> None:
+        """Raises CorpusChangedError if a file is no longer the one opened: removed,
+        replaced, cut short, grown or rewritten (size, mtime, inode and device against
+        the ``fstat`` taken when it was opened). One ``stat`` per file.
+
+        Loaders call this at the start of every epoch and when a state is loaded. It
+        cannot see a change made after it returned: a mapped file cut short during an
+        epoch still kills the process with SIGBUS when a page past its new end is read
+        (``mmap=False`` closes that window).
+        """
+        problems = []
+        for f in self.files:
+            if f.identity is None:
+                continue
+            try:
+                now = FileIdentity.of(os.stat(f.path))
+            except OSError as exc:
+                problems.append(f"{f.path}: {exc.strerror or exc} (removed or renamed)")
+                continue
+            found = f.identity.differences(now)
+            if found:
+                problems.append(f"{f.path}: {'; '.join(found)}")
+        if problems:
+            raise CorpusChangedError(
+                f"{len(problems)} file(s) of the corpus changed since it was opened: "
+                + " | ".join(problems)
+                + ". A memory-mapped file that changes under a reader serves other data "
+                "than the run started with, and one cut short kills the process (SIGBUS). "
+                "Open the dataset again once the files are final; where files change while "
+                "in use, open with mmap=False."
+            )
+
+    def content_digest(self) -> str:
+        """A sha256 (hex) of the corpus's shape: documents and tokens per file, then every
+        document's length in order. It tells a corpus apart from another one (two
+        corpora with the same length at every row do not occur in practice) without
+        depending on where the files lie, so a state taken on one machine resumes on
+        another. One pass over the offsets on the first call (int64 lengths, a block of
+        rows at a time), then cached."""
+        if self._content_digest is None:
+            digest = hashlib.sha256(b"arrowloader-corpus/1")
+            for f in self.files:
+                digest.update(np.array([f.first_row, f.num_rows], dtype="<i8").tobytes())
+            total = self.num_rows
+            for begin in range(0, total, _DIGEST_BLOCK_ROWS):
+                rows = np.arange(begin, min(total, begin + _DIGEST_BLOCK_ROWS), dtype=np.int64)
+                digest.update(self.tokens.lengths(rows).astype("<i8").tobytes())
+            self._content_digest = digest.hexdigest()
+        return self._content_digest
 
     @property
     def num_rows(self) -> int:
@@ -164,3 +283,21 @@ def _check_shard(
             f"shard or manifest.json was changed after preparation; run 'arrowloader "
             f"validate {opened.path.parent}'"
         )
+
+
+def check_vocab_size(vocab_size: object) -> int:
+    """``vocab_size`` as a positive int; raises ValueError / TypeError otherwise."""
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+        raise TypeError(f"vocab_size must be an int or None, got {type(vocab_size).__name__}")
+    if vocab_size < 1:
+        raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+    return vocab_size
+
+
+def _memory_buffer(source: Union[Source, pa.Buffer, bytes]) -> Optional[pa.Buffer]:
+    """The buffer of an in-memory source (zero copy), or None for paths."""
+    if isinstance(source, pa.Buffer):
+        return source
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return pa.py_buffer(source)
+    return None

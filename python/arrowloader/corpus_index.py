@@ -343,7 +343,7 @@ def _read_entry(location: Path) -> dict[str, Any]:
     try:
         with open(location, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested too deep
         return {}
     if (
         not isinstance(data, dict)

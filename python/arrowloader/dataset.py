@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from arrowloader import _C
 from arrowloader.buffers import NUMPY_DTYPES, output_buffers
-from arrowloader.corpus import Corpus
+from arrowloader.corpus import Corpus, check_vocab_size
 from arrowloader.corpus_index import IndexCacheOption
 from arrowloader.manifest import check_ids_in_vocabulary
 from arrowloader.plan import EpochPlan
@@ -23,6 +23,12 @@ logger = logging.getLogger("arrowloader")
 
 #: Label value on padded positions (ignored by torch.nn.functional.cross_entropy).
 IGNORE_INDEX = -100
+
+#: TokenDataset arguments that go to the Corpus, not onto the dataset's attributes.
+_CORPUS_ARGS = ("source", "require_end_of_stream", "index_cache", "mmap", "vocab_size")
+#: Arguments that change how the files are read, never which batches a run gives: a
+#: loader state resumes across them.
+_READ_ONLY_ARGS = ("source", "dtype", "index_cache", "mmap", "vocab_size")
 
 
 Item = dict[str, torch.Tensor]
@@ -64,6 +70,16 @@ class TokenDataset(Dataset):
             True, or a folder: keep an index entry next to the data (else in the cache
             folder, or in that folder) so that later opens of unchanged files skip the
             pass over their offsets; see :class:`arrowloader.Corpus`.
+        mmap: True (default) memory-maps the files. False reads each file into memory
+            once, at open: for file systems where files may be cut short or rewritten
+            while in use (a mapped file cut short kills the process with SIGBUS). Costs
+            the corpus's size in memory.
+        vocab_size: if set, token ids outside ``[0, vocab_size)`` raise
+            CorpusFormatError (naming file, column and row) when the batch or item
+            holding them is made, instead of reaching an embedding lookup.
+
+    Every epoch of :class:`arrowloader.DataLoader` starts by checking that no file was
+    replaced, cut short or rewritten since the open (:meth:`check_files`).
 
     Raises:
         CorpusFileError: a file is missing or cannot be mapped.
@@ -87,6 +103,8 @@ class TokenDataset(Dataset):
         dtype: torch.dtype = torch.int64,
         require_end_of_stream: bool = True,
         index_cache: IndexCacheOption = None,
+        mmap: bool = True,
+        vocab_size: Optional[int] = None,
     ) -> None:
         self._args = dict(
             source=source,
@@ -103,13 +121,15 @@ class TokenDataset(Dataset):
             dtype=dtype,
             require_end_of_stream=require_end_of_stream,
             index_cache=index_cache,
+            mmap=mmap,
+            vocab_size=vocab_size,
         )
         self._configure(announce_truncation=True)
 
     def _configure(self, announce_truncation: bool) -> None:
         _check_options(**self._args)
         for name, value in self._args.items():
-            if name not in ("source", "require_end_of_stream", "index_cache"):
+            if name not in _CORPUS_ARGS:
                 setattr(self, name, value)
         self._open(announce_truncation)
 
@@ -120,6 +140,8 @@ class TokenDataset(Dataset):
             self.label_column,
             require_end_of_stream=self._args["require_end_of_stream"],
             index_cache=self._args.get("index_cache"),
+            mmap=self._args.get("mmap", True),
+            vocab_size=self._args.get("vocab_size"),
         )
         check_ids_in_vocabulary(self.corpus.manifest, pad_token_id=self.pad_token_id)
         self._assembler = _C.PaddedBatchAssembler(
@@ -260,15 +282,23 @@ class TokenDataset(Dataset):
         return batch
 
     def fingerprint(self) -> dict[str, Any]:
-        """What a saved loader state must match to be resumed on this dataset."""
-        options = {k: v for k, v in self._args.items() if k not in ("source", "dtype")}
+        """What a saved loader state must match to be resumed on this dataset: the
+        corpus (documents, tokens, file names and a digest of every document's length,
+        see :meth:`Corpus.content_digest`) and the options that shape batches."""
+        options = {k: v for k, v in self._args.items() if k not in _READ_ONLY_ARGS}
         return {
             "documents": len(self),
             "tokens": self.corpus.num_tokens,
             "files": [f.path.name for f in self.corpus.files],
+            "content": self.corpus.content_digest(),
             "dtype": str(self.dtype),
             **options,
         }
+
+    def check_files(self) -> None:
+        """Raises CorpusChangedError if a file changed since the open (see
+        :meth:`arrowloader.Corpus.check_unchanged`)."""
+        self.corpus.check_unchanged()
 
     def _native_epoch(self, loader: Any, pin: bool, first_iterator: bool) -> PaddedEpoch:
         """The native path's batches for one pass of ``loader`` (see loader.NativeEpoch)."""
@@ -310,6 +340,8 @@ def _check_options(
     dtype: torch.dtype,
     require_end_of_stream: bool,
     index_cache: IndexCacheOption = None,
+    mmap: bool = True,
+    vocab_size: Optional[int] = None,
 ) -> None:
     if max_length is not None and (
         not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1
@@ -340,6 +372,8 @@ def _check_options(
         raise ValueError(
             "causal_labels=True and label_column both produce 'labels'; choose one"
         )
+    if vocab_size is not None:
+        check_vocab_size(vocab_size)
 
 
 class PaddedEpoch:
@@ -451,9 +485,14 @@ def sampling_generators(loader: Any) -> list[torch.Generator]:
 
 
 def check_token_state(
-    state: Any, dataset: TokenDataset, generators: list[torch.Generator]
+    state: Any,
+    dataset: TokenDataset,
+    generators: list[torch.Generator],
+    num_batches: Optional[int] = None,
 ) -> dict[str, Any]:
     """Validates a TokenDataset loader state and returns the fields resumption uses.
+    ``num_batches``: batches in an epoch of the loader (None where its sampler has no
+    length).
 
     Raises:
         ValueError: the state is malformed or was taken over another corpus or options.
@@ -469,8 +508,17 @@ def check_token_state(
     if missing:
         raise ValueError(f"loader state: missing {', '.join(map(repr, missing))}")
     batches = state["batches"]
-    if not isinstance(batches, int) or isinstance(batches, bool) or batches < 0:
+    if not isinstance(batches, int) or isinstance(batches, bool) or not 0 <= batches < 2**63:
         raise ValueError(f"loader state: 'batches' must be a non-negative int, got {batches!r}")
+    if num_batches is not None and batches > num_batches:
+        raise ValueError(
+            f"loader state: 'batches' ({batches}) is beyond the {num_batches} batches of an "
+            "epoch of this loader"
+        )
+    if not isinstance(state["draws_base_seed"], bool):
+        raise ValueError(
+            f"loader state: 'draws_base_seed' must be a bool, got {state['draws_base_seed']!r}"
+        )
     states = state["generator_states"]
     if not isinstance(states, (list, tuple)) or len(states) != len(generators):
         raise ValueError(
@@ -486,16 +534,39 @@ def check_token_state(
         ):
             raise ValueError("loader state: 'generator_states' holds something that is not a "
                              "state of this loader's generators")
-    if state["fingerprint"] != dataset.fingerprint():
-        raise ValueError(
-            "loader state: 'fingerprint' shows it was taken over another corpus or other "
-            f"options: {state['fingerprint']} != {dataset.fingerprint()}"
-        )
+    check_fingerprint(state["fingerprint"], dataset.fingerprint())
     return {
         "generator_states": list(states),
-        "draws_base_seed": bool(state["draws_base_seed"]),
+        "draws_base_seed": state["draws_base_seed"],
         "batches": batches,
     }
+
+
+def check_fingerprint(saved: Any, current: dict[str, Any]) -> None:
+    """Raises ValueError, naming what differs, unless a state's ``saved`` fingerprint is
+    the dataset's ``current`` one."""
+    if not isinstance(saved, dict):
+        raise ValueError(
+            f"loader state: 'fingerprint' must be a dict, got {type(saved).__name__}"
+        )
+    if saved == current:
+        return
+    differing = []
+    for key in sorted(set(saved) | set(current), key=str):
+        if saved.get(key, "<missing>") != current.get(key, "<missing>"):
+            ours = current.get(key, "<missing>")
+            theirs = saved.get(key, "<missing>")
+            differing.append(f"{key}: state {_short(theirs)}, dataset {_short(ours)}")
+    raise ValueError(
+        "loader state: its 'fingerprint' shows it was taken over another corpus or packing, or "
+        "with other options, so resuming would not continue that run (" + "; ".join(differing)
+        + "). Load it into a loader over the same files with the same options."
+    )
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _batches_with_widths(

@@ -18,6 +18,11 @@ class CorpusFileError(ArrowLoaderError, OSError):
     """A corpus file cannot be found, opened or memory-mapped."""
 
 
+class CorpusChangedError(CorpusFileError):
+    """A corpus file was removed, replaced, cut short or rewritten after it was opened
+    (found at the start of an epoch or when a loader state is loaded)."""
+
+
 class LoaderClosedError(ArrowLoaderError, RuntimeError):
     """A batch was requested from a loader iterator that was already closed."""
 
@@ -28,6 +33,7 @@ class LoaderTimeoutError(ArrowLoaderError, RuntimeError):
 
 __all__ = [
     "ArrowLoaderError",
+    "CorpusChangedError",
     "CorpusFileError",
     "CorpusFormatError",
     "LoaderClosedError",

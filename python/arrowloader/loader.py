@@ -12,7 +12,13 @@ import torch
 import torch.utils.data
 
 from arrowloader import _C
-from arrowloader.dataset import Batch, TokenDataset, check_token_state, sampling_generators
+from arrowloader.dataset import (
+    Batch,
+    TokenDataset,
+    check_fingerprint,
+    check_token_state,
+    sampling_generators,
+)
 from arrowloader.errors import LoaderClosedError
 from arrowloader.metrics import FeedCounter, FeedMetrics
 from arrowloader.mixed import MixedDataset
@@ -37,6 +43,13 @@ def default_num_threads() -> int:
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
     return max(1, min(MAX_DEFAULT_THREADS, cores))
+
+
+def check_files(dataset: Any) -> None:
+    """Raises CorpusChangedError if a file of an arrowloader dataset changed since it was
+    opened; other datasets pass."""
+    if isinstance(dataset, (TokenDataset, *_PACKED_KINDS)):
+        dataset.check_files()
 
 
 class NativeEpoch(Protocol):
@@ -168,6 +181,8 @@ class DataLoader(torch.utils.data.DataLoader):
         return super().__len__()
 
     def __iter__(self):
+        # Every epoch starts by checking that the files are still the ones opened.
+        check_files(self.dataset)
         if self.native:
             # torch's persistent-worker iterator draws its base seed once, when first
             # made, and none on later epochs: the generator must advance the same way.
@@ -285,10 +300,18 @@ class DataLoader(torch.utils.data.DataLoader):
         Raises:
             ValueError: the state is malformed, or was taken over another corpus, packing
                 or seed (continuing would not visit each block exactly once).
+            CorpusChangedError: a file of the dataset changed since it was opened.
         """
         dataset = self.dataset
+        check_files(dataset)
         if self.native and isinstance(dataset, TokenDataset):
-            self._resume = check_token_state(state, dataset, sampling_generators(self))
+            try:
+                num_batches: Optional[int] = len(self)
+            except TypeError:  # a sampler without a length
+                num_batches = None
+            self._resume = check_token_state(
+                state, dataset, sampling_generators(self), num_batches
+            )
             self._position = dict(self._resume)
             return
         if not (self.native and isinstance(dataset, _PACKED_KINDS)):
@@ -303,9 +326,9 @@ class DataLoader(torch.utils.data.DataLoader):
             raise ValueError(f"loader state: missing {', '.join(map(repr, missing))}")
         for key in ("epoch", "samples_consumed", "seed", "global_batch_size"):
             value = state[key]
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
                 raise ValueError(
-                    f"loader state: {key!r} must be a non-negative int, got {value!r}"
+                    f"loader state: {key!r} must be a non-negative int64, got {value!r}"
                 )
         if state["global_batch_size"] < 1:
             raise ValueError("loader state: 'global_batch_size' must be positive")
@@ -314,11 +337,7 @@ class DataLoader(torch.utils.data.DataLoader):
                 f"loader state: 'samples_consumed' ({state['samples_consumed']}) is not a "
                 f"multiple of 'global_batch_size' ({state['global_batch_size']})"
             )
-        if state["fingerprint"] != dataset.fingerprint():
-            raise ValueError(
-                "loader state: 'fingerprint' shows it was taken over another corpus or "
-                f"packing: {state['fingerprint']} != {dataset.fingerprint()}"
-            )
+        check_fingerprint(state["fingerprint"], dataset.fingerprint())
         if state["seed"] != self._packed_seed():
             raise ValueError(
                 f"loader state was taken with seed {state['seed']}, this loader shuffles with "

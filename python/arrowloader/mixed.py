@@ -246,6 +246,11 @@ class MixedDataset(Dataset):
             "weights": self.weights.tolist(),
         }
 
+    def check_files(self) -> None:
+        """Raises CorpusChangedError if a file of any dataset changed since its open."""
+        for dataset in self.datasets:
+            dataset.check_files()
+
     def _native_epoch(self, loader: Any, pin: bool, first_iterator: bool) -> MixedEpoch:
         return MixedEpoch(self, loader, pin)
 

@@ -13,7 +13,7 @@ from torch.utils.data import BatchSampler, Dataset, RandomSampler, SequentialSam
 
 from arrowloader import _C
 from arrowloader.buffers import NUMPY_DTYPES, output_buffers
-from arrowloader.corpus import Corpus
+from arrowloader.corpus import Corpus, check_vocab_size
 from arrowloader.dataset import IGNORE_INDEX, Batch, Item
 from arrowloader.manifest import check_ids_in_vocabulary
 from arrowloader.sources import Source
@@ -71,13 +71,14 @@ class PackedDataset(Dataset):
         dtype: ``torch.int64`` or ``torch.int32`` for ids, labels and positions.
         rank, world_size: this process's share of every global batch; default: from
             ``torch.distributed`` when initialised, else 0 and 1.
-        require_end_of_stream: as for :class:`TokenDataset`.
+        require_end_of_stream, mmap, vocab_size: as for :class:`TokenDataset`
+            (``eos_token_id`` and ``pad_token_id`` must then lie in the vocabulary too).
         prefetch_pages: for corpora larger than memory, read in random block order: tell
             the kernel not to read around each page fault (on some disks it reads
             megabytes around every 8 KiB block) and ask it, as each batch is queued, to
             start reading the pages of the batch :data:`PREFETCH_BATCHES` further on, so
             that many reads are in flight at once. Default (None): on when the corpus
-            files take more than half of the physical memory.
+            files take more than half of the physical memory (never for ``mmap=False``).
     """
 
     def __init__(
@@ -98,6 +99,8 @@ class PackedDataset(Dataset):
         world_size: Optional[int] = None,
         require_end_of_stream: bool = True,
         prefetch_pages: Optional[bool] = None,
+        mmap: bool = True,
+        vocab_size: Optional[int] = None,
     ) -> None:
         self._args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self._configure()
@@ -128,8 +131,21 @@ class PackedDataset(Dataset):
         self.dtype: torch.dtype = args["dtype"]
         self._rank, self._world_size = args["rank"], args["world_size"]
         resolve_distributed(self._rank, self._world_size)  # validates them
+        vocab_size = args.get("vocab_size")
+        if vocab_size is not None:
+            check_vocab_size(vocab_size)
+            for name in ("eos_token_id", "pad_token_id"):
+                value = args[name]
+                if value is not None and not 0 <= value < vocab_size:
+                    raise ValueError(
+                        f"{name}={value} is outside the vocabulary [0, {vocab_size})"
+                    )
         self.corpus = Corpus(
-            args["source"], args["column"], require_end_of_stream=args["require_end_of_stream"]
+            args["source"],
+            args["column"],
+            require_end_of_stream=args["require_end_of_stream"],
+            mmap=args.get("mmap", True),
+            vocab_size=vocab_size,
         )
         check_ids_in_vocabulary(
             self.corpus.manifest, eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id
@@ -145,7 +161,7 @@ class PackedDataset(Dataset):
         )
         prefetch = args.get("prefetch_pages")
         if prefetch is None:
-            prefetch = larger_than_half_of_memory(self.corpus)
+            prefetch = args.get("mmap", True) and larger_than_half_of_memory(self.corpus)
         self.prefetch_pages: bool = bool(prefetch)
         if self.prefetch_pages:
             self.corpus.tokens.advise_random_access()
@@ -293,11 +309,17 @@ class PackedDataset(Dataset):
             "documents": self.corpus.num_rows,
             "tokens": self.corpus.num_tokens,
             "files": [os.fspath(f.path.name) for f in self.corpus.files],
+            "content": self.corpus.content_digest(),
             "seq_len": self.seq_len,
             "mode": self.mode,
             "eos_token_id": self.eos_token_id,
             "shuffle_documents": self.shuffle_documents,
         }
+
+    def check_files(self) -> None:
+        """Raises CorpusChangedError if a file changed since the open (see
+        :meth:`arrowloader.Corpus.check_unchanged`)."""
+        self.corpus.check_unchanged()
 
     def _native_epoch(self, loader: Any, pin: bool, first_iterator: bool) -> PackedEpoch:
         return PackedEpoch(self, loader, pin)

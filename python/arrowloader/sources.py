@@ -4,8 +4,8 @@ A *source* names Arrow IPC files: one file (IPC file or stream format), a folder
 (sorted by name), a glob, a list of any of these, a Hugging Face ``datasets``
 ``save_to_disk`` folder (its data files in the order its ``state.json`` gives), or a
 folder written by ``arrowloader prepare`` (its shards in the order its ``manifest.json``
-gives). Every file
-is memory-mapped by pyarrow and read in place; nothing here copies column data.
+gives). Every file is memory-mapped by pyarrow and read in place (or, with
+``mmap=False``, read once into memory); nothing here copies column data.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+import numpy as np
 import pyarrow as pa
 
-from arrowloader.errors import CorpusFileError, CorpusFormatError
+from arrowloader.errors import ArrowLoaderError, CorpusFileError, CorpusFormatError
 from arrowloader.manifest import MANIFEST_NAME, manifest_files
 
 Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
@@ -94,14 +95,23 @@ def _folder_files(folder: Path) -> list[Path]:
 
 
 def _save_to_disk_files(folder: Path, state: Path) -> list[Path]:
+    """The data files a ``save_to_disk`` folder's ``state.json`` lists, in its order.
+
+    The file comes with the data and is not trusted: each name must be a relative path
+    (no glob is expanded) that stays inside the folder once links are followed.
+    """
     try:
         entries = json.loads(state.read_text())["_data_files"]
         names = [entry["filename"] for entry in entries]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise CorpusFileError(f"{state}: not a datasets save_to_disk state file ({exc})") from exc
     root = folder.resolve()
     files = []
     for name in names:
+        if not isinstance(name, str) or not name or "\0" in name:
+            raise CorpusFileError(f"{state}: data file name {name!r} is not a file name")
+        if os.path.isabs(name):
+            raise CorpusFileError(f"{state}: data file {name!r} lies outside the folder")
         path = (folder / name).resolve()
         if root not in path.parents:
             raise CorpusFileError(f"{state}: data file {name!r} lies outside the folder")
@@ -141,21 +151,33 @@ class OpenedFile:
         return sum(batch.num_rows for batch in self.batches)
 
 
-def open_ipc(path: Path, *, require_end_of_stream: bool = True) -> OpenedFile:
-    """Memory-maps ``path`` and reads its record batches without copying.
+def open_ipc(
+    path: Path, *, require_end_of_stream: bool = True, mmap: bool = True
+) -> OpenedFile:
+    """Memory-maps ``path`` (or, with ``mmap=False``, reads it into memory) and reads its
+    record batches without further copies.
 
-    The file descriptor is closed before returning; the batches keep the mapping alive.
+    The file descriptor is closed before returning; the batches keep the mapping (or the
+    memory) alive.
 
     Args:
         path: an Arrow IPC file (``ARROW1`` magic) or an IPC stream.
         require_end_of_stream: for streams, demand Arrow's end-of-stream marker. A stream
             cut at a message boundary otherwise reads as a shorter, valid stream.
+        mmap: False reads the whole file into one heap buffer of exactly its size: for
+            file systems where files can be truncated or rewritten under a reader (a
+            mapped file cut short kills its reader with SIGBUS), at the cost of holding
+            the file in memory.
 
     Raises:
-        CorpusFileError: the file cannot be opened or mapped.
+        CorpusFileError: the file cannot be opened, mapped or read.
         CorpusFormatError: it is not a readable IPC file or stream, or a stream lacks its
             end-of-stream marker.
     """
+    if not mmap:
+        whole, stat = _read_whole_file(path)
+        return open_ipc_buffer(whole, path, require_end_of_stream=require_end_of_stream,
+                               stat=stat)
     try:
         source = pa.memory_map(str(path), "r")
     except (OSError, pa.ArrowException) as exc:
@@ -174,20 +196,73 @@ def open_ipc(path: Path, *, require_end_of_stream: bool = True) -> OpenedFile:
         raise CorpusFileError(f"{path}: cannot memory-map the file: {exc}") from exc
     finally:
         source.close()
+    return open_ipc_buffer(whole, path, require_end_of_stream=require_end_of_stream, stat=stat)
+
+
+def open_ipc_buffer(
+    whole: pa.Buffer,
+    path: Path,
+    *,
+    require_end_of_stream: bool = True,
+    stat: Optional[os.stat_result] = None,
+) -> OpenedFile:
+    """Reads the record batches of the IPC file or stream held by ``whole`` (a mapped
+    file, a file read into memory, or bytes that never were a file) in place.
+
+    ``path`` names the input in messages. Raises as :func:`open_ipc`.
+    """
+    size = whole.size
+    if size == 0:
+        raise CorpusFormatError(f"{path}: the file is empty; expected an Arrow IPC file")
     map_begin, map_end = whole.address, whole.address + size
     try:
         if whole.slice(0, min(size, 6)).to_pybytes() == _FILE_MAGIC:
             reader = pa.ipc.open_file(whole)
             batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
-            return OpenedFile(
+            opened = OpenedFile(
                 path, "file", reader.schema, batches, map_begin, map_end, stat, whole
             )
-        return _read_stream(path, whole, require_end_of_stream, map_begin, map_end, stat)
-    except (pa.ArrowException, OSError) as exc:  # pa.ArrowIOError is a bare OSError
+        else:
+            opened = _read_stream(path, whole, require_end_of_stream, map_begin, map_end, stat)
+        # Column names must be UTF-8, as the format demands: messages decode them, and a
+        # name that does not decode must fail here, clearly, not in a message later.
+        opened.schema.names  # noqa: B018
+        return opened
+    except ArrowLoaderError:
+        raise
+    except Exception as exc:  # whatever pyarrow raises on these bytes
+        # pyarrow raises ArrowException or OSError on most corrupt input, but not on all
+        # of it (a negative length can surface as SystemError): any failure of its
+        # reader means the input cannot be read.
         raise CorpusFormatError(
             f"{path}: not a readable Arrow IPC file or stream: {exc}. The file is "
             "corrupt or was cut short; rewrite it."
         ) from exc
+
+
+def _read_whole_file(path: Path) -> tuple[pa.Buffer, os.stat_result]:
+    """The bytes of ``path`` in one heap buffer of exactly the file's size (numpy's
+    allocation: no slack after the last byte, so a memory checker sees any read beyond
+    it), and the ``fstat`` of the descriptor they were read from."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            stat = os.fstat(f.fileno())
+            data = np.empty(stat.st_size, dtype=np.uint8)
+            view = memoryview(data)
+            done = 0
+            while done < stat.st_size:
+                count = f.readinto(view[done:])
+                if not count:
+                    raise CorpusFileError(
+                        f"{path}: the file shrank from {stat.st_size} to {done} bytes while "
+                        "it was read; it is being rewritten. Open it again once written."
+                    )
+                done += count
+    except OSError as exc:
+        if isinstance(exc, CorpusFileError):
+            raise
+        raise CorpusFileError(f"{path}: cannot read the file: {exc}") from exc
+    return pa.py_buffer(data), stat
 
 
 def _read_stream(
@@ -218,6 +293,16 @@ def _read_stream(
                 "was probably cut short and rows are missing. If its writer never writes "
                 "the marker, pass require_end_of_stream=False."
             )
+        end = end_of_messages + (8 if marker == _END_OF_STREAM else 4)
+        if end < size:
+            # Readers stop at the marker: whatever follows (a second stream appended to
+            # the first, say) would be dropped without a word.
+            raise CorpusFormatError(
+                f"{path}: {size - end} bytes follow the Arrow IPC stream's end-of-stream "
+                f"marker (byte {end_of_messages} of {size}); they would never be read. Is it "
+                "several streams concatenated? Write one stream per file. "
+                "require_end_of_stream=False reads up to the marker and ignores the rest."
+            )
     return OpenedFile(path, "stream", reader.schema, batches, map_begin, map_end, stat, whole)
 
 
@@ -234,11 +319,15 @@ def iter_column_chunks(
     """Yields ``(array, first_row_in_file)`` for every record batch's ``column``.
 
     Checks the type (a list/large_list of int32, int64, uint16 or uint32 when
-    ``list_column``, else an integer) and that every buffer lies inside the mapping.
+    ``list_column``, else an integer), the structure (pyarrow's cheap validation, and
+    every buffer large enough for the declared lengths) and that every buffer lies
+    inside the mapping. The caller checks the values (``TokenColumn.add_chunk``) before
+    asking for the next chunk.
 
     Raises:
-        CorpusFormatError: the column is missing, has the wrong type, or its buffers were
-            copied out of the mapping (IPC buffer compression).
+        CorpusFormatError: the column is missing, has the wrong type or a corrupt
+            structure, or its buffers were copied out of the mapping (IPC buffer
+            compression).
     """
     index = opened.schema.get_field_index(column)
     if index < 0:
@@ -256,11 +345,51 @@ def iter_column_chunks(
     row = 0
     for batch in opened.batches:
         array = batch.column(index)
-        buffers = array.buffers()
-        _check_in_mapping(opened, column, buffers, row)
-        _check_buffer_sizes(opened.path, column, array, buffers, row)
+        complaint = _validation_complaint(array)
+        try:
+            if len(array) != batch.num_rows:
+                raise CorpusFormatError(
+                    f"{opened.path}: column {column!r} (rows from {row}) holds {len(array)} "
+                    f"rows but its record batch declares {batch.num_rows}; the file is "
+                    "corrupt. Regenerate it from its source."
+                )
+            buffers = array.buffers()
+            _check_in_mapping(opened, column, buffers, row)
+            _check_buffer_sizes(opened.path, column, array, buffers, row)
+            _check_alignment(opened.path, column, array, buffers, row)
+        except CorpusFormatError:
+            raise
+        except Exception as exc:  # lengths too broken to measure (pyarrow said why)
+            raise _corrupt(opened.path, column, row, complaint or str(exc)) from exc
+        # Every buffer holds what the declared lengths need, so the native side may read
+        # the chunk even where pyarrow's validation complained: its check names the row
+        # at fault (pyarrow's message does not). If it finds nothing, pyarrow's word
+        # stands, raised here when the caller asks for the next chunk.
         yield array, row
+        if complaint is not None:
+            raise _corrupt(opened.path, column, row, complaint)
         row += batch.num_rows
+
+
+def _validation_complaint(array: pa.Array) -> Optional[str]:
+    """What pyarrow's validation finds wrong with ``array``, or None. Its cheap checks
+    (lengths, buffer sizes, children, first and last offsets; no pass over the data) on
+    every array; the full ones on an empty array (nothing to read, but what offsets it
+    has must still make sense). Arrow's IPC readers take declared lengths on trust."""
+    try:
+        array.validate()
+        if len(array) == 0:
+            array.validate(full=True)
+    except Exception as exc:  # ArrowInvalid, or worse on worse input
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _corrupt(path: Path, column: str, row: int, what: str) -> CorpusFormatError:
+    return CorpusFormatError(
+        f"{path}: column {column!r} (rows from {row}): {what}; the file is corrupt. "
+        "Regenerate it from its source."
+    )
 
 
 def check_token_type(path: Path, column: str, field_type: pa.DataType) -> None:
@@ -287,6 +416,28 @@ def _check_in_mapping(
                 "uncompressed, so it cannot be read in place from the memory mapping "
                 "(the file uses IPC buffer compression). Rewrite it without compression, "
                 "e.g. pyarrow.ipc.new_file(path, schema) with default IpcWriteOptions."
+            )
+
+
+def _check_alignment(
+    path: Path, column: str, array: pa.Array, buffers: list[Optional[pa.Buffer]], row: int
+) -> None:
+    """Checks that offsets and values lie at addresses aligned to their width: the native
+    side reads them as integers of that width. Arrow's IPC format aligns every buffer to 8
+    bytes; an IPC reader hands a misaligned one through as it is."""
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        width = 8 if pa.types.is_large_list(array.type) else 4
+        typed = [("list offsets", buffers[1], width),
+                 ("values", buffers[3], array.type.value_type.bit_width // 8)]
+    else:
+        typed = [("values", buffers[1], array.type.bit_width // 8)]
+    for name, buffer, width in typed:
+        if buffer is not None and buffer.size and buffer.address % width:
+            raise CorpusFormatError(
+                f"{path}: column {column!r} (rows from {row}): the {name} buffer is not "
+                f"aligned to {width} bytes, as Arrow IPC requires; the file is corrupt. "
+                "Regenerate it from its source (bytes in memory: copy them into a new "
+                "buffer, which is aligned)."
             )
 
 
