@@ -88,9 +88,10 @@ def _throughput_panel(ax: Any, workload: WorkloadReport, dram_memcpy_gbps: float
             color="#555555", va="top", ha="right",
         )
         largest = max(largest, bound / 1e6)
-    for y, row, value in zip(positions, rows, medians):
+    for y, row, value, above in zip(positions, rows, medians, high):
         ratio = "" if row.ratio_to_torch_best is None else f"  {row.ratio_to_torch_best:.2f}x"
-        ax.text(value * 1.15, y, f"{value:,.3g}{ratio}", va="center", fontsize=8)
+        # Right of the error bar, not on it.
+        ax.text((value + above) * 1.15, y, f"{value:,.3g}{ratio}", va="center", fontsize=8)
     smallest = min(m for m in medians if m > 0) if any(m > 0 for m in medians) else 0.1
     ax.set_xlim(smallest / 2, largest * 6)
     ax.grid(axis="x", which="major", alpha=0.3)
