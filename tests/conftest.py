@@ -3,6 +3,7 @@ and pyarrow's own reading of them, which is the oracle the package is compared w
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -262,13 +263,19 @@ def wait_for_resources(
     timeout: float = 10.0,
     fields: Sequence[str] = ("threads", "fds", "mappings"),
 ) -> Resources:
-    """Polls until the process holds exactly ``expected`` in ``fields`` (threads of
-    worker processes and pipes take a moment to go) or ``timeout`` seconds pass; returns
-    the last reading."""
+    """Polls until the process holds ``expected`` in ``fields`` (threads of worker
+    processes and pipes take a moment to go) or ``timeout`` seconds pass; returns the
+    last reading, with ``threads`` capped at the expected count when it is below it.
+
+    Threads may only be fewer, never more: a thread that no loader owns (tqdm's monitor,
+    a pool another library started earlier in the session) may end meanwhile, while a
+    leak can only add threads. Descriptors and mappings must match exactly."""
     paths = list(paths)
     deadline = time.monotonic() + timeout
     while True:
         seen = Resources.now(paths)
+        if "threads" in fields and seen.threads < expected.threads:
+            seen = dataclasses.replace(seen, threads=expected.threads)
         if all(getattr(seen, f) == getattr(expected, f) for f in fields):
             return seen
         if time.monotonic() > deadline:
