@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from arrowloader.buffers import OUTPUT_SKEW, PAGE, output_buffer, output_buffers
+from arrowloader.buffers import OUTPUT_SKEW, PAGE, output_buffers
 
 SPECS = [
     [((8, 2048), torch.int64), ((8, 2048), torch.int64), None, ((16385,), torch.int32)],
@@ -56,7 +56,3 @@ def test_outputs_start_at_distinct_offsets_within_a_page() -> None:
     offsets = [(start - starts[0]) % PAGE for start in starts]
     assert offsets == [0, OUTPUT_SKEW, 3 * OUTPUT_SKEW]
 
-
-def test_output_buffer_is_one_output() -> None:
-    tensor, array = output_buffer((4, 3), torch.int32, pin=False)
-    assert tensor.shape == (4, 3) and tensor.dtype == torch.int32 and array.dtype == np.int32

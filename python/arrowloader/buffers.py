@@ -57,14 +57,6 @@ OUTPUT_SKEW = 256
 OutputSpec = Optional[tuple[tuple[int, ...], torch.dtype]]
 
 
-def output_buffer(
-    shape: tuple[int, ...], dtype: torch.dtype, pin: bool
-) -> tuple[torch.Tensor, np.ndarray]:
-    """An uninitialised tensor of ``shape`` and ``dtype`` and a numpy view of the same
-    memory, handed to the native side (see :func:`output_buffers` for several)."""
-    return output_buffers([(shape, dtype)], pin)[0]  # type: ignore[return-value]
-
-
 def output_buffers(
     specs: Sequence[OutputSpec], pin: bool, interleaved: bool = False
 ) -> list[Optional[tuple[torch.Tensor, np.ndarray]]]:
