@@ -690,6 +690,35 @@ def test_bench_rejects_bad_thread_lists(threads: str, capsys: pytest.CaptureFixt
     assert "--threads" in capsys.readouterr().err
 
 
+def test_bench_plot_without_matplotlib_fails_before_measuring(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from arrowloader.bench import plot
+
+    monkeypatch.setattr(plot, "matplotlib_missing", lambda: True)
+    assert main(["bench", "--data", str(tmp_path / "none.arrow"), "--plot",
+                 str(tmp_path / "out.png"), "--quiet"]) == 2
+    assert "pip install 'arrowloader[plot]'" in capsys.readouterr().err
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"threads": (-1,)}, "threads must be counts >= 0"),
+        ({"threads": ()}, "threads must be counts >= 0"),
+        ({"consumer_ms": -1.0}, "consumer_ms must be >= 0"),
+        ({"workloads": ("loader",)}, "needs config.loader"),
+    ],
+)
+def test_run_bench_rejects_bad_settings(changes: dict, message: str) -> None:
+    from arrowloader.bench.suite import BenchConfig, run_bench
+
+    config = BenchConfig(source="unused.arrow", show_progress=False, **changes)
+    with pytest.raises(ValueError, match=message):
+        run_bench(config)
+
+
 def test_bench_rejects_an_unknown_workload(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["bench", "--workload", "sort"])
