@@ -136,16 +136,22 @@ struct CheckedPackedBatch {
   py::tuple keepalive;
 };
 
+// `batches` consecutive batches of n / batches blocks each: the outputs hold them back
+// to back, cu_seqlens one [n / batches * seq_len + 1] run per batch.
 CheckedPackedBatch check_packed_batch(const PackedBatchAssembler& assembler,
                                       const py::object& blocks_in, const py::object& input_ids,
                                       const py::object& labels, const py::object& position_ids,
-                                      const py::object& cu_seqlens) {
+                                      const py::object& cu_seqlens, int64_t batches = 1) {
   CheckedPackedBatch batch;
   batch.blocks = Rows::ensure(blocks_in);
   if (!batch.blocks || batch.blocks.ndim() != 1) {
     throw std::invalid_argument("blocks must be a 1-D sequence of int64 block indices");
   }
   const int64_t n = batch.blocks.shape(0);
+  if (batches < 1 || n % batches != 0) {
+    throw std::invalid_argument("batches must be a positive divisor of the " +
+                                std::to_string(n) + " blocks, got " + std::to_string(batches));
+  }
   const int64_t seq_len = assembler.options().seq_len;
   if (!py::isinstance<py::array>(input_ids)) {
     throw py::type_error("input_ids must be a numpy array (use tensor.numpy())");
@@ -173,24 +179,50 @@ CheckedPackedBatch check_packed_batch(const PackedBatchAssembler& assembler,
   }
   if (!cu_seqlens.is_none()) {
     out.cu_seqlens = static_cast<int32_t*>(
-        output_pointer(cu_seqlens, "cu_seqlens", py::dtype::of<int32_t>(), {n * seq_len + 1}));
+        output_pointer(cu_seqlens, "cu_seqlens", py::dtype::of<int32_t>(),
+                       {n * seq_len + batches}));
   }
   batch.keepalive = py::make_tuple(batch.blocks, input_ids, labels, position_ids, cu_seqlens);
   return batch;
 }
 
-// A batch being assembled on a pool. Holds the output buffers alive; its
-// destructor cancels the job or waits for it, so native code never writes into
-// freed memory whatever order Python drops things in.
+// What a queued job reports back: two figures per batch it writes (a job may write
+// several consecutive batches), and the first batch whose writing failed. The batches
+// before a failure are complete and are handed over; that batch and the ones after it
+// raise its error.
+struct JobResults {
+  explicit JobResults(int64_t batches) : values(static_cast<size_t>(batches), {0, 0}) {}
+
+  // Calls write(j, &values[j]) for j = 0 .. batches - 1 in order, on the worker thread;
+  // stops at the first exception and records it.
+  template <typename Write>
+  void run(const Write& write) {
+    for (size_t j = 0; j < values.size(); ++j) {
+      try {
+        write(static_cast<int64_t>(j), &values[j]);
+      } catch (...) {
+        failed_at = static_cast<int64_t>(j);
+        error = std::current_exception();
+        return;
+      }
+    }
+  }
+
+  std::vector<std::array<int64_t, 2>> values;
+  int64_t failed_at = -1;
+  std::exception_ptr error;
+};
+
+// A job (one or more batches) being assembled on a pool. Holds the output buffers
+// alive; its destructor cancels the job or waits for it, so native code never writes
+// into freed memory whatever order Python drops things in.
 class Ticket {
  public:
-  using Values = std::array<int64_t, 2>;
-
-  Ticket(std::shared_ptr<Job> job, py::tuple keepalive, std::shared_ptr<Values> values,
+  Ticket(std::shared_ptr<Job> job, py::tuple keepalive, std::shared_ptr<JobResults> results,
          std::shared_ptr<ThreadPool> pool)
       : job_(std::move(job)),
         keepalive_(std::move(keepalive)),
-        values_(std::move(values)),
+        results_(std::move(results)),
         pool_(std::move(pool)) {}
   ~Ticket() {
     // In a forked child no thread will ever run or finish the job, and its lock may
@@ -207,9 +239,14 @@ class Ticket {
     check_not_orphaned();
     return wait_interruptibly(timeout);
   }
-  // Waits up to timeout seconds (negative: forever), then returns the job's two values
-  // or raises the batch's error (TimeoutError if not done).
-  py::tuple result(double timeout) {
+  int64_t batches() const { return static_cast<int64_t>(results_->values.size()); }
+  // Waits up to timeout seconds (negative: forever), then returns the two values of the
+  // job's batch `batch` or raises that batch's error (TimeoutError if not done).
+  py::tuple result(double timeout, int64_t batch) {
+    if (batch < 0 || batch >= batches()) {
+      throw py::index_error("batch " + std::to_string(batch) + " of a job of " +
+                            std::to_string(batches()) + " batches");
+    }
     check_not_orphaned();
     if (!wait_interruptibly(timeout)) {
       std::ostringstream msg;
@@ -217,7 +254,11 @@ class Ticket {
       throw TimeoutError(msg.str());
     }
     job_->rethrow_if_failed();
-    return py::make_tuple((*values_)[0], (*values_)[1]);
+    if (results_->failed_at >= 0 && batch >= results_->failed_at) {
+      std::rethrow_exception(results_->error);
+    }
+    const std::array<int64_t, 2>& values = results_->values[static_cast<size_t>(batch)];
+    return py::make_tuple(values[0], values[1]);
   }
   bool done() { return job_->done(); }
   void cancel() {
@@ -264,7 +305,7 @@ class Ticket {
 
   std::shared_ptr<Job> job_;
   py::tuple keepalive_;
-  std::shared_ptr<Values> values_;
+  std::shared_ptr<JobResults> results_;
   std::shared_ptr<ThreadPool> pool_;
 };
 
@@ -457,11 +498,11 @@ PYBIND11_MODULE(_C, m) {
             if (pool->orphaned()) {
               throw std::runtime_error("this pool's threads belong to the parent process");
             }
-            auto values = std::make_shared<Ticket::Values>(Ticket::Values{0, 0});
+            auto results = std::make_shared<JobResults>(1);
             auto job = std::make_shared<Job>([seconds] {
               std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
             });
-            auto ticket = std::make_unique<Ticket>(job, py::tuple(), values, pool);
+            auto ticket = std::make_unique<Ticket>(job, py::tuple(), results, pool);
             pool->submit(job);
             return ticket;
           },
@@ -476,13 +517,15 @@ PYBIND11_MODULE(_C, m) {
            },
            py::arg("timeout") = py::none(),
            "Wait (GIL released) up to timeout seconds (None: forever); return whether done.")
-      .def("result", [](Ticket& self, std::optional<double> timeout) {
-             return self.result(timeout.has_value() ? *timeout : -1.0);
+      .def("result", [](Ticket& self, std::optional<double> timeout, int64_t batch) {
+             return self.result(timeout.has_value() ? *timeout : -1.0, batch);
            },
-           py::arg("timeout") = py::none(),
-           "Wait up to timeout seconds (None: forever), then return the batch's two figures "
-           "or raise its error (LoaderTimeoutError when not done in time). Padded batches: "
-           "(truncated tokens, 0); packed: (cu_seqlens entries, max_seqlen).")
+           py::arg("timeout") = py::none(), py::arg("batch") = 0,
+           "Wait up to timeout seconds (None: forever), then return the two figures of the "
+           "job's batch `batch` or raise its error (LoaderTimeoutError when not done in "
+           "time). Padded batches: (truncated tokens, 0); packed: (cu_seqlens entries, "
+           "max_seqlen).")
+      .def_property_readonly("batches", &Ticket::batches, "Batches the job writes.")
       .def("cancel", &Ticket::cancel, "Cancel if not started, else wait for it to finish.")
       .def_property_readonly("done", &Ticket::done);
 
@@ -560,16 +603,18 @@ PYBIND11_MODULE(_C, m) {
                 check_batch(*self, rows, input_ids, attention_mask, causal_labels, labels);
             const int64_t* r = batch.rows.data();
             const int64_t n = batch.rows.shape(0);
-            auto values = std::make_shared<Ticket::Values>(Ticket::Values{0, 0});
-            auto job = std::make_shared<Job>([self, r, n, out = batch.outputs, values] {
-              (*values)[0] = self->assemble(r, n, out);
+            auto results = std::make_shared<JobResults>(1);
+            auto job = std::make_shared<Job>([self, r, n, out = batch.outputs, results] {
+              results->run([&](int64_t, std::array<int64_t, 2>* values) {
+                (*values)[0] = self->assemble(r, n, out);
+              });
             });
             if (pool->orphaned()) {
               throw std::runtime_error(
                   "this loader's threads belong to the parent process; create the "
                   "iterator after the fork");
             }
-            auto ticket = std::make_unique<Ticket>(job, batch.keepalive, values, pool);
+            auto ticket = std::make_unique<Ticket>(job, batch.keepalive, results, pool);
             pool->submit(job);
             return ticket;
           },
@@ -686,32 +731,49 @@ PYBIND11_MODULE(_C, m) {
           [](const std::shared_ptr<PackedBatchAssembler>& self,
              const std::shared_ptr<ThreadPool>& pool, const std::shared_ptr<PackPlan>& plan,
              const py::object& blocks, const py::object& input_ids, const py::object& labels,
-             const py::object& position_ids, const py::object& cu_seqlens) {
-            CheckedPackedBatch batch =
-                check_packed_batch(*self, blocks, input_ids, labels, position_ids, cu_seqlens);
+             const py::object& position_ids, const py::object& cu_seqlens, int64_t batches) {
+            CheckedPackedBatch batch = check_packed_batch(*self, blocks, input_ids, labels,
+                                                          position_ids, cu_seqlens, batches);
             if (pool->orphaned()) {
               throw std::runtime_error(
                   "this loader's threads belong to the parent process; create the "
                   "iterator after the fork");
             }
             const int64_t* b = batch.blocks.data();
-            const int64_t n = batch.blocks.shape(0);
-            auto values = std::make_shared<Ticket::Values>(Ticket::Values{0, 0});
+            const int64_t rows = batch.blocks.shape(0) / batches;
+            auto results = std::make_shared<JobResults>(batches);
             std::shared_ptr<const PackPlan> held = plan;
-            auto job = std::make_shared<Job>([self, held, b, n, out = batch.outputs, values] {
-              const PackedBatchInfo info = self->assemble(*held, b, n, out);
-              (*values)[0] = info.cu_seqlens_length;
-              (*values)[1] = info.max_seqlen;
+            auto job = std::make_shared<Job>([self, held, b, rows, out = batch.outputs, results] {
+              const int64_t S = self->options().seq_len;
+              const int64_t item = out.type == OutType::kInt64 ? 8 : 4;
+              results->run([&](int64_t j, std::array<int64_t, 2>* values) {
+                // Batch j: rows [j * rows, (j + 1) * rows) of the outputs.
+                const int64_t row_bytes = j * rows * S * item;
+                auto shift = [row_bytes](void* p) {
+                  return p == nullptr ? nullptr : static_cast<char*>(p) + row_bytes;
+                };
+                PackedOutputs mine{out.type, shift(out.input_ids), shift(out.labels),
+                                   shift(out.position_ids),
+                                   out.cu_seqlens == nullptr
+                                       ? nullptr
+                                       : out.cu_seqlens + j * (rows * S + 1)};
+                const PackedBatchInfo info = self->assemble(*held, b + j * rows, rows, mine);
+                *values = {info.cu_seqlens_length, info.max_seqlen};
+              });
             });
-            auto ticket = std::make_unique<Ticket>(job, batch.keepalive, values, pool);
+            auto ticket = std::make_unique<Ticket>(job, batch.keepalive, results, pool);
             pool->submit(job);
             return ticket;
           },
           py::arg("pool"), py::arg("plan"), py::arg("blocks"), py::arg("input_ids").noconvert(),
           py::arg("labels").noconvert(), py::arg("position_ids").noconvert() = py::none(),
-          py::arg("cu_seqlens").noconvert() = py::none(),
-          "Like assemble(), but queued on pool; returns a Ticket whose result() is "
-          "(cu_seqlens entries, max_seqlen).")
+          py::arg("cu_seqlens").noconvert() = py::none(), py::arg("batches") = 1,
+          "Like assemble(), but queued on pool; returns a Ticket whose result(batch=j) is "
+          "(cu_seqlens entries, max_seqlen) of batch j. With batches=k the n blocks are k "
+          "consecutive batches of n / k rows, written in one job: input_ids, labels, "
+          "position_ids hold them back to back ([n, seq_len]); cu_seqlens is int32 "
+          "[n * seq_len + k], batch j's run of n / k * seq_len + 1 entries starting at "
+          "j * (n / k * seq_len + 1).")
       .def(
           "prefetch",
           [](const PackedBatchAssembler& self, const PackPlan& plan, const py::object& blocks_in) {
@@ -824,18 +886,19 @@ PYBIND11_MODULE(_C, m) {
         const int64_t* b = batch.blocks.data();
         const int64_t* p = plan_of_row.data();
         const int64_t n = batch.blocks.shape(0);
-        auto values = std::make_shared<Ticket::Values>(Ticket::Values{0, 0});
-        auto job = std::make_shared<Job>([sources, plans, p, b, n, out = batch.outputs, values] {
-          std::vector<const PackedBatchAssembler*> raw_sources;
-          std::vector<const PackPlan*> raw_plans;
-          for (const auto& source : sources) raw_sources.push_back(source.get());
-          for (const auto& plan : plans) raw_plans.push_back(plan.get());
-          const PackedBatchInfo info = assemble_mixed(raw_sources, raw_plans, p, b, n, out);
-          (*values)[0] = info.cu_seqlens_length;
-          (*values)[1] = info.max_seqlen;
+        auto results = std::make_shared<JobResults>(1);
+        auto job = std::make_shared<Job>([sources, plans, p, b, n, out = batch.outputs, results] {
+          results->run([&](int64_t, std::array<int64_t, 2>* values) {
+            std::vector<const PackedBatchAssembler*> raw_sources;
+            std::vector<const PackPlan*> raw_plans;
+            for (const auto& source : sources) raw_sources.push_back(source.get());
+            for (const auto& plan : plans) raw_plans.push_back(plan.get());
+            const PackedBatchInfo info = assemble_mixed(raw_sources, raw_plans, p, b, n, out);
+            *values = {info.cu_seqlens_length, info.max_seqlen};
+          });
         });
         py::tuple keepalive = py::make_tuple(batch.keepalive, plan_of_row);
-        auto ticket = std::make_unique<Ticket>(job, keepalive, values, pool);
+        auto ticket = std::make_unique<Ticket>(job, keepalive, results, pool);
         pool->submit(job);
         return ticket;
       },

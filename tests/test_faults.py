@@ -77,11 +77,11 @@ class SleepyEpoch:
     def __len__(self) -> int:
         return self.left
 
-    def submit(self, pool: Any) -> Optional[tuple]:
+    def submit(self, pool: Any) -> Optional[list[tuple]]:
         if self.left == 0:
             return None
         self.left -= 1
-        return pool.submit_sleep(self.seconds), {}, lambda batch, values: batch
+        return [(pool.submit_sleep(self.seconds), 0, {}, lambda batch, values: batch)]
 
     def exhausted(self) -> None:
         pass

@@ -574,6 +574,100 @@ def test_rank_share_of_a_global_batch(ranks_corpus: tuple[list[Path], list[list[
         )
 
 
+# --------------------------------------------------------------------------- grouped jobs
+# Without pinning, the loader has one native job write several consecutive batches
+# (arrowloader.packed.GROUP_BATCHES); each batch must still be exactly the reference's.
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+@pytest.mark.parametrize("mode", ["concat", "bestfit"])
+def test_one_job_of_several_batches_matches_the_reference(
+    ranks_corpus: tuple[list[Path], list[list[int]]], mode: str, dtype: torch.dtype
+) -> None:
+    paths, docs = ranks_corpus
+    ds = PackedDataset(paths, seq_len=8, eos_token_id=3, mode=mode, dtype=dtype, seed=1)
+    rows = reference_epoch(docs, ds, 0, 1, shuffle_blocks=False)
+    plan = ds.plan(0, 1)
+    blocks = np.random.default_rng(0).permutation(plan.num_blocks)[:15].astype(np.int64)
+    size, count = 3, 5
+    batches, outputs = ds._allocate_group(size, count, pin=False)
+    assert outputs[0].shape == (15, 8) and outputs[3].shape == (count * (size * 8 + 1),)
+    pool = _C.ThreadPool(2, "group-test")
+    try:
+        ticket = ds._assembler.submit(pool, plan, blocks, *outputs, batches=count)
+        assert ticket.batches == count
+        for j, batch in enumerate(batches):
+            got = ds._finish(batch, ticket.result(None, j))
+            mine = blocks[j * size : (j + 1) * size]
+            expected = reference_batch([rows[b] for b in mine], 8, dtype)
+            assert_batch_equal(got, expected, f"batch {j} of the job")
+        with pytest.raises(IndexError, match="batch 5 of a job of 5 batches"):
+            ticket.result(None, count)
+        with pytest.raises(IndexError, match="batch -1"):
+            ticket.result(None, -1)
+    finally:
+        pool.shutdown()
+
+
+def test_grouped_job_arguments_are_checked(
+    ranks_corpus: tuple[list[Path], list[list[int]]],
+) -> None:
+    paths, _ = ranks_corpus
+    ds = PackedDataset(paths, seq_len=8, eos_token_id=3)
+    plan = ds.plan(0, 0)
+    pool = _C.ThreadPool(1, "group-test")
+    try:
+        _, outputs = ds._allocate_group(2, 2, pin=False)
+        blocks = np.arange(4, dtype=np.int64)
+        for bad in (0, -1, 3):
+            with pytest.raises(ValueError, match="positive divisor of the 4 blocks"):
+                ds._assembler.submit(pool, plan, blocks, *outputs, batches=bad)
+        # cu_seqlens sized for one batch of 4 rows, not two batches of 2.
+        _, single = ds._allocate_group(4, 1, pin=False)
+        with pytest.raises(ValueError, match=r"cu_seqlens must have shape \[34\], got \[33\]"):
+            ds._assembler.submit(pool, plan, blocks, *outputs[:3], single[3], batches=2)
+    finally:
+        pool.shutdown()
+
+
+def test_error_in_a_group_delivers_the_batches_before_it(tmp_path: Path) -> None:
+    """A token outside the vocabulary in the third block: one job writes batches 0-3, the
+    first two are delivered equal to the reference, then the error names file and row."""
+    docs = [[10 + d, 11 + d, 12 + d, 13 + d] for d in range(10)]
+    docs[2][1] = 5000
+    path = write_tokens(tmp_path / "c.arrow", docs)
+    ds = PackedDataset(path, seq_len=4, eos_token_id=1, shuffle_documents=False,
+                       vocab_size=1000)
+    loader = arrowloader.DataLoader(ds, batch_size=1, num_workers=1)
+    rows = reference_rows(docs, "concat", 4, 1, 1, False)
+    got = []
+    with pytest.raises(arrowloader.CorpusFormatError, match=r"c\.arrow.*row 2.*5000"):
+        for batch in loader:
+            got.append(batch)
+    assert_batches_equal(got, [reference_batch([row], 4, torch.int64) for row in rows[:2]])
+
+
+def test_a_batch_kept_outlives_the_rest_of_its_group(
+    ranks_corpus: tuple[list[Path], list[list[int]]],
+) -> None:
+    """Batches of one job share an allocation: one batch kept after its group, the loader
+    and its threads are gone (and other batches were allocated since) still holds its
+    values."""
+    paths, docs = ranks_corpus
+    ds = PackedDataset(paths, seq_len=8, eos_token_id=3, seed=3)
+    rows = reference_epoch(docs, ds, 0, 3)
+    loader = loader_for(ds, 2, seed=3, num_workers=2)
+    iterator = iter(loader)
+    kept = [next(iterator) for _ in range(3)][1]
+    del iterator, loader
+    import gc
+
+    gc.collect()
+    churn = [torch.full((64, 8), 7) for _ in range(200)]
+    assert_batch_equal(kept, reference_batch(rows[2:4], 8, torch.int64), "kept batch")
+    del churn
+
+
 # --------------------------------------------------------------------------- resumption
 
 
@@ -721,9 +815,9 @@ class CountingAssembler:
         self.submitted: list[np.ndarray] = []
         self.assembled: list[np.ndarray] = []
 
-    def submit(self, pool: Any, plan: Any, blocks: Any, *outputs: Any) -> Any:
+    def submit(self, pool: Any, plan: Any, blocks: Any, *outputs: Any, batches: int = 1) -> Any:
         self.submitted.append(np.array(blocks))
-        return self.inner.submit(pool, plan, blocks, *outputs)
+        return self.inner.submit(pool, plan, blocks, *outputs, batches=batches)
 
     def assemble(self, plan: Any, blocks: Any, *outputs: Any) -> Any:
         self.assembled.append(np.array(blocks))

@@ -420,7 +420,7 @@ class PaddedEpoch:
     def __len__(self) -> int:
         return self._length
 
-    def submit(self, pool: Any) -> Optional[tuple]:
+    def submit(self, pool: Any) -> Optional[list[tuple]]:
         planned = next(self._batches, None)
         if planned is None:
             return None
@@ -449,7 +449,7 @@ class PaddedEpoch:
         ticket = self._assembler.submit(
             pool, rows, ids[1], *(None if b is None else b[1] for b in (mask, causal, labels))
         )
-        return ticket, batch, self._finish
+        return [(ticket, 0, batch, self._finish)]
 
     def _finish(self, batch: Batch, values: tuple[int, int]) -> Batch:
         self._dataset._truncated_in_batches += values[0]

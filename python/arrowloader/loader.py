@@ -58,9 +58,15 @@ class NativeEpoch(Protocol):
     def __len__(self) -> int:
         """Batches of the epoch."""
 
-    def submit(self, pool: Any) -> Optional[tuple[Any, Batch, Callable[[Batch, tuple], Batch]]]:
-        """Queues the next batch on ``pool``: returns ``(ticket, batch, finish)``, where
-        ``finish(batch, ticket.result())`` gives the batch to yield, or None at the end."""
+    #: Batches one ``submit()`` may queue at most (default 1).
+    group: int
+
+    def submit(
+        self, pool: Any
+    ) -> Optional[list[tuple[Any, int, Batch, Callable[[Batch, tuple], Batch]]]]:
+        """Queues the next job on ``pool``, one or more (at most :attr:`group`) batches in
+        order: returns ``(ticket, j, batch, finish)`` for each, where ``finish(batch,
+        ticket.result(timeout, j))`` gives the batch to yield; None at the end."""
 
     def exhausted(self) -> None:
         """Called once every batch of the epoch was delivered."""
@@ -81,7 +87,9 @@ class DataLoader(torch.utils.data.DataLoader):
 
     - ``num_workers`` is the number of native threads (not processes); ``0`` picks one
       per usable core, at most 4 (:func:`default_num_threads`).
-    - ``prefetch_factor`` (default 2) batches per thread are kept in flight.
+    - ``prefetch_factor`` (default 2) jobs per thread are kept in flight; a job is one
+      batch, or for packed datasets without pinning up to 4 consecutive batches
+      (:data:`arrowloader.packed.GROUP_BATCHES`), whose tensors share one allocation.
     - ``pin_memory=True`` allocates the outputs in pinned memory when CUDA is available,
       so no second copy is made (see :mod:`arrowloader.buffers` for why a pinned batch is
       never rewritten while a copy to the device may still read it).
@@ -398,7 +406,6 @@ class NativeBatchIterator:
     def __init__(self, loader: DataLoader, first_iterator: bool = True) -> None:
         self._closed = True  # until the pool exists, __del__ has nothing to do
         self._threads = loader.num_workers or default_num_threads()
-        self._depth = max(1, (loader.prefetch_factor or 2) * self._threads)
         self._timeout = loader.timeout if loader.timeout > 0 else None
         pin = bool(loader.pin_memory) and torch.cuda.is_available()
         if loader.pin_memory and not pin:
@@ -408,6 +415,10 @@ class NativeBatchIterator:
                 stacklevel=3,
             )
         self._epoch: NativeEpoch = loader.dataset._native_epoch(loader, pin, first_iterator)
+        # Jobs in flight: prefetch_factor per thread, each of up to `group` batches; a new
+        # job is queued once a whole one fits.
+        self._group = getattr(self._epoch, "group", 1)
+        self._depth = max(1, (loader.prefetch_factor or 2) * self._threads) * self._group
         self._feed = loader._feed
         self._inflight: deque = deque()
         self._exhausted = False
@@ -434,10 +445,10 @@ class NativeBatchIterator:
                 self._epoch.exhausted()
                 self._feed.handed(asked)
                 raise StopIteration
-            ticket, batch, finish = self._inflight.popleft()
+            ticket, index, batch, finish = self._inflight.popleft()
             self._fill()  # keep the threads busy while this batch is finished and consumed
             # Raises the batch's native error (or LoaderTimeoutError) in this thread.
-            batch = finish(batch, ticket.result(self._timeout))
+            batch = finish(batch, ticket.result(self._timeout, index))
             self._feed.handed(asked, batch)
             return batch
         except BaseException:
@@ -445,12 +456,12 @@ class NativeBatchIterator:
             raise
 
     def _fill(self) -> None:
-        while not self._exhausted and len(self._inflight) < self._depth:
+        while not self._exhausted and len(self._inflight) + self._group <= self._depth:
             submitted = self._epoch.submit(self._pool)
             if submitted is None:
                 self._exhausted = True
                 break
-            self._inflight.append(submitted)
+            self._inflight.extend(submitted)
 
     def close(self) -> None:
         """Cancels batches in flight and joins the native threads. Idempotent."""
@@ -458,7 +469,7 @@ class NativeBatchIterator:
             return
         self._closed = True
         while self._inflight:
-            ticket, _, _ = self._inflight.popleft()
+            ticket = self._inflight.popleft()[0]
             ticket.cancel()
         self._pool.shutdown()
 

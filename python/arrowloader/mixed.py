@@ -309,7 +309,7 @@ class MixedEpoch:
     def exhausted(self) -> None:
         """A pass ends; the next one continues the same stream of mixed samples."""
 
-    def submit(self, pool: Any) -> Optional[tuple]:
+    def submit(self, pool: Any) -> Optional[list[tuple]]:
         if self._next >= self._end:
             return None
         dataset = self._dataset
@@ -337,7 +337,7 @@ class MixedEpoch:
         first = dataset.datasets[0]
         batch, outputs = first._allocate(self._batch_size, self._pin)
         ticket = _C.submit_mixed(pool, assemblers, plan_list, plan_of_row, blocks, *outputs)
-        return ticket, batch, lambda batch, values: self._finish(batch, values, after)
+        return [(ticket, 0, batch, lambda batch, values: self._finish(batch, values, after))]
 
     def _finish(self, batch: Batch, values: tuple[int, int], after: dict[str, Any]) -> Batch:
         self.samples_consumed += self._global
