@@ -624,6 +624,54 @@ PYBIND11_MODULE(_C, m) {
           py::arg("labels").noconvert() = py::none(),
           "Like assemble(), but queued on pool; returns a Ticket.")
       .def(
+          "submit_batches",
+          [](const std::shared_ptr<PaddedBatchAssembler>& self,
+             const std::shared_ptr<ThreadPool>& pool, const py::sequence& batches) {
+            const auto count = static_cast<int64_t>(py::len(batches));
+            if (count < 1) throw std::invalid_argument("submit_batches needs at least one batch");
+            std::vector<CheckedBatch> checked;
+            checked.reserve(static_cast<size_t>(count));
+            py::list keepalive;
+            for (const py::handle& item : batches) {
+              py::tuple args = py::reinterpret_borrow<py::object>(item).cast<py::tuple>();
+              if (args.size() != 5) {
+                throw std::invalid_argument(
+                    "each batch is (rows, input_ids, attention_mask, causal_labels, labels)");
+              }
+              checked.push_back(check_batch(*self, args[0], args[1], args[2], args[3], args[4]));
+              keepalive.append(checked.back().keepalive);
+            }
+            if (pool->orphaned()) {
+              throw std::runtime_error(
+                  "this loader's threads belong to the parent process; create the "
+                  "iterator after the fork");
+            }
+            struct Planned {
+              const int64_t* rows;
+              int64_t n;
+              PaddedOutputs out;
+            };
+            std::vector<Planned> planned;
+            for (const CheckedBatch& batch : checked) {
+              planned.push_back({batch.rows.data(), batch.rows.shape(0), batch.outputs});
+            }
+            auto results = std::make_shared<JobResults>(count);
+            auto job = std::make_shared<Job>([self, planned = std::move(planned), results] {
+              results->run([&](int64_t j, std::array<int64_t, 2>* values) {
+                const Planned& batch = planned[static_cast<size_t>(j)];
+                (*values)[0] = self->assemble(batch.rows, batch.n, batch.out);
+              });
+            });
+            auto ticket =
+                std::make_unique<Ticket>(job, py::tuple(std::move(keepalive)), results, pool);
+            pool->submit(job);
+            return ticket;
+          },
+          py::arg("pool"), py::arg("batches"),
+          "Queue several batches as one job: batches is a sequence of (rows, input_ids, "
+          "attention_mask, causal_labels, labels) tuples, each as submit() takes them. "
+          "Returns a Ticket whose result(batch=j) is batch j's (truncated tokens, 0).")
+      .def(
           "gather",
           [](const PaddedBatchAssembler& self, const Rows& rows, const py::dtype& dtype) {
             const int64_t n = rows.shape(0);

@@ -19,8 +19,10 @@ from conftest import (
     WrittenCorpus,
     assert_batches_equal,
     native_threads,
+    pyarrow_rows,
     wait_for_native_threads,
     write_corpus,
+    write_tokens,
 )
 from torch.utils.data import RandomSampler, Sampler, TensorDataset
 
@@ -508,3 +510,76 @@ def test_forked_child_does_not_touch_the_parents_threads(indexed: TokenDataset) 
     assert os.waitstatus_to_exitcode(status) == 0
     assert torch.equal(next(iter(loader))["input_ids"], first["input_ids"])
     assert len([first, *it]) == len(loader)
+
+
+# --- several batches per native job ------------------------------------------------------
+
+
+def test_one_job_of_several_padded_batches_matches_torch(
+    indexed: TokenDataset, module_corpus: WrittenCorpus
+) -> None:
+    """submit_batches() writes each batch exactly as torch's DataLoader collates it, and
+    reports each batch's truncated tokens (counted from pyarrow's rows)."""
+    from arrowloader import _C
+
+    ds = indexed
+    lengths = [len(row) for row in pyarrow_rows(module_corpus.paths)]
+    order = torch.randperm(len(ds), generator=seeded(3)).numpy()
+    groups = [order[0:5], order[5:6], order[6:13]]
+    expected = [ds.collate([ds[int(i)] for i in rows]) for rows in groups]
+    outputs = []
+    for rows, want in zip(groups, expected):
+        width = ds._assembler.width(rows.astype(np.int64))
+        assert width == want["input_ids"].shape[1]
+        outputs.append(
+            (rows.astype(np.int64), np.empty((len(rows), width), np.int64),
+             np.empty((len(rows), width), np.int64), None, None)
+        )
+    pool = _C.ThreadPool(2)
+    try:
+        ticket = ds._assembler.submit_batches(pool, outputs)
+        assert ticket.batches == 3
+        for j, (args, want) in enumerate(zip(outputs, expected)):
+            assert ticket.result(None, j) == (
+                sum(max(0, lengths[r] - 16) for r in args[0]), 0
+            )
+            assert torch.equal(torch.from_numpy(args[1]), want["input_ids"]), f"batch {j}"
+            assert torch.equal(torch.from_numpy(args[2]), want["attention_mask"]), f"batch {j}"
+        with pytest.raises(IndexError, match="batch 3 of a job of 3 batches"):
+            ticket.result(None, 3)
+    finally:
+        pool.shutdown()
+
+
+def test_submit_batches_arguments_are_checked(indexed: TokenDataset) -> None:
+    from arrowloader import _C
+
+    assembler = indexed._assembler
+    rows = np.arange(2, dtype=np.int64)
+    good = (rows, np.empty((2, assembler.width(rows)), np.int64), None, None, None)
+    pool = _C.ThreadPool(1)
+    try:
+        with pytest.raises(ValueError, match="at least one batch"):
+            assembler.submit_batches(pool, [])
+        with pytest.raises(ValueError, match=r"each batch is \(rows, input_ids"):
+            assembler.submit_batches(pool, [good, good[:3]])
+        with pytest.raises(TypeError, match="input_ids must have dtype"):
+            bad = (rows, np.empty((2, 4), np.float32), *good[2:])
+            assembler.submit_batches(pool, [good, bad])
+    finally:
+        pool.shutdown()
+
+
+def test_error_in_a_job_delivers_the_batches_before_it(tmp_path: Any) -> None:
+    """An id outside the vocabulary in the 5th document: with batches of 2 one job writes
+    batches 0-3; batches 0 and 1 arrive equal to torch's, then the error names the row."""
+    docs = [[10 + d, 20 + d, 30 + d] for d in range(12)]
+    docs[4][2] = 7000
+    path = write_tokens(tmp_path / "v.arrow", docs)
+    ds = TokenDataset(path, vocab_size=1000)
+    expected = reference(TokenDataset(path), batch_size=2)[:2]
+    got = []
+    with pytest.raises(arrowloader.CorpusFormatError, match=r"v\.arrow.*row 4.*7000"):
+        for batch in arrowloader.DataLoader(ds, batch_size=2, num_workers=1):
+            got.append(batch)
+    assert_batches_equal(got, expected)

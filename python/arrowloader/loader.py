@@ -87,9 +87,10 @@ class DataLoader(torch.utils.data.DataLoader):
 
     - ``num_workers`` is the number of native threads (not processes); ``0`` picks one
       per usable core, at most 4 (:func:`default_num_threads`).
-    - ``prefetch_factor`` (default 2) jobs per thread are kept in flight; a job is one
-      batch, or for packed datasets without pinning up to 4 consecutive batches
-      (:data:`arrowloader.packed.GROUP_BATCHES`), whose tensors share one allocation.
+    - ``prefetch_factor`` (default 2) jobs per thread are kept in flight. Without
+      pinning a job is up to 4 consecutive batches
+      (:data:`arrowloader.dataset.GROUP_BATCHES`; a packed job's batches share one
+      allocation), with pinning one batch.
     - ``pin_memory=True`` allocates the outputs in pinned memory when CUDA is available,
       so no second copy is made (see :mod:`arrowloader.buffers` for why a pinned batch is
       never rewritten while a copy to the device may still read it).
@@ -421,7 +422,8 @@ class NativeBatchIterator:
         self._depth = max(1, (loader.prefetch_factor or 2) * self._threads) * self._group
         self._feed = loader._feed
         self._inflight: deque = deque()
-        self._exhausted = False
+        self._submitted_all = False  # the epoch has no batch left to queue
+        self._exhausted = False  # ... and every batch was delivered
         self._pool = _C.ThreadPool(self._threads, "arrowloader")
         self._closed = False
 
@@ -440,7 +442,7 @@ class NativeBatchIterator:
         try:
             self._fill()
             if not self._inflight:
-                self._exhausted = True
+                self._exhausted = True  # every batch was delivered
                 self.close()
                 self._epoch.exhausted()
                 self._feed.handed(asked)
@@ -456,10 +458,10 @@ class NativeBatchIterator:
             raise
 
     def _fill(self) -> None:
-        while not self._exhausted and len(self._inflight) + self._group <= self._depth:
+        while not self._submitted_all and len(self._inflight) + self._group <= self._depth:
             submitted = self._epoch.submit(self._pool)
             if submitted is None:
-                self._exhausted = True
+                self._submitted_all = True
                 break
             self._inflight.extend(submitted)
 

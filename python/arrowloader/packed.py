@@ -14,7 +14,7 @@ from torch.utils.data import BatchSampler, Dataset, RandomSampler, SequentialSam
 from arrowloader import _C
 from arrowloader.buffers import NUMPY_DTYPES, output_buffers
 from arrowloader.corpus import Corpus, check_vocab_size
-from arrowloader.dataset import IGNORE_INDEX, Batch, Item
+from arrowloader.dataset import GROUP_BATCHES, IGNORE_INDEX, Batch, Item
 from arrowloader.manifest import check_ids_in_vocabulary
 from arrowloader.sources import Source
 
@@ -26,11 +26,6 @@ MODES = ("concat", "bestfit")
 #: the reads of the whole window to be queued.
 PREFETCH_BATCHES = 256
 PREFETCH_RAMP = 4
-#: Batches the loader has one native job write (pageable outputs): each job costs a
-#: submission, an allocation and thread wake-ups, which for W2's batches (8 x 2048 tokens,
-#: ~25 us of native work) took about as long as the work itself. Four batches per job
-#: took W2 here from ~32 to ~17 us a batch.
-GROUP_BATCHES = 4
 #: Outputs of a packed batch, in the order the native assembler takes them.
 PACKED_OUTPUTS = ("input_ids", "labels", "position_ids", "cu_seqlens")
 
