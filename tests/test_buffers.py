@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from arrowloader.buffers import OUTPUT_SKEW, PAGE, output_buffers
+from arrowloader.buffers import OUTPUT_SKEW, PAGE, BlockPool, output_buffers
 
 SPECS = [
     [((8, 2048), torch.int64), ((8, 2048), torch.int64), None, ((16385,), torch.int32)],
@@ -56,3 +56,57 @@ def test_outputs_start_at_distinct_offsets_within_a_page() -> None:
     offsets = [(start - starts[0]) % PAGE for start in starts]
     assert offsets == [0, OUTPUT_SKEW, 3 * OUTPUT_SKEW]
 
+
+
+# --- reusing blocks ----------------------------------------------------------------------
+
+PACKED = [((4, 16), torch.int64), ((4, 16), torch.int64), None, None]
+
+
+def block_address(buffers: list) -> int:
+    """Where the block under one packed job's outputs starts."""
+    return buffers[0][1].base.__array_interface__["data"][0]
+
+
+@pytest.mark.parametrize(
+    "keep",
+    [
+        lambda out: out[0][0],  # the tensor
+        lambda out: out[1][0][2:],  # a tensor view
+        lambda out: out[1][0].numpy(),  # an array made from the tensor
+        lambda out: torch.from_numpy(out[0][1][1:3]),  # a tensor of a slice of the array
+        lambda out: memoryview(out[0][1]),  # a buffer export
+    ],
+    ids=["tensor", "tensor view", "tensor.numpy()", "slice", "memoryview"],
+)
+def test_a_block_anything_refers_to_is_not_reused(keep) -> None:
+    pool = BlockPool(capacity=4)
+    first = output_buffers(PACKED, pin=False, interleaved=True, pool=pool)
+    first[0][1][:] = 7
+    first[1][1][:] = 8
+    kept = keep(first)
+    address = block_address(first)
+    del first
+    for _ in range(6):  # every other block of the pool is free
+        again = output_buffers(PACKED, pin=False, interleaved=True, pool=pool)
+        assert block_address(again) != address
+        again[0][1][:] = -1
+        again[1][1][:] = -1
+    assert set(np.asarray(kept).reshape(-1).tolist()) <= {7, 8}
+    del kept, again
+    reused = {block_address(output_buffers(PACKED, False, True, pool)) for _ in range(4)}
+    assert address in reused
+
+
+def test_dropped_blocks_are_reused_and_a_full_pool_keeps_no_more() -> None:
+    pool = BlockPool(capacity=2)
+    held = [output_buffers(PACKED, False, True, pool) for _ in range(3)]
+    addresses = [block_address(h) for h in held]
+    assert len(set(addresses)) == 3
+    del held
+    # The third block was made while both pooled ones were in use: it was not kept.
+    again = [block_address(output_buffers(PACKED, False, True, pool)) for _ in range(4)]
+    assert set(again) == set(addresses[:2])
+    # A larger job takes a new block rather than a pooled one too small for it.
+    big = [((64, 64), torch.int64), ((64, 64), torch.int64), None, None]
+    assert block_address(output_buffers(big, False, True, pool)) not in addresses

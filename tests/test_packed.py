@@ -668,6 +668,24 @@ def test_a_batch_kept_outlives_the_rest_of_its_group(
     del churn
 
 
+def test_batches_dropped_as_they_come_are_right_while_blocks_are_reused(
+    ranks_corpus: tuple[list[Path], list[list[int]]],
+) -> None:
+    """A training loop drops each batch before the next: the loader writes new batches
+    into blocks freed that way, and every batch is still the reference's."""
+    paths, docs = ranks_corpus
+    ds = PackedDataset(paths, seq_len=8, eos_token_id=3, seed=5)
+    rows = reference_epoch(docs, ds, 0, 5)
+    addresses = Counter()
+    for step, batch in enumerate(loader_for(ds, 2, seed=5, num_workers=2)):
+        expected = reference_batch(rows[2 * step : 2 * step + 2], 8, torch.int64)
+        assert_batch_equal(batch, expected, f"step {step}")
+        addresses[batch["input_ids"].untyped_storage().data_ptr()] += 1
+        del batch
+    assert step + 1 == len(rows) // 2
+    assert max(addresses.values()) > 1, "no block was reused"
+
+
 # --------------------------------------------------------------------------- resumption
 
 

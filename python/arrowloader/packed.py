@@ -12,7 +12,7 @@ import torch.distributed
 from torch.utils.data import BatchSampler, Dataset, RandomSampler, SequentialSampler
 
 from arrowloader import _C
-from arrowloader.buffers import NUMPY_DTYPES, output_buffers
+from arrowloader.buffers import NUMPY_DTYPES, BlockPool, output_buffers
 from arrowloader.corpus import Corpus, check_vocab_size
 from arrowloader.dataset import GROUP_BATCHES, IGNORE_INDEX, Batch, Item
 from arrowloader.manifest import check_ids_in_vocabulary
@@ -280,14 +280,17 @@ class PackedDataset(Dataset):
         batches, arrays = self._allocate_group(n, 1, pin)
         return batches[0], arrays
 
-    def _allocate_group(self, rows: int, batches: int, pin: bool) -> tuple[list[Batch], tuple]:
+    def _allocate_group(
+        self, rows: int, batches: int, pin: bool, pool: Optional[BlockPool] = None
+    ) -> tuple[list[Batch], tuple]:
         """Outputs of ``batches`` consecutive batches of ``rows`` rows, written by one native
         job (``submit(..., batches=batches)``): returns each batch's dict of tensors and
         the numpy arrays of the whole group, in :data:`PACKED_OUTPUTS` order (None for an
         output not asked for). ``input_ids``, ``labels``, ``position_ids``: ``[batches *
         rows, seq_len]``; ``cu_seqlens``: int32 ``[batches * (rows * seq_len + 1)]``. Batch
         ``j``'s tensors are views of rows ``j * rows ..`` of those arrays, so its memory
-        lives as long as any batch of the group is held."""
+        lives as long as any batch of the group is held. Pageable outputs take their block
+        from ``pool`` when given."""
         n = rows * batches
         shape = (n, self.seq_len)
         # position ids are needed to derive cu_seqlens in collate(); the native path
@@ -300,7 +303,7 @@ class PackedDataset(Dataset):
             (shape, self.dtype) if positions else None,
             ((batches * cu_run,), torch.int32) if self.return_cu_seqlens else None,
         ]
-        buffers = output_buffers(specs, pin, interleaved=True)
+        buffers = output_buffers(specs, pin, interleaved=True, pool=pool)
         arrays = tuple(None if buffer is None else buffer[1] for buffer in buffers)
         named = [(name, buffer) for name, buffer in zip(PACKED_OUTPUTS, buffers) if buffer]
         if batches == 1:
@@ -412,6 +415,12 @@ class PackedEpoch:
         # Batches per native job. Pinned batches keep one job each: their tensors come
         # from torch's caching host allocator block by block (see arrowloader.buffers).
         self.group = 1 if pin else GROUP_BATCHES
+        # Pageable blocks are reused once no batch refers to them: room for the jobs the
+        # loader keeps in flight, the one being consumed and one more.
+        from arrowloader.loader import default_num_threads  # (loader imports this module)
+
+        threads = loader.num_workers or default_num_threads()
+        self._blocks = BlockPool((loader.prefetch_factor or 2) * threads + 2)
         self._batch_size = loader.batch_size
         self._rank, self._world_size = dataset.rank, dataset.world_size
         self._global = self._batch_size * self._world_size
@@ -475,7 +484,7 @@ class PackedEpoch:
             mine = slice(self._rank * size, (self._rank + 1) * size)
             blocks = span.reshape(count, self._global)[:, mine].reshape(-1)
         self._next += count * self._global
-        batches, outputs = self._dataset._allocate_group(size, count, self._pin)
+        batches, outputs = self._dataset._allocate_group(size, count, self._pin, self._blocks)
         ticket = self._dataset._assembler.submit(
             pool, self._plan, blocks, *outputs, batches=count
         )
