@@ -274,6 +274,9 @@ class Ticket {
   // handlers between them: Ctrl-C (KeyboardInterrupt) or any handler that raises ends
   // the wait at once, whatever the job is doing. Returns whether the job is done.
   bool wait_interruptibly(double timeout) {
+    // A job already done (the usual case when the threads keep ahead of the consumer)
+    // needs no wait: skip releasing and re-taking the GIL.
+    if (job_->done()) return true;
     constexpr double kSlice = 0.05;  // seconds between signal checks
     using Clock = std::chrono::steady_clock;
     const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
