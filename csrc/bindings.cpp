@@ -420,6 +420,8 @@ PYBIND11_MODULE(_C, m) {
           "r's length is entry r + 1 minus entry r). Built on the first call (8 bytes a row, "
           "kept with the column), a read-only view afterwards. The column cannot take more "
           "chunks once they exist.")
+      .def_property_readonly("has_token_offsets", &TokenColumn::has_token_offsets,
+                             "Whether token_offsets() was built already.")
       .def(
           "lengths",
           [](const TokenColumn& self, const Rows& rows) {

@@ -20,12 +20,22 @@ int64_t piece_length(const TokenColumn& tokens, int64_t row) {
   return tokens.row_length(row) + 1;
 }
 
+// Documents ahead of the one being read whose lengths are requested (PieceLengths::prefetch).
+constexpr int64_t kGatherAhead = 16;
+
 // Piece lengths from the column's token prefix sums: O(1) a row, where row_length()
 // searches the chunk first (planning touches every document of the epoch).
 class PieceLengths {
  public:
   explicit PieceLengths(const TokenColumn& tokens) : sums_(tokens.token_offsets().data()) {}
   int64_t operator()(int64_t row) const { return sums_[row + 1] - sums_[row] + 1; }
+  // Asks the CPU to start loading row's entries (a hint; no effect on results).
+  void prefetch(int64_t row) const {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(sums_ + row);
+    __builtin_prefetch(sums_ + row + 1);
+#endif
+  }
 
  private:
   const int64_t* sums_;
@@ -51,8 +61,15 @@ PackPlan::PackPlan(const TokenColumn& tokens, const PackOptions& options, const 
 void PackPlan::plan_concat(const TokenColumn& tokens, const int64_t* order, int64_t n) {
   const PieceLengths piece_length(tokens);
   order_.assign(order, order + n);
+  // The pieces' lengths in epoch order, gathered once: each is a random read of the
+  // prefix sums (80 MB for 10M documents), so the entries of the next documents are
+  // requested while this one's is added. The block walk below then reads them in order.
+  std::vector<int64_t> length(static_cast<size_t>(n));
   int64_t total = 0;
-  for (int64_t i = 0; i < n; ++i) total += piece_length(order[i]);
+  for (int64_t i = 0; i < n; ++i) {
+    if (i + kGatherAhead < n) piece_length.prefetch(order[i + kGatherAhead]);
+    total += length[i] = piece_length(order[i]);
+  }
   num_blocks_ = total / block_size_;
   dropped_tokens_ = total - num_blocks_ * block_size_;
   block_first_piece_.resize(static_cast<size_t>(num_blocks_));
@@ -65,7 +82,7 @@ void PackPlan::plan_concat(const TokenColumn& tokens, const int64_t* order, int6
     block_first_offset_[b] = offset;
     int64_t room = block_size_;
     while (room > 0) {
-      const int64_t left = piece_length(order_[piece]) - offset;
+      const int64_t left = length[piece] - offset;
       if (left <= room) {
         room -= left;
         ++piece;

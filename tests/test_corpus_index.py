@@ -6,6 +6,7 @@ reading of the files is the oracle for rows and token counts."""
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import os
 import pickle
@@ -14,6 +15,7 @@ import struct
 import time
 from pathlib import Path
 
+import arrowloader.corpus
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -24,6 +26,7 @@ from conftest import (
     WrittenCorpus,
     pyarrow_batches,
     pyarrow_rows,
+    random_documents,
     write_corpus,
     write_tokens,
 )
@@ -449,3 +452,30 @@ def test_index_keeps_one_arrow_array_per_file(tmp_path: Path, rng: np.random.Gen
     gc.collect()
     last_two = np.array([corpus.num_rows - 2, corpus.num_rows - 1], dtype=np.int64)
     assert corpus.tokens.lengths(last_two).tolist() == [2, 1]
+
+
+# --- content digest ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sums_first", [False, True], ids=["row lengths", "prefix sums"])
+def test_content_digest_is_the_documented_hash_of_pyarrow_lengths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sums_first: bool
+) -> None:
+    """Both ways of computing it (row by row, or from the prefix sums packed datasets
+    build) hash files and lengths as read by pyarrow, in blocks of any size."""
+    monkeypatch.setattr(arrowloader.corpus, "_DIGEST_BLOCK_ROWS", 7)
+    docs = random_documents(np.random.default_rng(11), 60, max_tokens=30)
+    paths = [write_tokens(tmp_path / "a.arrow", docs[:25]),
+             write_tokens(tmp_path / "b.arrow", docs[25:])]
+    expected = hashlib.sha256(b"arrowloader-corpus/1")
+    first = 0
+    for path in paths:
+        rows = pyarrow_rows(path)
+        expected.update(np.array([first, len(rows)], dtype="<i8").tobytes())
+        first += len(rows)
+    expected.update(np.array([len(r) for r in pyarrow_rows(paths)], dtype="<i8").tobytes())
+    corpus = Corpus(paths)
+    if sums_first:
+        corpus.tokens.token_offsets()
+    assert corpus.tokens.has_token_offsets == sums_first
+    assert corpus.content_digest() == expected.hexdigest()

@@ -409,6 +409,46 @@ def test_seeded_permutation_is_a_permutation() -> None:
         _C.seeded_permutation(0, 0, -1)
 
 
+def python_seeded_permutation(seed: int, stream: int, n: int) -> list[int]:
+    """The documented algorithm in plain Python: SplitMix64 seeded from (seed, stream),
+    Lemire's unbiased bounded draws, Fisher-Yates from the last entry down."""
+    mask = 2**64 - 1
+
+    def splitmix(state: int):
+        while True:
+            state = (state + 0x9E3779B97F4A7C15) & mask
+            z = state
+            z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+            yield z ^ (z >> 31)
+
+    mix = splitmix(seed ^ ((stream * 0xD1B54A32D192ED03) & mask))
+    rng = splitmix(next(mix) ^ next(mix))
+
+    def below(bound: int) -> int:
+        product = next(rng) * bound
+        if product & mask < bound:
+            threshold = (2**64 - bound) % bound
+            while product & mask < threshold:
+                product = next(rng) * bound
+        return product >> 64
+
+    out = list(range(n))
+    for i in range(n - 1, 0, -1):
+        j = below(i + 1)
+        out[i], out[j] = out[j], out[i]
+    return out
+
+
+def test_seeded_permutation_matches_the_python_reference() -> None:
+    """Orders are part of a saved state's meaning: the native permutation (which draws
+    its swaps ahead of time) must stay exactly the documented algorithm."""
+    for n, seed, stream in ((1, 0, 0), (2, 5, 1), (17, 1, 2), (40, 2**64 - 1, 3), (5000, 42, 7)):
+        assert _C.seeded_permutation(seed, stream, n).tolist() == python_seeded_permutation(
+            seed, stream, n
+        ), (n, seed, stream)
+
+
 @pytest.mark.parametrize("mode", ["concat", "bestfit"])
 def test_orders_depend_on_seed_and_epoch_only(
     order_corpus: tuple[list[Path], list[list[int]]], mode: str
