@@ -479,3 +479,60 @@ def test_content_digest_is_the_documented_hash_of_pyarrow_lengths(
         corpus.tokens.token_offsets()
     assert corpus.tokens.has_token_offsets == sums_first
     assert corpus.content_digest() == expected.hexdigest()
+
+
+# --- reading ahead of the files being opened ---------------------------------------------
+
+
+def test_open_asks_for_the_head_and_tail_of_the_files_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = random_documents(np.random.default_rng(3), 40, max_tokens=50)
+    paths = [write_tokens(tmp_path / f"s{k}.arrow", docs[10 * k : 10 * k + 10])
+             for k in range(4)]
+    monkeypatch.setattr(arrowloader.corpus._ReadAhead, "AHEAD", 2)
+    monkeypatch.setattr(arrowloader.corpus._ReadAhead, "HEAD", 512)
+    monkeypatch.setattr(arrowloader.corpus._ReadAhead, "TAIL", 256)
+    calls: list[tuple[int, int, int]] = []
+    fadvise = os.posix_fadvise
+    inodes = {os.stat(p).st_ino: k for k, p in enumerate(paths)}
+
+    def record(fd: int, offset: int, length: int, advice: int) -> None:
+        assert advice == os.POSIX_FADV_WILLNEED
+        calls.append((inodes[os.fstat(fd).st_ino], offset, length))
+        fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", record)
+    corpus = Corpus(paths)
+    expected = []
+    for k, path in enumerate(paths):
+        size = os.path.getsize(path)
+        assert size > 512 + 256  # so each file gets both hints
+        expected += [(k, 0, 512), (k, size - 256, 256)]
+    assert calls == expected
+    assert corpus.num_rows == len(pyarrow_rows(paths)) == 40
+
+
+def test_reading_ahead_is_only_a_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files the read-ahead cannot open are opened as usual; a single file is not advised."""
+    docs = random_documents(np.random.default_rng(4), 20, max_tokens=30)
+    paths = [write_tokens(tmp_path / "a.arrow", docs[:12]),
+             write_tokens(tmp_path / "b.arrow", docs[12:])]
+
+    advised: list[object] = []
+    fadvise = os.posix_fadvise
+    monkeypatch.setattr(os, "posix_fadvise", lambda *args: advised.append(args) or fadvise(*args))
+    Corpus(paths[0])
+    assert advised == []
+    Corpus(paths)
+    assert len(advised) == 2  # (the files are smaller than the head that is advised)
+
+    def refuse(*args: object, **kwargs: object) -> int:
+        raise PermissionError(13, "refused")
+
+    monkeypatch.setattr(os, "open", refuse)
+    corpus = Corpus(paths)
+    assert len(advised) == 2
+    assert corpus.tokens.lengths(np.arange(20, dtype=np.int64)).tolist() == [
+        len(row) for row in pyarrow_rows(paths)
+    ]
