@@ -186,6 +186,16 @@ CheckedPackedBatch check_packed_batch(const PackedBatchAssembler& assembler,
   return batch;
 }
 
+// Raises unless `pool`'s threads exist in this process: a pool started before a fork
+// has none in the child, so a job queued there would never run.
+void check_owned(const ThreadPool& pool) {
+  if (pool.orphaned()) {
+    throw std::runtime_error(
+        "this loader's threads belong to the parent process; create the iterator after "
+        "the fork");
+  }
+}
+
 // What a queued job reports back: two figures per batch it writes (a job may write
 // several consecutive batches), and the first batch whose writing failed. The batches
 // before a failure are complete and are handed over; that batch and the ones after it
@@ -614,11 +624,7 @@ PYBIND11_MODULE(_C, m) {
                 (*values)[0] = self->assemble(r, n, out);
               });
             });
-            if (pool->orphaned()) {
-              throw std::runtime_error(
-                  "this loader's threads belong to the parent process; create the "
-                  "iterator after the fork");
-            }
+            check_owned(*pool);
             auto ticket = std::make_unique<Ticket>(job, batch.keepalive, results, pool);
             pool->submit(job);
             return ticket;
@@ -646,11 +652,7 @@ PYBIND11_MODULE(_C, m) {
               checked.push_back(check_batch(*self, args[0], args[1], args[2], args[3], args[4]));
               keepalive.append(checked.back().keepalive);
             }
-            if (pool->orphaned()) {
-              throw std::runtime_error(
-                  "this loader's threads belong to the parent process; create the "
-                  "iterator after the fork");
-            }
+            check_owned(*pool);
             struct Planned {
               const int64_t* rows;
               int64_t n;
@@ -787,11 +789,7 @@ PYBIND11_MODULE(_C, m) {
              const py::object& position_ids, const py::object& cu_seqlens, int64_t batches) {
             CheckedPackedBatch batch = check_packed_batch(*self, blocks, input_ids, labels,
                                                           position_ids, cu_seqlens, batches);
-            if (pool->orphaned()) {
-              throw std::runtime_error(
-                  "this loader's threads belong to the parent process; create the "
-                  "iterator after the fork");
-            }
+            check_owned(*pool);
             const int64_t* b = batch.blocks.data();
             const int64_t rows = batch.blocks.shape(0) / batches;
             auto results = std::make_shared<JobResults>(batches);
@@ -931,11 +929,7 @@ PYBIND11_MODULE(_C, m) {
             plan_of_row.shape(0) != batch.blocks.shape(0)) {
           throw std::invalid_argument("plan_of_row must be int64 [n], one per block");
         }
-        if (pool->orphaned()) {
-          throw std::runtime_error(
-              "this loader's threads belong to the parent process; create the iterator "
-              "after the fork");
-        }
+        check_owned(*pool);
         const int64_t* b = batch.blocks.data();
         const int64_t* p = plan_of_row.data();
         const int64_t n = batch.blocks.shape(0);

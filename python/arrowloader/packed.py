@@ -480,12 +480,10 @@ class PackedEpoch:
         size = self._batch_size
         if self._dataset.prefetch_pages:
             self._prefetch_pages(count)
-        if self._world_size == 1:
-            blocks = self._order[self._next : self._next + count * size]
-        else:  # this rank's slice of each of `count` global batches
-            span = self._order[self._next : self._next + count * self._global]
-            mine = slice(self._rank * size, (self._rank + 1) * size)
-            blocks = span.reshape(count, self._global)[:, mine].reshape(-1)
+        # This rank's slice of each of `count` global batches (a view at world size 1).
+        span = self._order[self._next : self._next + count * self._global]
+        mine = slice(self._rank * size, (self._rank + 1) * size)
+        blocks = span.reshape(count, self._global)[:, mine].reshape(-1)
         self._next += count * self._global
         batches, outputs = self._dataset._allocate_group(size, count, self._pin, self._blocks)
         ticket = self._dataset._assembler.submit(
