@@ -110,3 +110,14 @@ def test_dropped_blocks_are_reused_and_a_full_pool_keeps_no_more() -> None:
     # A larger job takes a new block rather than a pooled one too small for it.
     big = [((64, 64), torch.int64), ((64, 64), torch.int64), None, None]
     assert block_address(output_buffers(big, False, True, pool)) not in addresses
+
+
+def test_a_pool_that_may_not_reuse_always_makes_new_blocks() -> None:
+    """Without the GIL reference counts cannot tell a free block; the pool then hands out
+    a new block every time (``_reuse`` is False there), where one that may reuse hands
+    out a pooled one nothing refers to."""
+    for reuse in (True, False):
+        pool = BlockPool(capacity=2)
+        pool._reuse = reuse
+        pooled = [id(pool.take(64)), id(pool.take(64))]  # dropped at once: both free
+        assert (id(pool.take(64)) in pooled) == reuse
