@@ -39,6 +39,11 @@ class CMakeBuild(build_ext):
             f"-DCMAKE_BUILD_TYPE={config}",
         ]
         args.append(f"-DARROWLOADER_SANITIZE={sanitize}")
+        # The test hooks (ThreadPool.submit_sleep) only where the tests ask for them.
+        hooks = os.environ.get("ARROWLOADER_TEST_HOOKS", "") == "1"
+        args.append(f"-DARROWLOADER_TEST_HOOKS={'ON' if hooks else 'OFF'}")
+        # pyproject.toml's version, the one the package reports, becomes _C.__version__.
+        args.append(f"-DARROWLOADER_VERSION={self.distribution.get_version()}")
         args += os.environ.get("ARROWLOADER_CMAKE_ARGS", "").split()
         try:
             import ninja

@@ -16,31 +16,31 @@ import numpy as np
 import pytest
 import torch
 from arrowloader import _C, Corpus
-from arrowloader.bench.peers import W1Options
+from arrowloader.bench.pad import PadOptions
 from arrowloader.sources import iter_column_chunks, open_ipc
 
 ROWS_SEED = 1
 
 
 @pytest.fixture(scope="module")
-def corpus(w1_corpus: Path, w1_options: W1Options) -> Corpus:
+def corpus(bench_corpus: Path, pad_options: PadOptions) -> Corpus:
     """The benchmark corpus opened with its token and label columns."""
-    return Corpus(w1_corpus, w1_options.column, w1_options.label_column)
+    return Corpus(bench_corpus, pad_options.column, pad_options.label_column)
 
 
 @pytest.fixture(scope="module")
-def assembler(corpus: Corpus, w1_options: W1Options) -> _C.PaddedBatchAssembler:
+def assembler(corpus: Corpus, pad_options: PadOptions) -> _C.PaddedBatchAssembler:
     """W1's assembler: truncation to 1024, right padding with 0."""
     return _C.PaddedBatchAssembler(
-        corpus.tokens, corpus.labels, max_length=w1_options.max_length
+        corpus.tokens, corpus.labels, max_length=pad_options.max_length
     )
 
 
 @pytest.fixture(scope="module")
-def batch_rows(corpus: Corpus, w1_options: W1Options) -> np.ndarray:
+def batch_rows(corpus: Corpus, pad_options: PadOptions) -> np.ndarray:
     """One W1 batch: 32 distinct random rows, int64 ``[32]``."""
     rng = np.random.default_rng(ROWS_SEED)
-    return rng.choice(corpus.num_rows, size=w1_options.batch_size, replace=False).astype(np.int64)
+    return rng.choice(corpus.num_rows, size=pad_options.batch_size, replace=False).astype(np.int64)
 
 
 def kept_tokens(assembler: _C.PaddedBatchAssembler, rows: np.ndarray) -> int:
@@ -97,22 +97,22 @@ def test_widths_of_a_shuffled_epoch(benchmark, assembler, corpus: Corpus) -> Non
 
 
 @pytest.mark.benchmark(group="kernel: opening")
-def test_open_corpus(benchmark, w1_corpus: Path, w1_options: W1Options) -> None:
+def test_open_corpus(benchmark, bench_corpus: Path, pad_options: PadOptions) -> None:
     """Mapping the file, importing its columns and validating every offset."""
-    opened = benchmark(Corpus, w1_corpus, w1_options.column, w1_options.label_column)
+    opened = benchmark(Corpus, bench_corpus, pad_options.column, pad_options.label_column)
     assert opened.num_rows > 0
 
 
 @pytest.mark.benchmark(group="kernel: opening")
-def test_token_column_validation(benchmark, w1_corpus: Path, w1_options: W1Options) -> None:
+def test_token_column_validation(benchmark, bench_corpus: Path, pad_options: PadOptions) -> None:
     """``TokenColumn`` construction and offset validation alone, over mapped batches."""
-    opened = open_ipc(w1_corpus)
-    chunks = list(iter_column_chunks(opened, w1_options.column, list_column=True))
+    opened = open_ipc(bench_corpus)
+    chunks = list(iter_column_chunks(opened, pad_options.column, list_column=True))
 
     def build_column() -> _C.TokenColumn:
-        column = _C.TokenColumn(w1_options.column)
+        column = _C.TokenColumn(pad_options.column)
         for array, row in chunks:
-            column.add_chunk(*array.__arrow_c_array__(), str(w1_corpus), row)
+            column.add_chunk(*array.__arrow_c_array__(), str(bench_corpus), row)
         return column
 
     column = benchmark(build_column)

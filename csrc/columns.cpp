@@ -87,13 +87,15 @@ void check_null_count(const ChunkOrigin& origin, const std::string& column, cons
   }
 }
 
-bool parse_token_type(const char* format, TokenType* out) {
+bool parse_token_type(const char* format, bool narrow, TokenType* out) {
   if (format == nullptr || format[0] == '\0' || format[1] != '\0') return false;
   switch (format[0]) {
     case 'i': *out = TokenType::kInt32; return true;
     case 'l': *out = TokenType::kInt64; return true;
     case 'S': *out = TokenType::kUInt16; return true;
     case 'I': *out = TokenType::kUInt32; return true;
+    case 'c': *out = TokenType::kInt8; return narrow;
+    case 'C': *out = TokenType::kUInt8; return narrow;
     default: return false;
   }
 }
@@ -174,22 +176,14 @@ ImportedArray::~ImportedArray() {
   if (schema_.release != nullptr) schema_.release(&schema_);
 }
 
-size_t token_size(TokenType type) {
-  switch (type) {
-    case TokenType::kInt32: return 4;
-    case TokenType::kInt64: return 8;
-    case TokenType::kUInt16: return 2;
-    case TokenType::kUInt32: return 4;
-  }
-  return 0;
-}
-
 const char* token_type_name(TokenType type) {
   switch (type) {
     case TokenType::kInt32: return "int32";
     case TokenType::kInt64: return "int64";
     case TokenType::kUInt16: return "uint16";
     case TokenType::kUInt32: return "uint32";
+    case TokenType::kInt8: return "int8";
+    case TokenType::kUInt8: return "uint8";
   }
   return "?";
 }
@@ -225,7 +219,7 @@ void TokenColumn::add_chunk(ArrowSchema* schema_in, ArrowArray* array_in,
       array.children[0]->n_buffers != 2) {
     fail_chunk(origin, name_, "malformed list array (unexpected buffer or child count)");
   }
-  if (!parse_token_type(schema.children[0]->format, &chunk.type)) {
+  if (!parse_token_type(schema.children[0]->format, narrow_, &chunk.type)) {
     const char* child = schema.children[0]->format;
     fail_chunk(origin, name_,
                std::string("list values have Arrow type format '") +

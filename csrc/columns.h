@@ -47,11 +47,16 @@ struct ChunkOrigin {
   int64_t first_row_in_file = 0;  // row of the file where this chunk starts
 };
 
-enum class TokenType : uint8_t { kInt32, kInt64, kUInt16, kUInt32 };
+// kInt8 and kUInt8 only in narrow columns (masks, token type ids beside the tokens).
+enum class TokenType : uint8_t { kInt32, kInt64, kUInt16, kUInt32, kInt8, kUInt8 };
 
 const char* token_type_name(TokenType type);
-// Bytes of one token of `type`.
-size_t token_size(TokenType type);
+// Bytes of one token of `type`. Inline and a table load, no branch: the copy loops ask it
+// for every row (a switch here compiles to a bounds check as well on that path).
+constexpr size_t token_size(TokenType type) {
+  constexpr size_t kBytes[] = {4, 8, 2, 4, 1, 1};  // in TokenType's order
+  return kBytes[static_cast<uint8_t>(type)];
+}
 
 // One record batch's list<int> column, already shifted by the array offsets.
 struct ListChunk {
@@ -78,7 +83,9 @@ struct TokenRow {
 // A list<int32|int64|uint16|uint32> (or large_list) column over many chunks.
 class TokenColumn {
  public:
-  explicit TokenColumn(std::string name) : name_(std::move(name)) {}
+  // narrow: also accept int8 and uint8 values (a mask or token type ids, not tokens).
+  explicit TokenColumn(std::string name, bool narrow = false)
+      : name_(std::move(name)), narrow_(narrow) {}
 
   // Imports one chunk, checks its type, nulls and offsets (one pass over the
   // offsets) and appends it. Throws CorpusFormatError naming file, column and
@@ -158,6 +165,7 @@ class TokenColumn {
   bool in_region(const void* data, int64_t bytes) const;
 
   std::string name_;
+  bool narrow_ = false;
   std::vector<std::unique_ptr<ImportedArray>> owners_;
   uintptr_t region_begin_ = 0;  // the latest held region, [begin, end)
   uintptr_t region_end_ = 0;

@@ -1,4 +1,4 @@
-// Exception types of the native core. bindings.cpp maps each onto the Python
+// Exception types of the native core. bind_errors.cpp maps each onto the Python
 // class of the same name in arrowloader.errors; std::invalid_argument and
 // std::out_of_range keep pybind11's mapping (ValueError, IndexError).
 #pragma once

@@ -49,7 +49,7 @@ void check_rows(const TokenColumn& tokens, const int64_t* order, int64_t n) {
 
 PackPlan::PackPlan(const TokenColumn& tokens, const PackOptions& options, const int64_t* order,
                    int64_t n)
-    : block_size_(options.seq_len + 1), bestfit_(options.bestfit) {
+    : block_size_(options.seq_len + (options.shift_labels ? 1 : 0)), bestfit_(options.bestfit) {
   check_rows(tokens, order, n);
   if (bestfit_) {
     plan_bestfit(tokens, order, n);
@@ -180,8 +180,9 @@ struct RowSource {
 
 // The segments of every row of a batch, row r's at segments[row_begin[r] ..
 // row_begin[r + 1]). Finding a block's segments reads the lengths of documents spread
-// over the corpus; doing it for all rows before copying any was ~5 us faster per W2
-// batch (27 against 33 us on shuffled blocks) than row by row between the copies.
+// over the corpus; doing it for all rows before copying any keeps those reads together,
+// out of the copy loops, and measured faster on shuffled blocks than doing it row by row
+// between the copies.
 struct BatchSegments {
   // Row r's segments, in place.
   struct Row {
@@ -263,14 +264,26 @@ void write_batch(const SourceOf& source_of, int64_t n, int64_t S, const PackedOu
     }
     const int64_t valid = at;  // real tokens of the block; the rest is padding
     if (valid < S) fill(ids + valid, S - valid, pad);
-    std::memcpy(labels, ids + 1, static_cast<size_t>(S - 1) * sizeof(Dst));
-    labels[S - 1] = beyond;
-    // -100 where the target is padding, or (when masking) another document's first token.
-    const int64_t last_target = valid - 1;  // labels[i] is real for i < valid - 1
-    if (last_target < S) fill(labels + last_target, S - last_target, label_pad);
-    if (opt.mask_across_documents) {
-      for (size_t k = 1; k < starts.size(); ++k) {
-        if (starts[k] - 1 < S) labels[starts[k] - 1] = label_pad;
+    if (opt.shift_labels) {
+      std::memcpy(labels, ids + 1, static_cast<size_t>(S - 1) * sizeof(Dst));
+      labels[S - 1] = beyond;
+      // -100 where the target is padding, or (when masking) another document's first token.
+      const int64_t last_target = valid - 1;  // labels[i] is real for i < valid - 1
+      if (last_target < S) fill(labels + last_target, S - last_target, label_pad);
+      if (opt.mask_across_documents) {
+        for (size_t k = 1; k < starts.size(); ++k) {
+          if (starts[k] - 1 < S) labels[starts[k] - 1] = label_pad;
+        }
+      }
+    } else {
+      // The model shifts: label i is token i, -100 on padding and (when masking) on every
+      // document's first token, the target no earlier position may be trained towards.
+      std::memcpy(labels, ids, static_cast<size_t>(S) * sizeof(Dst));
+      if (valid < S) fill(labels + valid, S - valid, label_pad);
+      if (opt.mask_across_documents) {
+        for (size_t k = 0; k < starts.size(); ++k) {
+          if (segments[k].start == 0 && starts[k] < S) labels[starts[k]] = label_pad;
+        }
       }
     }
     if (out.position_ids != nullptr) {
@@ -348,9 +361,13 @@ PackedBatchInfo assemble_mixed(const std::vector<const PackedBatchAssembler*>& s
     throw std::invalid_argument("assemble_mixed needs one assembler per plan");
   }
   const int64_t S = sources[0]->options().seq_len;
+  const bool shift = sources[0]->options().shift_labels;
   for (const PackedBatchAssembler* source : sources) {
     if (source->options().seq_len != S) {
       throw std::invalid_argument("mixed datasets must share seq_len");
+    }
+    if (source->options().shift_labels != shift) {
+      throw std::invalid_argument("mixed datasets must share their labels' convention");
     }
   }
   for (int64_t r = 0; r < n; ++r) {
@@ -371,6 +388,57 @@ PackedBatchInfo assemble_mixed(const std::vector<const PackedBatchAssembler*>& s
     write_batch<int32_t>(source_of, n, S, out, &info);
   }
   return info;
+}
+
+void check_batches_divide(int64_t n, int64_t batches) {
+  if (batches < 1 || n % batches != 0) {
+    throw std::invalid_argument("batches must be a positive divisor of the " +
+                                std::to_string(n) + " blocks, got " + std::to_string(batches));
+  }
+}
+
+PackedOutputs batch_outputs(const PackedOutputs& out, int64_t seq_len, int64_t rows, int64_t j) {
+  const int64_t row_bytes = j * rows * seq_len * element_size(out.type);
+  auto shift = [row_bytes](void* p) {
+    return p == nullptr ? nullptr : static_cast<char*>(p) + row_bytes;
+  };
+  return PackedOutputs{out.type, shift(out.input_ids), shift(out.labels),
+                       shift(out.position_ids),
+                       out.cu_seqlens == nullptr ? nullptr
+                                                 : out.cu_seqlens + j * (rows * seq_len + 1)};
+}
+
+std::shared_ptr<Job> packed_job(std::shared_ptr<const PackedBatchAssembler> assembler,
+                                std::shared_ptr<const PackPlan> plan, const int64_t* blocks,
+                                int64_t n, int64_t batches, const PackedOutputs& out) {
+  check_batches_divide(n, batches);
+  const int64_t rows = n / batches;
+  return make_job(batches, [assembler = std::move(assembler), plan = std::move(plan), blocks,
+                            rows, out](int64_t j) -> BatchFigures {
+    const PackedOutputs mine = batch_outputs(out, assembler->options().seq_len, rows, j);
+    const PackedBatchInfo info = assembler->assemble(*plan, blocks + j * rows, rows, mine);
+    return {info.cu_seqlens_length, info.max_seqlen};
+  });
+}
+
+std::shared_ptr<Job> mixed_job(std::vector<std::shared_ptr<const PackedBatchAssembler>> sources,
+                               std::vector<std::shared_ptr<const PackPlan>> plans,
+                               const int64_t* plan_of_row, const int64_t* blocks, int64_t n,
+                               const PackedOutputs& out) {
+  // assemble_mixed() takes plain pointers; they are gathered once here, not per run.
+  std::vector<const PackedBatchAssembler*> raw_sources;
+  std::vector<const PackPlan*> raw_plans;
+  raw_sources.reserve(sources.size());
+  raw_plans.reserve(plans.size());
+  for (const auto& source : sources) raw_sources.push_back(source.get());
+  for (const auto& plan : plans) raw_plans.push_back(plan.get());
+  return make_job(1, [sources = std::move(sources), plans = std::move(plans),
+                      raw_sources = std::move(raw_sources), raw_plans = std::move(raw_plans),
+                      plan_of_row, blocks, n, out](int64_t) -> BatchFigures {
+    const PackedBatchInfo info =
+        assemble_mixed(raw_sources, raw_plans, plan_of_row, blocks, n, out);
+    return {info.cu_seqlens_length, info.max_seqlen};
+  });
 }
 
 }  // namespace arrowloader

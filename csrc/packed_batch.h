@@ -1,12 +1,18 @@
-// Packing documents into fixed-length rows (workload W2) and writing batches of them.
+// Packed batches: documents packed into fixed-length rows, and batches of those rows.
 //
 // Every document contributes a *piece*: its tokens followed by the EOS id. A packed
-// epoch is a sequence of *blocks* of seq_len + 1 token positions, each made of segments
-// (consecutive tokens of one piece) and, in "bestfit" mode, trailing padding. A block b
-// becomes one row: input_ids = block[:-1], labels = block[1:], with -100 on labels whose
-// target is padding, and, in "bestfit" mode or when asked, whose target starts another
-// document. position_ids restart at 0 at every segment start (and at the padding);
-// cu_seqlens marks the segment starts over the flattened batch.
+// epoch is a sequence of *blocks* of token positions, each made of segments (consecutive
+// tokens of one piece) and, in "bestfit" mode, trailing padding. Labels come in one of
+// two conventions:
+// - shifted (shift_labels, the default): blocks of seq_len + 1 positions; a block becomes
+//   one row with input_ids = block[:-1], labels = block[1:], -100 on labels whose target
+//   is padding and, in "bestfit" mode or when asked, whose target starts another document;
+// - unshifted (Hugging Face's, whose models shift inside the loss): blocks of seq_len
+//   positions; input_ids = labels = block, -100 on labels of padding and, in "bestfit"
+//   mode or when asked, of every document's first token (so that no position is trained
+//   to predict across a document boundary, as DataCollatorWithFlattening marks them).
+// position_ids restart at 0 at every segment start (and at the padding); cu_seqlens marks
+// the segment starts over the flattened batch.
 //
 // "concat": pieces in epoch order form one stream cut into consecutive blocks
 //   (Megatron/nanoGPT); a document may cross blocks; the tail shorter than a block is
@@ -22,6 +28,7 @@
 #include <vector>
 
 #include "columns.h"
+#include "job.h"
 #include "padded_batch.h"
 
 namespace arrowloader {
@@ -33,6 +40,7 @@ struct PackOptions {
   bool mask_across_documents = false;  // always on in bestfit mode
   int64_t pad_token_id = 0;
   int64_t label_pad_id = -100;
+  bool shift_labels = true;  // false: Hugging Face's convention (see above)
 };
 
 // `length` tokens of the piece of document `row` (its tokens, then EOS), from `start`.
@@ -58,7 +66,7 @@ class PackPlan {
   void plan_concat(const TokenColumn& tokens, const int64_t* order, int64_t n);
   void plan_bestfit(const TokenColumn& tokens, const int64_t* order, int64_t n);
 
-  int64_t block_size_;  // seq_len + 1
+  int64_t block_size_;  // seq_len + 1 (shifted labels) or seq_len
   bool bestfit_;
   int64_t num_blocks_ = 0;
   int64_t dropped_tokens_ = 0;
@@ -108,6 +116,28 @@ class PackedBatchAssembler {
 // sources[plan_of_row[r]]'s corpus (datasets mixed by weight). All share seq_len.
 PackedBatchInfo assemble_mixed(const std::vector<const PackedBatchAssembler*>& sources,
                                const std::vector<const PackPlan*>& plans,
+                               const int64_t* plan_of_row, const int64_t* blocks, int64_t n,
+                               const PackedOutputs& out);
+
+// Throws std::invalid_argument unless `batches` is a positive divisor of the n blocks of
+// a job of that many consecutive batches.
+void check_batches_divide(int64_t n, int64_t batches);
+
+// Batch j of a job of consecutive batches of `rows` rows each, written back to back into
+// `out` ([batches * rows, seq_len] each): rows [j * rows, (j + 1) * rows), and the run of
+// rows * seq_len + 1 entries of cu_seqlens that starts at j * (rows * seq_len + 1).
+PackedOutputs batch_outputs(const PackedOutputs& out, int64_t seq_len, int64_t rows, int64_t j);
+
+// A job (job.h) that writes blocks[0..n) of `plan` as `batches` consecutive batches of
+// n / batches rows (batch_outputs()); batch j's figures are (cu_seqlens entries,
+// max_seqlen). The blocks and outputs must stay alive until the job is done.
+std::shared_ptr<Job> packed_job(std::shared_ptr<const PackedBatchAssembler> assembler,
+                                std::shared_ptr<const PackPlan> plan, const int64_t* blocks,
+                                int64_t n, int64_t batches, const PackedOutputs& out);
+
+// A job of one batch written by assemble_mixed(); figures as packed_job()'s.
+std::shared_ptr<Job> mixed_job(std::vector<std::shared_ptr<const PackedBatchAssembler>> sources,
+                               std::vector<std::shared_ptr<const PackPlan>> plans,
                                const int64_t* plan_of_row, const int64_t* blocks, int64_t n,
                                const PackedOutputs& out);
 

@@ -134,4 +134,14 @@ void PaddedBatchAssembler::gather(const int64_t* rows, int64_t n, OutType type,
   truncated_tokens_.fetch_add(truncated, std::memory_order_relaxed);
 }
 
+std::shared_ptr<Job> padded_job(std::shared_ptr<const PaddedBatchAssembler> assembler,
+                                std::vector<PaddedBatch> batches) {
+  const auto count = static_cast<int64_t>(batches.size());
+  return make_job(count, [assembler = std::move(assembler),
+                          batches = std::move(batches)](int64_t j) -> BatchFigures {
+    const PaddedBatch& batch = batches[static_cast<size_t>(j)];
+    return {assembler->assemble(batch.rows, batch.n, batch.out), 0};
+  });
+}
+
 }  // namespace arrowloader

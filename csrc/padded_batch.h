@@ -1,4 +1,4 @@
-// Gather + truncate + pad of whole batches of token rows (workload W1).
+// Padded batches: gather + truncate + pad of whole batches of token rows.
 //
 // For row i of a batch the kept tokens are the first (or, truncating left,
 // the last) min(length, max_length) tokens. The batch width is the longest
@@ -11,8 +11,10 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "columns.h"
+#include "job.h"
 
 namespace arrowloader {
 
@@ -28,8 +30,11 @@ struct PadOptions {
 
 enum class OutType { kInt32, kInt64 };
 
+// Bytes of one output element of `type`.
+constexpr int64_t element_size(OutType type) { return type == OutType::kInt64 ? 8 : 4; }
+
 // Raw output buffers for one batch of n rows. Shapes and dtypes are checked
-// by the caller (bindings.cpp); everything here is C-contiguous.
+// by the caller (bind_checks.cpp); everything here is C-contiguous.
 struct PaddedOutputs {
   OutType type = OutType::kInt64;
   int64_t width = 0;
@@ -75,5 +80,17 @@ class PaddedBatchAssembler {
   PadOptions options_;
   mutable std::atomic<int64_t> truncated_tokens_{0};
 };
+
+// One batch of a padded job: rows[0..n) written into `out`.
+struct PaddedBatch {
+  const int64_t* rows = nullptr;
+  int64_t n = 0;
+  PaddedOutputs out;
+};
+
+// A job (job.h) that writes `batches` in order; batch j's figures are (tokens its
+// truncation dropped, 0). The rows and outputs must stay alive until the job is done.
+std::shared_ptr<Job> padded_job(std::shared_ptr<const PaddedBatchAssembler> assembler,
+                                std::vector<PaddedBatch> batches);
 
 }  // namespace arrowloader

@@ -3,66 +3,12 @@
 #include <pthread.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <stdexcept>
+#include <string>
 
-#include "errors.h"
+#include "job.h"
 
 namespace arrowloader {
-
-void Job::run() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (cancelled_) return;  // cancel() already marked it done
-    state_ = State::kRunning;
-  }
-  std::exception_ptr error;
-  try {
-    work_();
-  } catch (...) {
-    error = std::current_exception();
-  }
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    error_ = error;
-    state_ = State::kDone;
-    work_ = nullptr;  // drop captured state promptly
-  }
-  cv_.notify_all();
-}
-
-bool Job::cancel() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (state_ != State::kQueued) return state_ == State::kDone && cancelled_;
-    cancelled_ = true;
-    state_ = State::kDone;
-    work_ = nullptr;
-  }
-  cv_.notify_all();
-  return true;
-}
-
-bool Job::wait(double timeout_seconds) {
-  std::unique_lock<std::mutex> lock(mutex_);
-  auto is_done = [this] { return state_ == State::kDone; };
-  if (timeout_seconds < 0) {
-    cv_.wait(lock, is_done);
-    return true;
-  }
-  return cv_.wait_for(lock, std::chrono::duration<double>(timeout_seconds), is_done);
-}
-
-bool Job::done() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return state_ == State::kDone;
-}
-
-void Job::rethrow_if_failed() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (error_) std::rethrow_exception(error_);
-  if (cancelled_) throw CancelledError("the batch was cancelled because its loader was closed");
-}
 
 ThreadPool::ThreadPool(int num_threads, const std::string& name)
     : state_(std::make_unique<State>()), owner_pid_(getpid()) {

@@ -1,16 +1,8 @@
-// A fixed pool of named native threads running Jobs in submission order.
-//
-// A Job is one unit of work with its own completion state, so a consumer can
-// wait for exactly the batch it needs next while later ones are still being
-// assembled. Exceptions thrown by the work are caught on the worker thread and
-// rethrown by Job::rethrow_if_failed() on the waiting thread: an exception that
-// escaped a std::thread would terminate the process.
+// A fixed pool of named native threads running Jobs (job.h) in submission order.
 #pragma once
 
 #include <condition_variable>
 #include <deque>
-#include <exception>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -19,32 +11,7 @@
 
 namespace arrowloader {
 
-class Job {
- public:
-  explicit Job(std::function<void()> work) : work_(std::move(work)) {}
-
-  // Runs the work unless the job was cancelled first; never throws.
-  void run();
-  // Marks a job that has not started as cancelled and done. A job already
-  // running is left to finish. Returns true if the work will never run.
-  bool cancel();
-  // Waits until the job is done; a negative timeout waits forever. Returns
-  // whether it is done.
-  bool wait(double timeout_seconds);
-  bool done();
-  // Rethrows the work's exception, or CancelledError if it was cancelled.
-  void rethrow_if_failed();
-
- private:
-  enum class State { kQueued, kRunning, kDone };
-
-  std::function<void()> work_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  State state_ = State::kQueued;
-  bool cancelled_ = false;
-  std::exception_ptr error_;
-};
+class Job;
 
 class ThreadPool {
  public:

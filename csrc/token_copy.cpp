@@ -68,6 +68,8 @@ ARROWLOADER_CLONES int64_t first_outside_vocab(const void* src, TokenType type, 
     case TokenType::kInt64: return first_outside(static_cast<const int64_t*>(src), n, bound);
     case TokenType::kUInt16: return first_outside(static_cast<const uint16_t*>(src), n, bound);
     case TokenType::kUInt32: return first_outside(static_cast<const uint32_t*>(src), n, bound);
+    case TokenType::kInt8: return first_outside(static_cast<const int8_t*>(src), n, bound);
+    case TokenType::kUInt8: return first_outside(static_cast<const uint8_t*>(src), n, bound);
   }
   return -1;
 }
@@ -78,6 +80,8 @@ int64_t token_at(const void* src, TokenType type, int64_t i) {
     case TokenType::kInt64: return static_cast<const int64_t*>(src)[i];
     case TokenType::kUInt16: return static_cast<const uint16_t*>(src)[i];
     case TokenType::kUInt32: return static_cast<const uint32_t*>(src)[i];
+    case TokenType::kInt8: return static_cast<const int8_t*>(src)[i];
+    case TokenType::kUInt8: return static_cast<const uint8_t*>(src)[i];
   }
   return 0;
 }
@@ -88,6 +92,8 @@ ARROWLOADER_CLONES void copy_tokens(const void* src, TokenType type, int64_t n, 
     case TokenType::kInt64: std::memcpy(dst, src, static_cast<size_t>(n) * 8); break;
     case TokenType::kUInt16: convert_loop(static_cast<const uint16_t*>(src), n, dst); break;
     case TokenType::kUInt32: convert_loop(static_cast<const uint32_t*>(src), n, dst); break;
+    case TokenType::kInt8: convert_loop(static_cast<const int8_t*>(src), n, dst); break;
+    case TokenType::kUInt8: convert_loop(static_cast<const uint8_t*>(src), n, dst); break;
   }
 }
 
@@ -98,6 +104,12 @@ ARROWLOADER_CLONES int64_t copy_tokens(const void* src, TokenType type, int64_t 
     case TokenType::kInt32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); return -1;
     case TokenType::kUInt16:
       convert_loop(static_cast<const uint16_t*>(src), n, dst);
+      return -1;
+    case TokenType::kInt8:
+      convert_loop(static_cast<const int8_t*>(src), n, dst);
+      return -1;
+    case TokenType::kUInt8:
+      convert_loop(static_cast<const uint8_t*>(src), n, dst);
       return -1;
     case TokenType::kInt64: {
       const auto* s = static_cast<const int64_t*>(src);

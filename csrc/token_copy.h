@@ -23,10 +23,6 @@ int64_t first_outside_vocab(const void* src, TokenType type, int64_t n, int64_t 
 // Token i of src, as int64 (uint32 and uint16 ids always fit).
 int64_t token_at(const void* src, TokenType type, int64_t i);
 
-inline int64_t token_bytes(TokenType type) {
-  return type == TokenType::kInt64 ? 8 : type == TokenType::kUInt16 ? 2 : 4;
-}
-
 // Copies `count` tokens of `row` (global row `global` of `tokens`), starting at token
 // `skip`, converting to Dst. A token that does not fit Dst, or lies outside the column's
 // vocabulary (TokenColumn::vocab_size), raises CorpusFormatError naming the file, column
@@ -35,7 +31,7 @@ template <typename Dst>
 void copy_row(const TokenRow& row, int64_t skip, int64_t count, Dst* dst,
               const TokenColumn& tokens, int64_t global) {
   if (count <= 0) return;
-  const void* src = static_cast<const char*>(row.data) + skip * token_bytes(row.type);
+  const void* src = static_cast<const char*>(row.data) + skip * static_cast<int64_t>(token_size(row.type));
   if (tokens.vocab_size() > 0) {
     const int64_t bad = first_outside_vocab(src, row.type, count, tokens.vocab_size());
     if (bad >= 0) {

@@ -69,7 +69,7 @@ LABEL = "label"
 FILE_MAGIC = b"ARROW1"
 END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 TOKEN_VALUE_TYPES = (pa.int32(), pa.int64(), pa.uint16(), pa.uint32())
-EOS = -7  # packed with int64 output: no id of a valid seed is negative except on purpose
+EOS = 2**40 + 7  # packed with int64 output: an id no seed holds (ids written must be >= 0)
 
 
 class Finding(AssertionError):

@@ -28,6 +28,7 @@ from arrowloader import (
     PackedDataset,
     TokenDataset,
 )
+from arrowloader.native import NativeJob
 from conftest import (
     Resources,
     WrittenCorpus,
@@ -66,29 +67,42 @@ def make_loader(ds: Any, **kwargs: Any) -> arrowloader.DataLoader:
     return loader
 
 
+#: Tests that queue jobs which only sleep need the build's test hook.
+needs_sleep_hook = pytest.mark.skipif(
+    not hasattr(_C.ThreadPool, "submit_sleep"),
+    reason="needs ThreadPool.submit_sleep: build with ARROWLOADER_TEST_HOOKS=1",
+)
+
+
 class SleepyEpoch:
     """A native epoch whose batches are jobs that sleep ``seconds`` each: a batch as slow
     as a stalled file system makes it, without the file system."""
 
+    group = 1
+
     def __init__(self, seconds: float, batches: int = 4) -> None:
         self.seconds = seconds
         self.left = batches
+        self.position: dict = {}
 
     def __len__(self) -> int:
         return self.left
 
-    def submit(self, pool: Any) -> Optional[list[tuple]]:
+    def submit(self, pool: Any) -> Optional[NativeJob]:
         if self.left == 0:
             return None
         self.left -= 1
-        return [(pool.submit_sleep(self.seconds), 0, {}, lambda batch, values: batch)]
+        return NativeJob(pool.submit_sleep(self.seconds), [{}])
+
+    def finish(self, job: NativeJob, index: int, figures: Any) -> dict:
+        return job.batches[index]
 
     def exhausted(self) -> None:
         pass
 
 
 def sleepy(ds: Any, seconds: float, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ds, "_native_epoch", lambda *args: SleepyEpoch(seconds))
+    monkeypatch.setattr(ds, "native_epoch", lambda *args: SleepyEpoch(seconds))
 
 
 def interrupt_after(seconds: float) -> threading.Timer:
@@ -114,8 +128,8 @@ ENDINGS = (
     "break",
     "consumer raises",
     "keyboard interrupt in the loop",
-    "keyboard interrupt while waiting",
-    "timeout",
+    pytest.param("keyboard interrupt while waiting", marks=needs_sleep_hook),
+    pytest.param("timeout", marks=needs_sleep_hook),
     "iterator dropped",
     "everything dropped",
 )
@@ -199,6 +213,7 @@ def test_every_ending_releases_everything(
     assert wait_for_resources(before, paths) == before
 
 
+@needs_sleep_hook
 def test_ctrl_c_ends_the_wait_for_a_batch_not_the_batch() -> None:
     """Waits run Python's signal handlers: KeyboardInterrupt ends the wait at once, while
     the batch (here a job that sleeps) is still being made."""
@@ -220,6 +235,7 @@ def test_ctrl_c_ends_the_wait_for_a_batch_not_the_batch() -> None:
     assert slow.done
 
 
+@needs_sleep_hook
 def test_timeout_without_interrupt_still_times_out() -> None:
     pool = _C.ThreadPool(1)
     try:
@@ -318,6 +334,7 @@ def test_torch_workers_while_native_threads_run(
 
 
 
+@needs_sleep_hook
 def test_a_custom_sigint_handler_that_raises_ends_the_wait() -> None:
     """Any handler that raises ends a wait, not only the default KeyboardInterrupt one."""
 
@@ -340,6 +357,7 @@ def test_a_custom_sigint_handler_that_raises_ends_the_wait() -> None:
         pool.shutdown()
 
 
+@needs_sleep_hook
 def test_sleep_job_rejects_a_negative_time() -> None:
     pool = _C.ThreadPool(1)
     try:
