@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -283,6 +284,13 @@ def wait_for_resources(
         time.sleep(0.02)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now (for torchrun's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def as_lists(batch: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """A batch of tensors as nested lists, to compare with the reference's output."""
     return {key: value.tolist() for key, value in batch.items()}
@@ -304,5 +312,7 @@ def assert_batches_equal(
             assert torch.equal(a[key], e[key]), f"batch {k} {key}: values differ"
 
 
-# Real text and a BPE tokenizer trained on it, for the tests of arrowloader prepare.
+# Real text and a BPE tokenizer trained on it, for the tests of arrowloader prepare; and a
+# corpus prepared from that text, for the tests of what reads prepared corpus folders.
+from prepared_corpus import prepared  # noqa: E402, F401
 from text_corpus import bpe, bpe_path, stdlib_corpus  # noqa: E402, F401

@@ -7,6 +7,7 @@ import gc
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Iterator
 from typing import Any, Optional
 
@@ -305,8 +306,8 @@ def test_bad_arguments_fail_as_in_torch(ds: TokenDataset, kwargs: dict[str, Any]
 
 
 def test_default_thread_count(indexed: TokenDataset) -> None:
-    expected = arrowloader.loader.default_num_threads()
-    assert 1 <= expected <= arrowloader.loader.MAX_DEFAULT_THREADS
+    expected = arrowloader.native.default_num_threads()
+    assert 1 <= expected <= arrowloader.native.MAX_DEFAULT_THREADS
     it = iter(arrowloader.DataLoader(indexed, batch_size=2))
     next(it)
     assert len(native_threads()) == expected
@@ -471,11 +472,14 @@ def test_a_batch_not_ready_in_time_raises_loader_timeout(indexed: TokenDataset) 
 
 
 def test_native_path_does_not_warn_about_worker_processes(indexed: TokenDataset) -> None:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    """It warns about threads instead (when they outnumber the cores), never with torch's
+    words about worker processes, which it does not start."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         loader = arrowloader.DataLoader(indexed, batch_size=4, num_workers=8)
+    assert not [w for w in caught if "worker processes" in str(w.message)]
+    expected = 1 if arrowloader.native.usable_cores() < 8 else 0
+    assert len([w for w in caught if "native threads" in str(w.message)]) == expected
     assert len(list(loader)) == len(loader)
 
 
@@ -583,3 +587,138 @@ def test_error_in_a_job_delivers_the_batches_before_it(tmp_path: Any) -> None:
         for batch in arrowloader.DataLoader(ds, batch_size=2, num_workers=1):
             got.append(batch)
     assert_batches_equal(got, expected)
+
+
+# Datasets that are not arrowloader's: the loader must behave exactly as torch's, with and
+# without a custom collate_fn (the native path is asked of the dataset through the
+# contract, never assumed).
+
+
+class DictItems(torch.utils.data.Dataset):
+    """A map-style dataset of dicts, as a Hugging Face tokenizer's output per example."""
+
+    def __len__(self) -> int:
+        return 11
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"input_ids": torch.arange(3) + i, "label": i % 2}
+
+
+class CountingStream(torch.utils.data.IterableDataset):
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter(torch.arange(12).split(1))
+
+
+def list_collate(batch: list) -> list:
+    return batch
+
+
+def pad_collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    ids = [item["input_ids"] for item in batch]
+    return {
+        "input_ids": torch.nn.utils.rnn.pad_sequence(ids, batch_first=True),
+        "labels": torch.tensor([item["label"] for item in batch]),
+    }
+
+
+GENERIC_DATASETS: dict[str, Any] = {
+    "list": lambda: [1, 2, 3, 4, 5, 6, 7],
+    "dicts": DictItems,
+    "iterable": CountingStream,
+    "tensors": lambda: TensorDataset(torch.arange(10), torch.arange(10) * 2),
+    "subset": lambda: torch.utils.data.Subset(list(range(20)), [3, 1, 4, 1, 5, 9, 2, 6]),
+    "concat": lambda: torch.utils.data.ConcatDataset([list(range(5)), list(range(10, 16))]),
+}
+
+
+def generic_batches(loader_class: type, name: str, collate: Optional[Any]) -> list:
+    dataset = GENERIC_DATASETS[name]()
+    shuffle = None if name == "iterable" else True
+    kwargs: dict[str, Any] = {"batch_size": 3, "collate_fn": collate}
+    if shuffle:
+        kwargs.update(shuffle=True, generator=torch.Generator().manual_seed(3))
+    loader = loader_class(dataset, **kwargs)
+    return [len(loader), *loader] if name != "iterable" else list(loader)
+
+
+def same_structure(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(
+            same_structure(a[k], b[k]) for k in a
+        )
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(same_structure, a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("name", sorted(GENERIC_DATASETS))
+@pytest.mark.parametrize("collate", ["default", "custom"])
+def test_generic_datasets_get_torchs_batches(name: str, collate: str) -> None:
+    custom = pad_collate if name == "dicts" else list_collate
+    chosen = custom if collate == "custom" else None
+    ours = generic_batches(arrowloader.DataLoader, name, chosen)
+    theirs = generic_batches(torch.utils.data.DataLoader, name, chosen)
+    assert same_structure(ours, theirs)
+    assert not arrowloader.DataLoader(GENERIC_DATASETS[name](), batch_size=2).native
+
+
+def test_a_list_with_a_custom_collate_fn_and_worker_processes() -> None:
+    """torch's own test of nested batches with a multiprocessing context, on a list."""
+    kwargs = dict(batch_size=2, collate_fn=list_collate, num_workers=1)
+    ours = list(arrowloader.DataLoader([1, 2, 3, 4], multiprocessing_context="spawn", **kwargs))
+    assert ours == list(torch.utils.data.DataLoader([1, 2, 3, 4], **kwargs)) == [[1, 2], [3, 4]]
+
+
+def test_the_loader_is_generic_like_torchs() -> None:
+    """Typed code subscripts torch's DataLoader (it is Generic[T_co])."""
+    alias = arrowloader.DataLoader[list[torch.Tensor]]
+    loader = alias([torch.zeros(1)], batch_size=1)
+    assert isinstance(loader, arrowloader.DataLoader)
+    assert issubclass(arrowloader.DataLoader, torch.utils.data.DataLoader)
+    assert same_structure(list(loader), [torch.zeros(1, 1)])
+
+
+def test_more_native_threads_than_cores_and_a_worker_init_fn_are_warned_about(
+    ds: TokenDataset,
+) -> None:
+    cores = arrowloader.native.usable_cores()
+    with pytest.warns(UserWarning, match=rf"num_workers={cores + 1} starts {cores + 1} native"):
+        loader = arrowloader.DataLoader(ds, batch_size=4, num_workers=cores + 1)
+    assert loader.native
+    with pytest.warns(UserWarning, match="worker_init_fn is not called on the native path"):
+        arrowloader.DataLoader(ds, batch_size=4, worker_init_fn=lambda worker: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        arrowloader.DataLoader(ds, batch_size=4, num_workers=min(cores, 2))
+        # Off the native path torch runs the worker_init_fn itself: nothing to say.
+        arrowloader.DataLoader([1, 2, 3], batch_size=2, worker_init_fn=lambda worker: None)
+
+
+def _add_lengths(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {**batch, "lengths": batch["attention_mask"].sum(1)}
+
+
+def _doubled(batch: torch.Tensor) -> torch.Tensor:
+    return batch * 2
+
+
+def test_batch_transform_keeps_the_native_path(ds: TokenDataset) -> None:
+    generator = torch.Generator().manual_seed(8)
+    loader = arrowloader.DataLoader(
+        ds, batch_size=5, shuffle=True, generator=generator, batch_transform=_add_lengths
+    )
+    assert loader.native
+    got = list(loader)
+    expected = torch.utils.data.DataLoader(
+        ds, batch_size=5, shuffle=True, generator=torch.Generator().manual_seed(8),
+        collate_fn=ds.collate,
+    )
+    assert_batches_equal(got, [_add_lengths(batch) for batch in expected])
+    # Off the native path it runs after torch's collate, in worker processes too.
+    for workers in (0, 1):
+        plain = arrowloader.DataLoader(
+            list(range(6)), batch_size=4, num_workers=workers, batch_transform=_doubled
+        )
+        assert [b.tolist() for b in plain] == [[0, 2, 4, 6], [8, 10]]

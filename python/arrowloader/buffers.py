@@ -65,11 +65,10 @@ OutputSpec = Optional[tuple[tuple[int, ...], torch.dtype]]
 class BlockPool:
     """Memory blocks for pageable outputs, each handed out again once nothing refers to it.
 
-    A fresh block per job cost W2 here (1 MiB a job of 4 batches) ~5.5 us of the consumer
-    thread per batch and 0.37 page faults per batch (0.03 with the pool): glibc hands
-    blocks that large back to the kernel and takes new pages. With the pool W2 ran ~7%
-    faster in alternating runs. W1's batches (one allocation per output, widths varying
-    per batch) showed no gain, and do not use it.
+    A fresh block per job costs the consumer thread time and page faults on every packed
+    batch: glibc hands blocks that large back to the kernel and takes new pages (README,
+    "Measured design choices", has the figures). Padded batches (one allocation per output,
+    widths varying per batch) showed no gain, and do not use it.
 
     A block is free when the pool holds the only reference to it: every output array is
     made on the block (numpy keeps it as their ``base``), and every tensor, view or array
@@ -125,15 +124,14 @@ def output_buffers(
 
     Pageable outputs are allocated by numpy (less per-batch Python overhead than
     ``torch.empty``). Interleaved ones share one numpy block, laid out on purpose:
-    allocated one by one, two outputs
-    of 128 KiB sit 128 KiB + 16 bytes apart (the allocator's chunk header), and writing
-    rows of both at once at that distance ran here (W2, int64 input_ids and labels) at
-    less than half the speed of any other distance: their addresses are 16 bytes apart in
-    the low 12 bits. In the block, output ``k`` starts ``k * OUTPUT_SKEW`` bytes past a
-    page boundary (relative to the block's start), so no two outputs are that close in
-    those bits. Without that layout, W2's native threads took ~60 us a batch instead of
-    ~24; the padded assembler (W1) showed no such effect, and the layout's bookkeeping
-    cost it more than it saved.
+    allocated one by one, two outputs of 128 KiB sit 128 KiB + 16 bytes apart (the
+    allocator's chunk header), and writing rows of both at once at that distance (packed
+    int64 input_ids and labels) runs at less than half the speed of any other distance:
+    their addresses are 16 bytes apart in the low 12 bits. In the block, output ``k``
+    starts ``k * OUTPUT_SKEW`` bytes past a page boundary (relative to the block's start),
+    so no two outputs are that close in those bits (README, "Measured design choices").
+    The padded assembler showed no such effect,
+    and the layout's bookkeeping cost it more than it saved.
     """
     if pin:
         out: list[Optional[tuple[torch.Tensor, np.ndarray]]] = []

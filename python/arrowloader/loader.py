@@ -1,87 +1,54 @@
-"""DataLoader: torch's DataLoader, with a native path for arrowloader datasets."""
+"""DataLoader: torch's DataLoader, with a native path for datasets that implement
+:class:`arrowloader.native.NativeDataset`."""
 
 from __future__ import annotations
 
-import math
-import os
 import warnings
 from collections import deque
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional, TypeVar
 
 import torch
 import torch.utils.data
 
 from arrowloader import _C
-from arrowloader.dataset import (
-    Batch,
-    TokenDataset,
-    check_fingerprint,
-    check_token_state,
-    sampling_generators,
-)
 from arrowloader.errors import LoaderClosedError
 from arrowloader.metrics import FeedCounter, FeedMetrics
-from arrowloader.mixed import MixedDataset
-from arrowloader.packed import PackedDataset, native_packed_shuffle
+from arrowloader.native import (
+    STATE_FORMAT,
+    Batch,
+    EpochStart,
+    LoaderSettings,
+    NativeDataset,
+    NativeEpoch,
+    NativeJob,
+    Position,
+    default_num_threads,
+    usable_cores,
+)
 
-# Datasets whose native path is planned by (seed, epoch) and resumable by state_dict().
-_PACKED_KINDS = (PackedDataset, MixedDataset)
-
-#: Version tag of DataLoader.state_dict().
-STATE_FORMAT = "arrowloader.DataLoader/1"
-#: What DataLoader.state_dict() holds.
-STATE_KEYS = ("format", "fingerprint", "seed", "epoch", "samples_consumed", "global_batch_size")
-
-#: Native threads used when ``num_workers=0`` on the native path.
-MAX_DEFAULT_THREADS = 4
-
-
-def default_num_threads() -> int:
-    """Native assembly threads for ``num_workers=0``: one per usable core, at most 4."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_DEFAULT_THREADS, cores))
+T_co = TypeVar("T_co", covariant=True)
 
 
 def check_files(dataset: Any) -> None:
-    """Raises CorpusChangedError if a file of an arrowloader dataset changed since it was
+    """Raises CorpusChangedError if a file of a native-path dataset changed since it was
     opened; other datasets pass."""
-    if isinstance(dataset, (TokenDataset, *_PACKED_KINDS)):
+    if isinstance(dataset, NativeDataset):
         dataset.check_files()
 
 
-class NativeEpoch(Protocol):
-    """One pass of a dataset's native path, as its ``_native_epoch()`` returns it."""
-
-    def __len__(self) -> int:
-        """Batches of the epoch."""
-
-    #: Batches one ``submit()`` may queue at most (default 1).
-    group: int
-
-    def submit(
-        self, pool: Any
-    ) -> Optional[list[tuple[Any, int, Batch, Callable[[Batch, tuple], Batch]]]]:
-        """Queues the next job on ``pool``, one or more (at most :attr:`group`) batches in
-        order: returns ``(ticket, j, batch, finish)`` for each, where ``finish(batch,
-        ticket.result(timeout, j))`` gives the batch to yield; None at the end."""
-
-    def exhausted(self) -> None:
-        """Called once every batch of the epoch was delivered."""
-
-
-class DataLoader(torch.utils.data.DataLoader):
+class DataLoader(torch.utils.data.DataLoader[T_co]):
     """A drop-in ``torch.utils.data.DataLoader``.
 
-    Takes the same arguments. For a :class:`TokenDataset` with automatic batching and no
-    custom ``collate_fn`` (or ``collate_fn=dataset.collate``) it takes the *native path*:
-    batch indices come from the very sampler / batch sampler torch would build (so with
-    the same ``generator`` the batches equal ``torch.utils.data.DataLoader(ds, ...,
-    collate_fn=ds.collate)``), and whole batches are gathered, truncated and padded by
-    native threads straight into the output tensors, with the GIL released. Every other
-    dataset or configuration behaves exactly as torch's DataLoader.
+    Takes the same arguments. For a dataset that implements the native-path contract
+    (:class:`arrowloader.native.NativeDataset`: :class:`TokenDataset`,
+    :class:`PackedDataset`, :class:`MixedDataset`), with automatic batching, no custom
+    ``collate_fn`` (or ``collate_fn=dataset.collate``) and a configuration the dataset
+    supports, it takes the *native path*: whole batches are assembled by native threads
+    straight into the output tensors, with the GIL released, equal to
+    ``torch.utils.data.DataLoader(ds, ..., collate_fn=ds.collate)`` given the same sampler
+    or generator (a TokenDataset follows the loader's own (batch) sampler; packed and
+    mixed datasets plan their own order from the seed). Every other dataset or
+    configuration behaves exactly as torch's DataLoader.
 
     On the native path:
 
@@ -89,7 +56,7 @@ class DataLoader(torch.utils.data.DataLoader):
       per usable core, at most 4 (:func:`default_num_threads`).
     - ``prefetch_factor`` (default 2) jobs per thread are kept in flight. Without
       pinning a job is up to 4 consecutive batches
-      (:data:`arrowloader.dataset.GROUP_BATCHES`; a packed job's batches share one
+      (:data:`arrowloader.native.GROUP_BATCHES`; a packed job's batches share one
       allocation), with pinning one batch.
     - ``pin_memory=True`` allocates the outputs in pinned memory when CUDA is available,
       so no second copy is made (see :mod:`arrowloader.buffers` for why a pinned batch is
@@ -97,8 +64,17 @@ class DataLoader(torch.utils.data.DataLoader):
     - ``timeout`` (seconds, 0 = forever) bounds the wait for one batch and raises
       :class:`LoaderTimeoutError`.
     - ``worker_init_fn``, ``multiprocessing_context`` and ``persistent_workers`` have no
-      effect (no worker processes exist); ``in_order`` is always honoured.
+      effect (no worker processes exist; a ``worker_init_fn`` is warned about);
+      ``in_order`` is always honoured. More threads than usable cores are warned about,
+      as torch warns about worker processes.
     - :meth:`metrics` counts how long the consumer waited for batches.
+
+    ``batch_transform`` (keyword only, not one of torch's arguments): a function applied
+    to every batch after it is made, on either path (on the native path in the consuming
+    thread, once the native threads are done with the batch; on torch's, after its
+    collate, in the worker processes if there are any). It keeps the native path where a
+    custom ``collate_fn`` would leave it: use it to rename keys, add tensors or move
+    some to another dtype.
 
     ``loader.to("cuda")`` wraps the loader in a :class:`arrowloader.CUDAPrefetcher`.
     """
@@ -123,20 +99,28 @@ class DataLoader(torch.utils.data.DataLoader):
         persistent_workers: bool = False,
         pin_memory_device: str = "",
         in_order: bool = True,
+        batch_transform: Optional[Callable[[Any], Any]] = None,
     ) -> None:
         self._custom_collate_fn = collate_fn
+        self.batch_transform = batch_transform
         if (
             collate_fn is None
-            and isinstance(dataset, (TokenDataset, *_PACKED_KINDS))
+            and isinstance(dataset, NativeDataset)
             and (batch_size is not None or batch_sampler is not None)
         ):
             # Off the native path (e.g. a custom sampler over a packed dataset) torch's
             # default collate would drop cu_seqlens; the dataset's own gives the native
             # path's batches.
             collate_fn = dataset.collate
+        if batch_transform is not None:
+            # Off the native path the transform runs where torch collates (in the worker
+            # processes, if any); on it, in NativeBatchIterator.
+            collate_fn = TransformedCollate(
+                collate_fn or torch.utils.data.default_collate, batch_transform
+            )
         self._native_iterators = 0
-        self._resume: Optional[dict[str, Any]] = None  # a loaded state for the next iterator
-        self._position: Optional[dict[str, Any]] = None  # of the latest packed iterator
+        self._resume: Optional[Position] = None  # a loaded state's, for the next iterator
+        self._position: Optional[Position] = None  # after the latest batch delivered
         self._feed = FeedCounter()
         super().__init__(
             dataset,
@@ -162,42 +146,67 @@ class DataLoader(torch.utils.data.DataLoader):
     def native(self) -> bool:
         """Whether iteration takes the native path (see the class docstring)."""
         dataset = self.dataset
-        if self.batch_sampler is None or not (
-            self._custom_collate_fn is None or self._custom_collate_fn == dataset.collate
-        ):
+        if self.batch_sampler is None or not isinstance(dataset, NativeDataset):
             return False
-        if isinstance(dataset, TokenDataset):
-            return True
-        return isinstance(dataset, _PACKED_KINDS) and native_packed_shuffle(self) is not None
+        if not (self._custom_collate_fn is None or self._custom_collate_fn == dataset.collate):
+            return False
+        return dataset.native_supported(self.native_settings())
+
+    def native_settings(self) -> LoaderSettings:
+        """What this loader tells a native-path dataset about the passes it wants."""
+        persistent = bool(self.persistent_workers and self.num_workers > 0)
+        return LoaderSettings(
+            batch_sampler=self.batch_sampler,
+            batch_size=self.batch_size,
+            generator=self.generator,
+            threads=self.num_workers or default_num_threads(),
+            prefetch_factor=self.prefetch_factor or 2,
+            persistent_workers=persistent,
+            # torch's persistent-worker iterator draws its base seed once, when first made,
+            # and none on later epochs: sampler-driven orders must advance the same way.
+            first_iterator=not (persistent and self._native_iterators),
+            drop_last=self.drop_last,
+        )
 
     def check_worker_number_rationality(self) -> None:
-        # torch warns when worker processes outnumber cores; native threads are not
-        # processes and num_workers=0 already picks a count that fits the machine.
+        """Warns, as torch does for worker processes, when the native path would start
+        more threads than this process has cores, and when it ignores a
+        ``worker_init_fn`` (there are no worker processes to run it in)."""
         if not self.native:
             super().check_worker_number_rationality()
+            return
+        cores = usable_cores()
+        if self.num_workers > cores:
+            warnings.warn(
+                f"num_workers={self.num_workers} starts {self.num_workers} native threads "
+                f"(the native path runs threads, not processes), but this process may use "
+                f"{cores} cores: the extra threads only compete with the training loop. "
+                "Lower num_workers, or pass 0 for one thread per core (at most "
+                f"{default_num_threads()} here).",
+                UserWarning,
+                stacklevel=4,
+            )
+        if self.worker_init_fn is not None:
+            warnings.warn(
+                "worker_init_fn is not called on the native path: it runs no worker "
+                "processes (its native threads need no set-up). Seed or configure in the "
+                "main process, or pass a collate_fn to use torch's worker processes.",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def __len__(self) -> int:
-        if self.native and isinstance(self.dataset, MixedDataset):
-            return len(self.dataset) // (self.batch_size * self.dataset.world_size)
-        if self.native and isinstance(self.dataset, PackedDataset):
-            dataset = self.dataset
-            blocks = (
-                len(dataset)
-                if dataset.mode == "concat"
-                else dataset.plan(dataset.epoch, self._packed_seed()).num_blocks
-            )
-            return blocks // (self.batch_size * dataset.world_size)
+        if self.native:
+            return self.dataset.native_num_batches(self.native_settings())
         return super().__len__()
 
     def __iter__(self):
         # Every epoch starts by checking that the files are still the ones opened.
         check_files(self.dataset)
         if self.native:
-            # torch's persistent-worker iterator draws its base seed once, when first
-            # made, and none on later epochs: the generator must advance the same way.
-            reused = self.persistent_workers and self.num_workers > 0 and self._native_iterators
+            iterator = NativeBatchIterator(self)
             self._native_iterators += 1
-            return NativeBatchIterator(self, first_iterator=not reused)
+            return iterator
         return super().__iter__()
 
     def metrics(self) -> FeedMetrics:
@@ -230,12 +239,9 @@ class DataLoader(torch.utils.data.DataLoader):
             self.pin_memory = True
         return prefetcher
 
-    # Resumption (packed datasets). The position of a run is (epoch, blocks of global
-    # batches already delivered); the global order depends on (seed, epoch) alone, so a
-    # fresh loader, with any thread count or world size, continues where it stopped.
-
-    def _packed_seed(self) -> int:
-        return self.dataset.seed if self.generator is None else self.generator.initial_seed()
+    # Resumption. The loader keeps the position its dataset's epochs report after every
+    # batch (what a position holds is the dataset's; see arrowloader.native); a state is
+    # the dataset's fields of it, beside the format tag and the dataset's fingerprint.
 
     def state_dict(self) -> dict[str, Any]:
         """Where this loader is: load it into a fresh loader over the same dataset to
@@ -250,17 +256,20 @@ class DataLoader(torch.utils.data.DataLoader):
         from them); for packed and mixed datasets, the epoch and the blocks delivered (a
         mixed one also each dataset's epoch, "source_epochs", so that resuming packs none of
         the epochs before).
+
+        Raises:
+            NotImplementedError: the loader is not on the native path.
         """
         return self._state_at(self._position)
 
-    def _snapshot(self) -> Optional[dict[str, Any]]:
+    def _snapshot(self) -> Optional[Position]:
         """The loader's record of its position now, cheap to take after every batch (a
         CUDAPrefetcher does so, to report the state at the batch its consumer is at):
         :meth:`_state_at` turns it into a ``state_dict()``. The record is never changed in
         place, so holding it is enough."""
         return self._position
 
-    def _rewind(self, position: Optional[dict[str, Any]]) -> None:
+    def _rewind(self, position: Optional[Position]) -> None:
         """Puts the loader's record back to ``position`` (from :meth:`_snapshot`), as if the
         batches returned after it had never been: a CUDAPrefetcher whose consumer stops
         early calls this for the batches it fetched ahead, so that ``state_dict()`` and the
@@ -268,40 +277,16 @@ class DataLoader(torch.utils.data.DataLoader):
         prefetcher finished but the consumer did not is not over) match a loader used
         without it."""
         self._position = position
-        if position is not None and isinstance(self.dataset, PackedDataset):
-            self.dataset.set_epoch(position["epoch"])
+        if self.native:
+            self.dataset.native_rewound(position)
 
-    def _state_at(self, position: Optional[dict[str, Any]]) -> dict[str, Any]:
+    def _state_at(self, position: Optional[Position]) -> dict[str, Any]:
         """The ``state_dict()`` of the record ``position`` (see :meth:`_snapshot`)."""
+        if not self.native:
+            raise NotImplementedError(_NOT_NATIVE.format(method="state_dict()"))
         dataset = self.dataset
-        if self.native and isinstance(dataset, TokenDataset):
-            position = position or {
-                "generator_states": [g.get_state() for g in sampling_generators(self)],
-                "draws_base_seed": not self._native_iterators
-                or not (self.persistent_workers and self.num_workers > 0),
-                "batches": 0,
-            }
-            return {"format": STATE_FORMAT, "fingerprint": dataset.fingerprint(), **position}
-        if not (self.native and isinstance(dataset, _PACKED_KINDS)):
-            raise NotImplementedError(
-                "state_dict() is available on the native path (TokenDataset, PackedDataset, "
-                "MixedDataset)"
-            )
-        position = position or {
-            "epoch": getattr(dataset, "epoch", 0),
-            "samples_consumed": 0,
-        }
-        state = {
-            "format": STATE_FORMAT,
-            "fingerprint": dataset.fingerprint(),
-            "seed": self._packed_seed(),
-            "epoch": position["epoch"],
-            "samples_consumed": position["samples_consumed"],
-            "global_batch_size": self.batch_size * dataset.world_size,
-        }
-        if "source_epochs" in position:  # MixedDataset: where each dataset's epochs are
-            state["source_epochs"] = position["source_epochs"]
-        return state
+        fields = dataset.native_state(self.native_settings(), position)
+        return {"format": STATE_FORMAT, "fingerprint": dataset.fingerprint(), **fields}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Makes the next iterator continue from ``state`` (see :meth:`state_dict`).
@@ -310,76 +295,32 @@ class DataLoader(torch.utils.data.DataLoader):
             ValueError: the state is malformed, or was taken over another corpus, packing
                 or seed (continuing would not visit each block exactly once).
             CorpusChangedError: a file of the dataset changed since it was opened.
+            NotImplementedError: the loader is not on the native path.
         """
-        dataset = self.dataset
-        check_files(dataset)
-        if self.native and isinstance(dataset, TokenDataset):
-            try:
-                num_batches: Optional[int] = len(self)
-            except TypeError:  # a sampler without a length
-                num_batches = None
-            self._resume = check_token_state(
-                state, dataset, sampling_generators(self), num_batches
-            )
-            self._position = dict(self._resume)
-            return
-        if not (self.native and isinstance(dataset, _PACKED_KINDS)):
-            raise NotImplementedError(
-                "load_state_dict() is available on the native path (TokenDataset, "
-                "PackedDataset, MixedDataset)"
-            )
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise ValueError(f"not an arrowloader DataLoader state (format {STATE_FORMAT!r})")
-        missing = [key for key in STATE_KEYS if key not in state]
-        if missing:
-            raise ValueError(f"loader state: missing {', '.join(map(repr, missing))}")
-        for key in ("epoch", "samples_consumed", "seed", "global_batch_size"):
-            value = state[key]
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
-                raise ValueError(
-                    f"loader state: {key!r} must be a non-negative int64, got {value!r}"
-                )
-        if state["global_batch_size"] < 1:
-            raise ValueError("loader state: 'global_batch_size' must be positive")
-        if state["samples_consumed"] % state["global_batch_size"]:
-            raise ValueError(
-                f"loader state: 'samples_consumed' ({state['samples_consumed']}) is not a "
-                f"multiple of 'global_batch_size' ({state['global_batch_size']})"
-            )
-        check_fingerprint(state["fingerprint"], dataset.fingerprint())
-        if state["seed"] != self._packed_seed():
-            raise ValueError(
-                f"loader state was taken with seed {state['seed']}, this loader shuffles with "
-                f"{self._packed_seed()}; pass the same generator seed to resume the same order"
-            )
-        num_blocks = (
-            math.inf
-            if isinstance(dataset, MixedDataset)  # one stream over all passes
-            else dataset.plan(state["epoch"], state["seed"]).num_blocks
-        )
-        if state["samples_consumed"] > num_blocks:
-            raise ValueError(
-                f"loader state: 'samples_consumed' ({state['samples_consumed']}) is beyond the "
-                f"{num_blocks} blocks of epoch {state['epoch']}"
-            )
-        mixed_epochs = isinstance(dataset, MixedDataset) and "source_epochs" in state
-        if mixed_epochs:
-            dataset.check_source_epochs(state["source_epochs"])
-        if isinstance(dataset, PackedDataset):
-            dataset.set_epoch(state["epoch"])
-        self._resume = dict(state)
-        self._position = {"epoch": state["epoch"], "samples_consumed": state["samples_consumed"]}
-        if mixed_epochs:
-            self._position["source_epochs"] = state["source_epochs"]
-
-    def _take_resume(self) -> Optional[dict[str, Any]]:
-        """The loaded state the iterator now starting continues from (once), or None."""
-        resume, self._resume = self._resume, None
-        return resume
-
-    def _progress(self, position: dict[str, Any]) -> None:
-        """Records where the run is, as each native batch is delivered."""
+        check_files(self.dataset)
+        if not self.native:
+            raise NotImplementedError(_NOT_NATIVE.format(method="load_state_dict()"))
+        position = self.dataset.native_load_state(self.native_settings(), state)
+        self._resume = position
         self._position = position
+
+
+class TransformedCollate:
+    """``transform(collate(items))``, picklable for torch's worker processes."""
+
+    def __init__(self, collate: Callable[[Any], Any], transform: Callable[[Any], Any]) -> None:
+        self.collate = collate
+        self.transform = transform
+
+    def __call__(self, items: Any) -> Any:
+        return self.transform(self.collate(items))
+
+
+_NOT_NATIVE = (
+    "{method} is available on the native path: a dataset that implements "
+    "arrowloader.native.NativeDataset (TokenDataset, PackedDataset, MixedDataset), with "
+    "batch_size or batch_sampler, no custom collate_fn and a sampler it supports"
+)
 
 
 # Shutdown protocol of NativeBatchIterator (the one place it is written down):
@@ -400,13 +341,14 @@ class DataLoader(torch.utils.data.DataLoader):
 class NativeBatchIterator:
     """Iterates a :class:`DataLoader` on the native path (see the shutdown protocol above).
 
-    What to assemble comes from the dataset's *native epoch* (``_native_epoch()``); this
-    class only keeps batches in flight, hands errors to the consumer and shuts down.
+    What to assemble comes from the dataset's :class:`arrowloader.native.NativeEpoch`; this
+    class only keeps batches in flight, records the epoch's position on the loader after
+    every batch, hands errors to the consumer and shuts down.
     """
 
-    def __init__(self, loader: DataLoader, first_iterator: bool = True) -> None:
+    def __init__(self, loader: DataLoader) -> None:
         self._closed = True  # until the pool exists, __del__ has nothing to do
-        self._threads = loader.num_workers or default_num_threads()
+        settings = loader.native_settings()
         self._timeout = loader.timeout if loader.timeout > 0 else None
         pin = bool(loader.pin_memory) and torch.cuda.is_available()
         if loader.pin_memory and not pin:
@@ -415,16 +357,22 @@ class NativeBatchIterator:
                 "then device pinned memory won't be used.",
                 stacklevel=3,
             )
-        self._epoch: NativeEpoch = loader.dataset._native_epoch(loader, pin, first_iterator)
+        resume, loader._resume = loader._resume, None  # a loaded state is used once
+        start = EpochStart(pin=pin, resume=resume, previous=loader._position)
+        self._epoch: NativeEpoch = loader.dataset.native_epoch(settings, start)
+        self._loader = loader
+        loader._position = self._epoch.position
         # Jobs in flight: prefetch_factor per thread, each of up to `group` batches; a new
         # job is queued once a whole one fits.
-        self._group = getattr(self._epoch, "group", 1)
-        self._depth = max(1, (loader.prefetch_factor or 2) * self._threads) * self._group
+        self._group = self._epoch.group
+        self._depth = max(1, settings.prefetch_factor * settings.threads) * self._group
         self._feed = loader._feed
-        self._inflight: deque = deque()
+        self._transform = loader.batch_transform
+        # (job, index of the batch in the job) per batch in flight, in order.
+        self._inflight: deque[tuple[NativeJob, int]] = deque()
         self._submitted_all = False  # the epoch has no batch left to queue
         self._exhausted = False  # ... and every batch was delivered
-        self._pool = _C.ThreadPool(self._threads, "arrowloader")
+        self._pool = _C.ThreadPool(settings.threads, "arrowloader")
         self._closed = False
 
     def __iter__(self) -> NativeBatchIterator:
@@ -445,12 +393,19 @@ class NativeBatchIterator:
                 self._exhausted = True  # every batch was delivered
                 self.close()
                 self._epoch.exhausted()
+                self._loader._position = self._epoch.position
                 self._feed.handed(asked)
                 raise StopIteration
-            ticket, index, batch, finish = self._inflight.popleft()
+            job, index = self._inflight.popleft()
             self._fill()  # keep the threads busy while this batch is finished and consumed
             # Raises the batch's native error (or LoaderTimeoutError) in this thread.
-            batch = finish(batch, ticket.result(self._timeout, index))
+            figures = job.ticket.result(self._timeout, index)
+            for also in job.extra_tickets:
+                also.result(self._timeout, index)
+            batch = self._epoch.finish(job, index, figures)
+            self._loader._position = self._epoch.position
+            if self._transform is not None:
+                batch = self._transform(batch)
             self._feed.handed(asked, batch)
             return batch
         except BaseException:
@@ -459,11 +414,11 @@ class NativeBatchIterator:
 
     def _fill(self) -> None:
         while not self._submitted_all and len(self._inflight) + self._group <= self._depth:
-            submitted = self._epoch.submit(self._pool)
-            if submitted is None:
+            job = self._epoch.submit(self._pool)
+            if job is None:
                 self._submitted_all = True
                 break
-            self._inflight.extend(submitted)
+            self._inflight.extend((job, j) for j in range(len(job.batches)))
 
     def close(self) -> None:
         """Cancels batches in flight and joins the native threads. Idempotent."""
@@ -471,8 +426,10 @@ class NativeBatchIterator:
             return
         self._closed = True
         while self._inflight:
-            ticket = self._inflight.popleft()[0]
-            ticket.cancel()
+            job, _ = self._inflight.popleft()
+            job.ticket.cancel()
+            for also in job.extra_tickets:
+                also.cancel()
         self._pool.shutdown()
 
     def __enter__(self) -> NativeBatchIterator:

@@ -1,0 +1,331 @@
+"""The native path's passes over a :class:`arrowloader.TokenDataset`: which rows each
+padded batch holds (the loader's own sampler, or a rank's share of a distributed epoch),
+the batches in flight, and the positions a loader state is made of."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+import torch
+
+from arrowloader.buffers import output_buffers
+from arrowloader.native import (
+    GROUP_BATCHES,
+    IGNORE_INDEX,
+    Batch,
+    BatchFigures,
+    EpochStart,
+    LoaderSettings,
+    NativeJob,
+    Position,
+    check_fingerprint,
+    check_state,
+    check_state_int,
+)
+from arrowloader.plan import EpochPlan
+from arrowloader.ranks import rank_order
+
+if TYPE_CHECKING:  # the dataset module imports this one
+    from arrowloader.dataset import TokenDataset
+
+
+def finish_batch(dataset: TokenDataset, batch: Batch) -> Batch:
+    """A padded batch as the dataset yields it: with a stored attention mask, causal labels
+    are -100 wherever the mask is 0 (the corpus's own padding too)."""
+    if dataset.causal_labels and dataset.stored_attention_mask:
+        batch["labels"].masked_fill_(batch["attention_mask"] == 0, IGNORE_INDEX)
+    return batch
+
+
+class PaddedEpoch:
+    """One pass of a DataLoader over a TokenDataset: batches of rows, each padded natively
+    into freshly allocated tensors. Subclasses choose the rows and keep the position."""
+
+    def __init__(self, dataset: TokenDataset, settings: LoaderSettings, start: EpochStart) -> None:
+        self._dataset = dataset
+        self._assembler = dataset._assembler
+        self._pin = start.pin
+        # Batches per native job (see GROUP_BATCHES); pinned batches keep one job each,
+        # as for packed datasets.
+        self.group = 1 if start.pin else GROUP_BATCHES
+        # Set by subclasses: (rows, width) of every batch still to submit, the batches of
+        # the whole pass, those delivered (skipped ones included) and the position.
+        self._batches: Iterator[tuple[np.ndarray, int]] = iter(())
+        self._total = 0
+        self._delivered = self._skipped = 0
+        self.position: Position = {}
+
+    def __len__(self) -> int:
+        return self._total - self._skipped
+
+    def submit(self, pool: Any) -> Optional[NativeJob]:
+        planned = list(itertools.islice(self._batches, self.group))
+        if not planned:
+            return None
+        extras = self._dataset._extras
+        batches, arguments = [], []
+        extra_arguments: list[list[tuple]] = [[] for _ in extras]
+        for rows, width in planned:
+            batch, outputs = self._allocate(rows, width)
+            batches.append(batch)
+            arguments.append((rows, *outputs))
+            for extra, queued in zip(extras, extra_arguments):
+                queued.append((rows, batch[extra.output].numpy(), None, None, None))
+        if len(arguments) == 1:
+            ticket = self._assembler.submit(pool, *arguments[0])
+        else:
+            ticket = self._assembler.submit_batches(pool, arguments)
+        # Each carried column is one more job over the same rows (the same truncation and
+        # padding, its own pad value); the batch is done when all of them are.
+        also = [
+            extra.assembler.submit_batches(pool, queued)
+            for extra, queued in zip(extras, extra_arguments)
+        ]
+        return NativeJob(ticket, batches, extra_tickets=also)
+
+    def _allocate(self, rows: np.ndarray, width: int) -> tuple[Batch, tuple]:
+        """Fresh output tensors of the batch of ``rows`` padded to ``width`` (pinned when
+        asked: see arrowloader.buffers for why a pinned batch is never rewritten while its
+        copy to the device may be pending), and the numpy arrays the native side writes,
+        in ``submit()``'s order: input_ids, attention_mask, causal labels, labels."""
+        dataset = self._dataset
+        n = len(rows)
+        shape = (n, width)
+        extras = dataset._extras
+        stored_mask = dataset.stored_attention_mask
+        scalar_labels = dataset.corpus.labels is not None and not dataset.causal_labels
+        ids, mask, causal, labels, *carried = output_buffers(
+            [
+                (shape, dataset.dtype),
+                (shape, dataset.dtype) if dataset.return_attention_mask and not stored_mask
+                else None,
+                (shape, dataset.dtype) if dataset.causal_labels else None,
+                ((n,), torch.int64) if scalar_labels else None,
+                *((shape, dataset.dtype) for _ in extras),
+            ],
+            self._pin,
+        )
+        batch = {"input_ids": ids[0]}
+        if mask is not None:
+            batch["attention_mask"] = mask[0]
+        if causal is not None or labels is not None:
+            batch["labels"] = (causal or labels)[0]
+        for extra, buffer in zip(extras, carried):
+            batch[extra.output] = buffer[0]
+        return batch, (ids[1], *(None if b is None else b[1] for b in (mask, causal, labels)))
+
+    def finish(self, job: NativeJob, index: int, figures: BatchFigures) -> Batch:
+        truncated_tokens, _ = figures
+        self._dataset._truncated_in_batches += truncated_tokens
+        self._delivered += 1
+        if self._delivered == self._total:
+            # After the last batch a state resumes into the next epoch, not an empty rest.
+            self.exhausted()
+        else:
+            self.position = self._position_after(self._delivered)
+        batch = job.batches[index]
+        return finish_batch(self._dataset, batch) if self._dataset._extras else batch
+
+    def _position_after(self, delivered: int) -> Position:
+        raise NotImplementedError
+
+    def exhausted(self) -> None:
+        raise NotImplementedError
+
+
+class SamplerEpoch(PaddedEpoch):
+    """A pass whose batch indices come from the loader's own (batch) sampler.
+
+    Its position, for ``state_dict()``, is the state of the random generators the sampler
+    draws from, as they were when the epoch began, and the batches delivered since: a
+    resumed epoch restores the generators, draws the same order again and skips that many
+    batches (in O(1) for torch's stock samplers; other samplers are iterated, indices
+    only, up to that point).
+    """
+
+    def __init__(self, dataset: TokenDataset, settings: LoaderSettings, start: EpochStart) -> None:
+        super().__init__(dataset, settings, start)
+        self._persistent = settings.persistent_workers
+        self._generators = sampling_generators(settings)
+        first_iterator = settings.first_iterator
+        skip = 0
+        if start.resume is not None:
+            for generator, state in zip(self._generators, start.resume["generator_states"]):
+                generator.set_state(state)
+            skip = start.resume["batches"]
+            first_iterator = start.resume["draws_base_seed"]
+        self._start = {
+            "generator_states": [g.get_state() for g in self._generators],
+            "draws_base_seed": first_iterator,
+        }
+        self._delivered = self._skipped = skip
+        self._total = len(settings.batch_sampler)
+        # The same draws, in the same order, as torch's _BaseDataLoaderIter: the sampler
+        # iterator is made first (its draws happen lazily, at the first batch), then the
+        # base seed is drawn; torch's reused persistent-worker iterator draws none.
+        plan = EpochPlan(settings.batch_sampler)
+        self._batches = _batches_with_widths(self._assembler, plan, skip)
+        if first_iterator:
+            torch.empty((), dtype=torch.int64).random_(generator=settings.generator)
+        self.position = self._position_after(skip)
+
+    def _position_after(self, delivered: int) -> Position:
+        return {**self._start, "batches": delivered}
+
+    def exhausted(self) -> None:
+        # The next epoch starts from the generators as this one left them.
+        self.position = {
+            "generator_states": [g.get_state() for g in self._generators],
+            # torch's reused persistent-worker iterator draws no base seed.
+            "draws_base_seed": not self._persistent,
+            "batches": 0,
+        }
+
+
+class RankSplitEpoch(PaddedEpoch):
+    """A pass of one rank of a distributed run: this rank's share of the epoch's order,
+    as ``DistributedSampler`` gives it (see :class:`TokenDataset`), in batches of the
+    loader's batch size. Its position is the epoch and the batches delivered in it."""
+
+    def __init__(
+        self, dataset: TokenDataset, settings: LoaderSettings, start: EpochStart, shuffle: bool
+    ) -> None:
+        super().__init__(dataset, settings, start)
+        resume = start.resume
+        self.epoch = resume["epoch"] if resume is not None else dataset._epoch_after(
+            start.previous
+        )
+        skip = resume["batches"] if resume is not None else 0
+        order = rank_order(
+            len(dataset), dataset.rank, dataset.world_size, shuffle=shuffle,
+            seed=settings.seed(0), epoch=self.epoch, drop_last=settings.drop_last,
+        )
+        size = settings.batch_size
+        if settings.drop_last:
+            order = order[: len(order) - len(order) % size]
+        self._total = -(-len(order) // size)
+        self._delivered = self._skipped = skip
+        order = order[skip * size :]
+        widths = self._assembler.widths(order, size).tolist()
+        self._batches = (
+            (order[b * size : (b + 1) * size], width) for b, width in enumerate(widths)
+        )
+        self.position = self._position_after(skip)
+
+    def _position_after(self, delivered: int) -> Position:
+        return {"epoch": self.epoch, "batches": delivered}
+
+    def exhausted(self) -> None:
+        self.position = {"epoch": self.epoch + 1, "batches": 0}
+
+
+def sampling_generators(settings: LoaderSettings) -> list[torch.Generator]:
+    """The torch generators an epoch of a loader with ``settings`` draws from: the
+    loader's (or torch's global one) and its sampler's own, if it has one."""
+    generators = [
+        settings.generator if settings.generator is not None else torch.default_generator
+    ]
+    sampler = getattr(settings.batch_sampler, "sampler", None)
+    own = getattr(sampler, "generator", None)
+    if isinstance(own, torch.Generator) and all(own is not g for g in generators):
+        generators.append(own)
+    return generators
+
+
+def check_token_state(
+    state: Any,
+    dataset: TokenDataset,
+    generators: list[torch.Generator],
+    num_batches: Optional[int] = None,
+) -> Position:
+    """Validates a TokenDataset loader state and returns the position it resumes.
+    ``num_batches``: batches in an epoch of the loader (None where its sampler has no
+    length).
+
+    Raises:
+        ValueError: the state is malformed or was taken over another corpus or options.
+    """
+    check_state(state, ("generator_states", "draws_base_seed", "batches"))
+    batches = check_state_int(state, "batches", kind="int")
+    if num_batches is not None and batches > num_batches:
+        raise ValueError(
+            f"loader state: 'batches' ({batches}) is beyond the {num_batches} batches of an "
+            "epoch of this loader"
+        )
+    if not isinstance(state["draws_base_seed"], bool):
+        raise ValueError(
+            f"loader state: 'draws_base_seed' must be a bool, got {state['draws_base_seed']!r}"
+        )
+    states = state["generator_states"]
+    if not isinstance(states, (list, tuple)) or len(states) != len(generators):
+        raise ValueError(
+            f"loader state: 'generator_states' must hold {len(generators)} generator states "
+            "(this loader's and its sampler's generators)"
+        )
+    for saved, generator in zip(states, generators):
+        current = generator.get_state()
+        if not (
+            isinstance(saved, torch.Tensor)
+            and saved.dtype == current.dtype
+            and saved.shape == current.shape
+        ):
+            raise ValueError("loader state: 'generator_states' holds something that is not a "
+                             "state of this loader's generators")
+    check_fingerprint(state["fingerprint"], dataset.fingerprint())
+    return {
+        "generator_states": list(states),
+        "draws_base_seed": state["draws_base_seed"],
+        "batches": batches,
+    }
+
+
+def check_split_state(state: Any, dataset: TokenDataset, settings: LoaderSettings) -> Position:
+    """Validates the state of a rank-split TokenDataset loader and returns the position
+    it resumes.
+
+    Raises:
+        ValueError: the state is malformed, was taken with another world size or seed,
+            or over another corpus or options.
+    """
+    check_state(state, ("seed", "world_size", "epoch", "batches"))
+    for key in ("seed", "world_size", "epoch", "batches"):
+        check_state_int(state, key)
+    if state["world_size"] != dataset.world_size:
+        raise ValueError(
+            f"loader state was taken on {state['world_size']} ranks, this run has "
+            f"{dataset.world_size}; a rank's share of each epoch depends on the world size"
+        )
+    seed = settings.seed(0)
+    if state["seed"] != seed:
+        raise ValueError(
+            f"loader state was taken with seed {state['seed']}, this loader shuffles with "
+            f"{seed}; pass the same generator seed to resume the same order"
+        )
+    check_fingerprint(state["fingerprint"], dataset.fingerprint())
+    num_batches = dataset.native_num_batches(settings)
+    if state["batches"] > num_batches:
+        raise ValueError(
+            f"loader state: 'batches' ({state['batches']}) is beyond the {num_batches} "
+            "batches of an epoch of this rank"
+        )
+    return {"epoch": state["epoch"], "batches": state["batches"]}
+
+
+def _batches_with_widths(
+    assembler: Any, plan: EpochPlan, skip: int = 0
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Yields (rows int64 [batch], padded width) for every batch of the epoch after the
+    first ``skip``: widths of a vectorised plan in one native call, else batch by batch."""
+    order = plan.order()
+    if order is None:
+        for b, rows in enumerate(plan):
+            if b >= skip:
+                yield rows, assembler.width(rows)
+        return
+    order = order[skip * plan.batch_size :]
+    widths = assembler.widths(order, plan.batch_size).tolist()
+    for b, width in enumerate(widths):
+        yield order[b * plan.batch_size : (b + 1) * plan.batch_size], width
