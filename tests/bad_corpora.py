@@ -352,12 +352,19 @@ BAD_CASES: list[BadCase] = [
             outcome="CorpusFormatError at open: not a readable IPC file"),
     BadCase("text, not Arrow", lambda folder: _text(folder / "c.arrow"), column=None,
             outcome="CorpusFormatError at open"),
-    BadCase("zstd-compressed IPC file", _compressed("zstd"), match="compress",
-            outcome="CorpusFormatError at open: compressed buffers cannot be read in place"),
-    BadCase("lz4-compressed IPC file", _compressed("lz4_frame"), match="compress",
-            outcome="CorpusFormatError at open: compressed buffers cannot be read in place"),
-    BadCase("zstd-compressed IPC stream", _compressed("zstd", stream=True), match="compress",
-            outcome="CorpusFormatError at open: compressed buffers cannot be read in place"),
+    BadCase("Parquet file", lambda folder: _parquet(folder / "c.parquet"), column=None,
+            match="is a Parquet file",
+            outcome="CorpusFormatError at open, with the two lines that convert it"),
+    BadCase("zstd-compressed IPC file", _compressed("zstd"), match="compressed with zstd",
+            outcome="CorpusFormatError at open naming the codec: compressed buffers cannot "
+                    "be read in place"),
+    BadCase("lz4-compressed IPC file", _compressed("lz4_frame"), match="compressed with lz4",
+            outcome="CorpusFormatError at open naming the codec: compressed buffers cannot "
+                    "be read in place"),
+    BadCase("zstd-compressed IPC stream", _compressed("zstd", stream=True),
+            match="compressed with zstd",
+            outcome="CorpusFormatError at open naming the codec: compressed buffers cannot "
+                    "be read in place"),
     # streams
     BadCase("stream with a garbage message", _garbage_message, column=None,
             outcome="CorpusFormatError at open"),
@@ -464,6 +471,14 @@ CHANGES = ("replaced", "cut short", "grown", "rewritten in place", "removed")
 def _touch(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
+    return path
+
+
+def _parquet(path: Path) -> Path:
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({COLUMN: pa.array([[1, 2, 3], [4]], pa.list_(pa.int32()))}), path)
     return path
 
 

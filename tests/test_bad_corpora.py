@@ -110,6 +110,34 @@ def test_bad_corpus(tmp_path: Path, case: BadCase, mode: str) -> None:
         assert case.match in str(info.value)
 
 
+@pytest.mark.parametrize("mode", READ_MODES)
+@pytest.mark.parametrize(
+    "case", [case for case in BAD_CASES if case.error is not None], ids=lambda case: case.name
+)
+def test_bad_corpus_error_carries_its_place(tmp_path: Path, case: BadCase, mode: str) -> None:
+    """The error's ``path``, ``column`` and ``row`` are the file, column and row the case
+    corrupted (None where the case is about the whole file or a record batch), whether
+    the error was raised in Python, by the native open or on a native thread."""
+    if mode == "memory" and not case.single_file:
+        pytest.skip("several files")
+    source = case.build(tmp_path / "corpus")
+    culprit = source if isinstance(source, Path) else source[case.culprit]
+    named = MEMORY_NAME if mode == "memory" else str(culprit)
+    errors = []
+    if case.at == "open":
+        with pytest.raises(case.error) as info:
+            open_dataset(TokenDataset, source, mode, **case.options)
+        errors.append(info.value)
+    else:
+        ds = open_dataset(TokenDataset, source, mode, **case.options)
+        for attempt in (lambda: ds[case.row], lambda: served_rows(ds)):
+            with pytest.raises(case.error) as info:
+                attempt()
+            errors.append(info.value)
+    for error in errors:
+        assert (error.path, error.column, error.row) == (named, case.column, case.row)
+
+
 def test_bad_cases_are_what_they_say(tmp_path: Path) -> None:
     """The corruptions are real: pyarrow reads the patched offsets without complaint, but
     its full validation rejects them (so the loader's checks are not redundant)."""

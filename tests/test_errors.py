@@ -1,9 +1,11 @@
 """Bad input: one test per kind, each checking the exception class (an ArrowLoaderError
 that is also the fitting builtin) and that the message names the file, the column and,
-where a row is at fault, the row (numbered within its file)."""
+where a row is at fault, the row (numbered within its file); and that the error carries
+them as its ``path``, ``column`` and ``row``, also through a pickle."""
 
 from __future__ import annotations
 
+import pickle
 import struct
 import threading
 from pathlib import Path
@@ -12,9 +14,12 @@ from typing import Any, Optional
 import arrowloader
 import numpy as np
 import pyarrow as pa
+import pyarrow.feather as feather
+import pyarrow.parquet as parquet
 import pytest
 import torch
 from arrowloader import ArrowLoaderError, CorpusFileError, CorpusFormatError, TokenDataset
+from arrowloader.errors import CorpusError
 from bad_corpora import (
     BOUNDS,
     assert_names,
@@ -83,7 +88,65 @@ def test_compressed_ipc_stream(tmp_path: Path) -> None:
         options=pa.ipc.IpcWriteOptions(compression="zstd"),
     )
     assert pyarrow_rows(path) == documents
-    assert_format_error(path)
+    message = str(assert_format_error(path))
+    # A stream is not a Feather file: the fix reads it as a stream.
+    assert "compressed with zstd" in message
+    assert f"pyarrow.ipc.open_stream('{path}').read_all()" in message
+
+
+@pytest.mark.parametrize("codec", [None, "zstd"])
+def test_write_feather_default_compression_is_named_with_the_fix(
+    tmp_path: Path, codec: Optional[str]
+) -> None:
+    """``pyarrow.feather.write_feather`` compresses with lz4 unless told otherwise: the
+    error names the codec and the argument that writes a file arrowloader reads."""
+    if not pa.Codec.is_available(codec or "lz4"):
+        pytest.skip(f"pyarrow built without {codec or 'lz4'}")
+    documents = [[1] * 64, [2] * 40, [3] * 80] * 4
+    table = pa.table({COLUMN: pa.array(documents, pa.list_(pa.int32()))})
+    path = tmp_path / "c.feather"
+    kwargs = {} if codec is None else {"compression": codec}
+    feather.write_feather(table, path, **kwargs)
+    error = assert_format_error(path)
+    assert f"compressed with {codec or 'lz4'}" in str(error)
+    assert "compression='uncompressed'" in str(error)
+    # The fix the message gives makes a file that opens, with pyarrow's rows.
+    fixed = tmp_path / "fixed.feather"
+    feather.write_feather(feather.read_table(path), fixed, compression="uncompressed")
+    assert documents_of(TokenDataset(fixed)) == documents
+
+
+def documents_of(ds: TokenDataset) -> list[list[int]]:
+    """Every document of ``ds`` through ``ds[i]``."""
+    return [ds[i]["input_ids"].tolist() for i in range(len(ds))]
+
+
+def test_parquet_file_is_named_as_such_with_the_conversion(tmp_path: Path) -> None:
+    """A Parquet file is not called corrupt: the message says what it is and how to
+    convert it, and the conversion it gives works."""
+    documents = [[1, 2, 3], [4], [5, 6]]
+    path = tmp_path / "tokens.parquet"
+    parquet.write_table(pa.table({COLUMN: pa.array(documents, pa.list_(pa.int32()))}), path)
+    error = assert_format_error(path, column=None)
+    message = str(error)
+    assert "is a Parquet file" in message and "corrupt" not in message
+    assert f"pyarrow.parquet.read_table('{path}')" in message
+    assert "compression='uncompressed'" in message
+    converted = tmp_path / "tokens.arrow"
+    assert f"'{converted}'" in message
+    feather.write_feather(parquet.read_table(path), converted, compression="uncompressed")
+    assert documents_of(TokenDataset(converted)) == documents
+    # Read into memory instead of mapped, it is recognised all the same.
+    assert "is a Parquet file" in str(assert_format_error(path, column=None, mmap=False))
+
+
+def test_folder_of_parquet_files_says_to_convert_them(tmp_path: Path) -> None:
+    table = pa.table({COLUMN: pa.array([[1]], pa.list_(pa.int32()))})
+    for name in ("a.parquet", "b.parquet"):
+        parquet.write_table(table, tmp_path / name)
+    error = assert_file_error(tmp_path, str(tmp_path))
+    assert "2 Parquet files (a.parquet, ...)" in str(error)
+    assert f"pyarrow.parquet.read_table('{tmp_path / 'a.parquet'}')" in str(error)
 
 
 def test_missing_column(tmp_path: Path) -> None:
@@ -269,10 +332,12 @@ def test_label_column_with_nulls(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "label_type", [pa.float64(), pa.string(), pa.list_(pa.int64())], ids=str
+    "label_type", [pa.float64(), pa.string(), pa.list_(pa.float32())], ids=str
 )
 def test_label_column_of_a_non_integer_type(tmp_path: Path, label_type: pa.DataType) -> None:
-    labels = [[i] for i in range(9)] if pa.types.is_list(label_type) else list(range(9))
+    labels = [[0.5] * len(d) for d in nine_documents()] if pa.types.is_list(label_type) else list(
+        range(9)
+    )
     if pa.types.is_string(label_type):
         labels = [str(i) for i in range(9)]
     path = write_tokens(
@@ -280,6 +345,19 @@ def test_label_column_of_a_non_integer_type(tmp_path: Path, label_type: pa.DataT
     )
     error = assert_format_error(path, column="label", label_column="label")
     assert str(label_type) in str(error)
+
+
+def test_per_token_labels_of_another_length_name_the_row(tmp_path: Path) -> None:
+    """A list label column is per-token labels: each row must be as long as its tokens."""
+    documents = nine_documents()
+    labels = [[1] * len(d) for d in documents]
+    labels[5] = [*labels[5], 1]
+    path = write_tokens(
+        tmp_path / "c.arrow", documents, bounds=BOUNDS, labels=labels,
+        label_type=pa.list_(pa.int64()),
+    )
+    error = assert_format_error(path, column="label", row=5, label_column="label")
+    assert "values beside" in str(error)
 
 
 def test_uint64_label_above_int64(tmp_path: Path) -> None:
@@ -462,12 +540,16 @@ def test_bad_constructor_arguments(
     assert named in str(info.value)
 
 
-def test_pad_token_id_at_the_int32_limits_is_accepted(tmp_path: Path) -> None:
+def test_pad_token_id_at_the_int32_limit_is_accepted_and_a_negative_one_refused(
+    tmp_path: Path,
+) -> None:
     path = write_tokens(tmp_path / "c.arrow", [[1, 2], [3]])
-    for pad in (2**31 - 1, -(2**31)):
-        ds = TokenDataset(path, pad_token_id=pad, dtype=torch.int32)
-        (batch,) = list(arrowloader.DataLoader(ds, batch_size=2))
-        assert batch["input_ids"].tolist() == [[1, 2], [3, pad]]
+    pad = 2**31 - 1
+    ds = TokenDataset(path, pad_token_id=pad, dtype=torch.int32)
+    (batch,) = list(arrowloader.DataLoader(ds, batch_size=2))
+    assert batch["input_ids"].tolist() == [[1, 2], [3, pad]]
+    with pytest.raises(ValueError, match=r"pad_token_id=-2147483648 is negative"):
+        TokenDataset(path, pad_token_id=-(2**31), dtype=torch.int32)
 
 
 def test_index_out_of_range(tmp_path: Path) -> None:
@@ -479,3 +561,135 @@ def test_index_out_of_range(tmp_path: Path) -> None:
         ds[1.0]  # type: ignore[index]
     with pytest.raises(IndexError):
         list(arrowloader.DataLoader(ds, batch_sampler=[[0, 1], [2, 3]]))
+
+
+# --- the place as attributes: path, column, row ------------------------------------------------
+
+
+def first_row_where(path: Path, found: Any) -> int:
+    """pyarrow's reading of ``path``: the first row (numbered within the file) of the first
+    record batch for which ``found(token_list_array)`` gives an index, plus that index."""
+    first = 0
+    for batch in pyarrow_batches(path):
+        at = found(batch.column(COLUMN))
+        if at is not None:
+            return first + at
+        first += batch.num_rows
+    raise AssertionError(f"{path}: pyarrow finds no such row")
+
+
+def first_null(array: pa.Array) -> Optional[int]:
+    nulls = np.flatnonzero(np.asarray(array.is_null()))
+    return int(nulls[0]) if len(nulls) else None
+
+
+def first_decrease(array: pa.Array) -> Optional[int]:
+    """The row whose end offset lies before its start (offsets read as written)."""
+    down = np.flatnonzero(np.diff(np.asarray(array.offsets)) < 0)
+    return int(down[0]) if len(down) else None
+
+
+def place(error: CorpusError) -> tuple[Any, Any, Any]:
+    return error.path, error.column, error.row
+
+
+def test_a_null_in_a_later_file_carries_that_file_and_its_row(tmp_path: Path) -> None:
+    write_tokens(tmp_path / "a.arrow", nine_documents(), bounds=BOUNDS)
+    documents: list[Any] = nine_documents()
+    documents[6] = None
+    bad = write_tokens(tmp_path / "b.arrows", documents, bounds=BOUNDS, stream=True)
+    with pytest.raises(CorpusFormatError) as info:
+        TokenDataset(tmp_path)
+    assert place(info.value) == (str(bad), COLUMN, first_row_where(bad, first_null))
+
+
+def test_decreasing_offsets_carry_the_row_pyarrow_reads(tmp_path: Path) -> None:
+    path = write_with_offsets(tmp_path / "c.arrow", [0, 2, 4, 1, 5], 5, large=True)
+    with pytest.raises(CorpusFormatError) as info:
+        TokenDataset(path)
+    assert place(info.value) == (str(path), COLUMN, first_row_where(path, first_decrease))
+
+
+def test_an_id_outside_the_vocabulary_carries_its_row(tmp_path: Path) -> None:
+    """Raised when the batch is made, by ``__getitem__`` and by a native thread alike."""
+    documents = [[i, i + 1] for i in range(12)]
+    documents[9] = [3, 1000, 4]
+    path = write_tokens(tmp_path / "c.arrow", documents, bounds=[(0, 5), (5, 12)])
+    row = first_row_where(path, lambda a: next(
+        (i for i, ids in enumerate(a.to_pylist()) if max(ids) >= 1000), None))
+    ds = TokenDataset(path, vocab_size=1000)
+    with pytest.raises(CorpusFormatError) as info:
+        ds[row]
+    assert place(info.value) == (str(path), COLUMN, row)
+    with pytest.raises(CorpusFormatError) as info:
+        list(arrowloader.DataLoader(ds, batch_size=2, num_workers=2))
+    assert place(info.value) == (str(path), COLUMN, row)
+
+
+def test_a_label_error_carries_the_label_column(tmp_path: Path) -> None:
+    labels: list[Optional[int]] = list(range(9))
+    labels[5] = None
+    path = write_tokens(tmp_path / "c.arrow", nine_documents(), bounds=BOUNDS, labels=labels)
+    with pytest.raises(CorpusFormatError) as info:
+        TokenDataset(path, label_column="label")
+    assert place(info.value) == (str(path), "label", pyarrow_rows(path, "label").index(None))
+
+
+def test_errors_of_a_whole_file_or_column_carry_no_row(tmp_path: Path) -> None:
+    path = write_tokens(tmp_path / "c.arrow", [[1, 2]], column="tokens")
+    with pytest.raises(CorpusFormatError) as info:
+        TokenDataset(path)
+    assert place(info.value) == (str(path), COLUMN, None)
+    text = tmp_path / "t.arrow"
+    text.write_text("input_ids\n1 2 3\n")
+    with pytest.raises(CorpusFormatError) as info:
+        TokenDataset(text)
+    assert place(info.value) == (str(text), None, None)
+    with pytest.raises(CorpusFileError) as info:
+        TokenDataset(tmp_path / "missing.arrow")
+    assert place(info.value) == (str(tmp_path / "missing.arrow"), None, None)
+    with pytest.raises(CorpusFileError) as info:
+        TokenDataset([])
+    assert place(info.value) == (None, None, None)
+
+
+def test_a_changed_file_is_the_path_of_the_error(tmp_path: Path) -> None:
+    paths = [write_tokens(tmp_path / f"{name}.arrow", nine_documents()) for name in "abc"]
+    ds = TokenDataset(paths)
+    with open(paths[1], "ab") as f:
+        f.write(b"\0" * 8)
+    with pytest.raises(arrowloader.CorpusChangedError) as info:
+        ds.check_files()
+    assert place(info.value) == (str(paths[1]), None, None)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        CorpusFormatError("c.arrow: column 'input_ids' row 3: bad", path="c.arrow",
+                          column="input_ids", row=3),
+        CorpusFormatError("f.arrow: column 'ids' row 12: raised by the native side"),
+        CorpusFileError("missing.arrow: no such file or folder", path=Path("missing.arrow")),
+        arrowloader.CorpusChangedError("1 file(s) of the corpus changed", path="b.arrow"),
+        CorpusFormatError("the source is an empty list of paths"),
+    ],
+    ids=["format", "native", "file", "changed", "nowhere"],
+)
+def test_pickling_keeps_the_place(error: CorpusError) -> None:
+    """Errors cross process boundaries (torch's worker processes, for one) as pickles."""
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is type(error) and str(again) == str(error)
+    assert place(again) == place(error)
+
+
+def test_the_place_of_a_native_message() -> None:
+    """The native extension raises with the message alone; a message in its form gives
+    the attributes, and attributes given explicitly win."""
+    error = CorpusFormatError("dir/f.arrow: column 'ids' row 12: null where ...")
+    assert place(error) == ("dir/f.arrow", "ids", 12)
+    error = CorpusFormatError("dir/f.arrow: column 'ids' (rows from 4): a malformed array")
+    assert place(error) == ("dir/f.arrow", "ids", None)
+    error = CorpusFormatError("dir/f.arrow: column 'ids' row 12: x", path="other.arrow")
+    assert place(error) == ("other.arrow", None, None)
+    assert place(CorpusFormatError("no place named here")) == (None, None, None)
+    assert isinstance(CorpusFileError("x", path="x"), OSError)

@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 import pytest
 from arrowloader.cli import main
 from arrowloader.prepare import run as prepare_run
-from arrowloader.prepare.command import parse_size
 from arrowloader.prepare.inputs import PrepareInputError
 from arrowloader.prepare.run import OutputFolderError, prepare_corpus
 from arrowloader.prepare.shard_plan import PrepareOptions, token_dtype
@@ -590,15 +589,6 @@ def test_cli_prepare_prints_and_writes_figures(tmp_path: Path, bpe_path: Path,
     assert main(["prepare", str(path), "--tokenizer", str(tmp_path / "x.json"), "--output",
                  str(tmp_path / "o2"), "--quiet"]) == 2
     assert "no such tokenizer" in capsys.readouterr().err
-
-
-def test_parse_size() -> None:
-    assert parse_size("512MiB") == 512 << 20 == parse_size("512m")
-    assert parse_size("1GB") == 10**9 and parse_size("64k") == 65536
-    assert parse_size("100000") == 100000 and parse_size("1.5KiB") == 1536
-    for bad in ("", "12 parsecs", "0"):
-        with pytest.raises(Exception, match=r"size|at least"):
-            parse_size(bad)
 
 
 def test_progress_bar_reports_documents_and_tokens(tmp_path: Path, bpe_path: Path) -> None:

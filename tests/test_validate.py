@@ -1,80 +1,28 @@
-"""arrowloader validate and inspect on prepared corpora, and what datasets make of a
-corpus folder's manifest: each validate failure (a flipped byte, a truncated shard, a
-dropped manifest entry, an id outside the vocabulary, corrupt offsets, nulls), inspect's
-figures against pyarrow's, and manifests that try to lead outside their folder or to run
-code."""
+"""arrowloader validate (cli/validate.py) on prepared corpora: each failure (a flipped
+byte, a truncated shard, a dropped manifest entry, an id outside the vocabulary, corrupt
+offsets, nulls, rows and tokens that disagree with the manifest) named with its shard and
+row."""
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
-import shutil
 from pathlib import Path
-from typing import Any
 
 import arrowloader
 import numpy as np
 import pyarrow as pa
 import pytest
-from arrowloader.cli import main
-from arrowloader.errors import CorpusFileError, CorpusFormatError
-from arrowloader.inspect_cmd import PERCENTILES, corpus_report
-from arrowloader.manifest import read_manifest, sha256_file
-from arrowloader.prepare.run import prepare_corpus
-from arrowloader.prepare.shard_plan import PrepareOptions
-from arrowloader.validate_cmd import validate_corpus
-from text_corpus import write_jsonl
-
-VOCAB = 1000
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory: Any, stdlib_corpus: Any, bpe_path: Path) -> Path:
-    """A corpus of standard library lines in 4+ shards, with a kept field."""
-    folder = tmp_path_factory.mktemp("prepared")
-    records = [{"text": line, "n": i}
-               for i, line in enumerate(stdlib_corpus[0][1].splitlines()[:400]) if line]
-    write_jsonl(folder / "in.jsonl", records)
-    prepare_corpus([str(folder / "in.jsonl")], str(bpe_path), folder / "corpus",
-                   PrepareOptions(shard_size=2 << 10, keep_fields=("n",)),
-                   show_progress=False)
-    return folder / "corpus"
-
-
-@pytest.fixture
-def corpus(prepared: Path, tmp_path: Path) -> Path:
-    """A fresh copy of the prepared corpus, free to damage."""
-    return Path(shutil.copytree(prepared, tmp_path / "corpus"))
-
-
-def manifest_json(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "manifest.json").read_text())
-
-
-def rewrite_shard(folder: Path, index: int, table: pa.Table) -> str:
-    """Replaces shard ``index`` with ``table`` and updates its manifest entry's size and
-    hash (rows and tokens stay), so that only the content checks can object."""
-    data = manifest_json(folder)
-    entry = data["shards"][index]
-    path = folder / entry["file"]
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-    entry["bytes"] = path.stat().st_size
-    entry["sha256"] = sha256_file(path)
-    (folder / "manifest.json").write_text(json.dumps(data))
-    return entry["file"]
-
-
-def read_shard(folder: Path, index: int) -> pa.Table:
-    """Shard ``index`` read into memory (not mapped: the tests rewrite the file)."""
-    name = manifest_json(folder)["shards"][index]["file"]
-    return pa.ipc.open_file(pa.py_buffer((folder / name).read_bytes())).read_all()
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    status = main(argv)
-    return status, capsys.readouterr().out
+from arrowloader.cli.validate import validate_corpus
+from arrowloader.errors import CorpusFormatError
+from prepared_corpus import (  # noqa: F401 (prepared_copy: the corpus fixture)
+    VOCAB,
+    manifest_json,
+    prepared_copy,
+    read_shard,
+    rewrite_shard,
+    run_cli,
+)
 
 
 def test_a_sound_corpus_validates(prepared: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -181,154 +129,3 @@ def test_rows_tokens_and_missing_shards_against_the_manifest(corpus: Path) -> No
     assert any(s == first and "rows, the manifest says" in r for s, r in reasons)
     assert any(s == first and "tokens, the manifest says" in r for s, r in reasons)
     assert (missing, "is missing") in reasons
-
-
-def test_a_dataset_refuses_a_shard_that_disagrees_with_the_manifest(corpus: Path) -> None:
-    data = manifest_json(corpus)
-    data["shards"][1]["tokens"] += 3
-    data["tokens"] += 3
-    (corpus / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(CorpusFormatError, match=r"tokens, the manifest says .* validate"):
-        arrowloader.PackedDataset(corpus, seq_len=16, eos_token_id=0)
-
-
-def test_datasets_use_the_manifest(prepared: Path) -> None:
-    """Files in manifest order (not name order), counts as the manifest says, and ids
-    the loader writes checked against its vocabulary."""
-    manifest = read_manifest(prepared)
-    ds = arrowloader.TokenDataset(prepared)
-    assert ds.corpus.manifest == manifest
-    assert [f.path.name for f in ds.corpus.files] == [s.file for s in manifest.shards]
-    assert (len(ds), ds.corpus.num_tokens) == (manifest.num_rows, manifest.num_tokens)
-    with pytest.raises(ValueError, match=r"pad_token_id=1000 is outside the corpus vocab"):
-        arrowloader.TokenDataset(prepared, pad_token_id=VOCAB)
-    with pytest.raises(ValueError, match=r"eos_token_id=5000 is outside"):
-        arrowloader.PackedDataset(prepared, seq_len=8, eos_token_id=5000)
-    with pytest.raises(ValueError, match=r"pad_token_id=1001 is outside"):
-        arrowloader.PackedDataset(prepared, seq_len=8, eos_token_id=0, pad_token_id=1001)
-
-
-def test_the_manifest_order_governs(corpus: Path, bpe: Any) -> None:
-    data = manifest_json(corpus)
-    data["shards"] = data["shards"][::-1]
-    (corpus / "manifest.json").write_text(json.dumps(data))
-    expected = []
-    for shard in data["shards"]:
-        table = pa.ipc.open_file(pa.memory_map(str(corpus / shard["file"]))).read_all()
-        expected += table.column("input_ids").to_pylist()
-    ds = arrowloader.TokenDataset(corpus)
-    assert [ds[i]["input_ids"].tolist() for i in range(len(ds))] == expected
-
-
-# --- inspect -----------------------------------------------------------------------------
-
-
-def test_inspect_figures_match_pyarrow(prepared: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
-    lengths, schema = [], None
-    for shard in manifest_json(prepared)["shards"]:
-        table = pa.ipc.open_file(pa.memory_map(str(prepared / shard["file"]))).read_all()
-        schema = table.schema
-        lengths += [len(r) for r in table.column("input_ids").to_pylist()]
-    status, out = run_cli(["inspect", str(prepared), "--json"], capsys)
-    report = json.loads(out)
-    assert status == 0
-    assert report["documents"] == len(lengths) and report["tokens"] == sum(lengths)
-    assert report["schema"] == [{"name": f.name, "type": str(f.type)} for f in schema]
-    assert report["token_dtype"] == "uint16"
-    assert report["manifest"]["vocab_size"] == VOCAB
-    stats = report["lengths"]
-    assert (stats["min"], stats["max"]) == (min(lengths), max(lengths))
-    assert stats["mean"] == pytest.approx(np.mean(lengths))
-    for p in PERCENTILES:
-        assert stats["percentiles"][f"p{p}"] == pytest.approx(np.percentile(lengths, p))
-    status, out = run_cli(["inspect", str(prepared)], capsys)
-    assert f"documents: {len(lengths):,}" in out and "vocabulary 1,000" in out
-    assert "input_ids: list<item: uint16>" in out and "p50" in out
-
-
-def test_inspect_a_plain_file_and_plot(prepared: Path, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
-    shard = prepared / manifest_json(prepared)["shards"][0]["file"]
-    report, lengths = corpus_report(str(shard))
-    table = pa.ipc.open_file(pa.memory_map(str(shard))).read_all()
-    assert lengths.tolist() == [len(r) for r in table.column("input_ids").to_pylist()]
-    assert "manifest" not in report
-    plot = tmp_path / "lengths.png"
-    status, out = run_cli(["inspect", str(prepared), "--plot", str(plot)], capsys)
-    assert status == 0 and f"histogram: {plot}" in out
-    image = __import__("matplotlib.image", fromlist=["imread"]).imread(plot)
-    assert image.shape[0] > 100 and image.shape[1] > 100
-    assert main(["inspect", str(tmp_path / "nothing")]) == 2
-
-
-# --- a manifest never leads outside its folder, nothing is run or unpickled ---------------
-
-
-@pytest.mark.parametrize(
-    "name", ["/etc/passwd", "../outside.arrow", "sub/../../outside.arrow", "C:\\x.arrow",
-             "..\\outside.arrow", ""],
-)
-def test_manifest_names_outside_the_folder_are_refused(corpus: Path, name: str,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    shutil.copy(corpus / "shard-00000.arrow", corpus.parent / "outside.arrow")
-    data = manifest_json(corpus)
-    data["shards"][0]["file"] = name
-    (corpus / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(CorpusFileError, match="inside"):
-        arrowloader.TokenDataset(corpus)
-    report = validate_corpus(corpus, show_progress=False)
-    assert not report.ok and "inside" in report.problems[0].reason
-    assert main(["inspect", str(corpus)]) == 2
-    assert "inside" in capsys.readouterr().err
-
-
-def test_a_symlinked_shard_leading_outside_is_refused(corpus: Path, tmp_path: Path) -> None:
-    outside = tmp_path / "elsewhere.arrow"
-    shutil.move(corpus / "shard-00001.arrow", outside)
-    os.symlink(outside, corpus / "shard-00001.arrow")
-    with pytest.raises(CorpusFileError, match="outside the corpus folder"):
-        arrowloader.TokenDataset(corpus)
-    problems = validate_corpus(corpus, show_progress=False).problems
-    assert [p.shard for p in problems] == ["shard-00001.arrow"]
-    # A link that stays inside the folder is fine.
-    os.remove(corpus / "shard-00001.arrow")
-    inside = corpus / "data"
-    inside.mkdir()
-    shutil.move(outside, inside / "real.arrow")
-    os.symlink(inside / "real.arrow", corpus / "shard-00001.arrow")
-    assert validate_corpus(corpus, show_progress=False).ok
-
-
-class _Trap:
-    """Unpickling this writes a marker file."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> Any:
-        return (Path.write_text, (Path(self.marker), "unpickled"))
-
-
-def test_nothing_in_a_corpus_is_unpickled_or_run(corpus: Path, tmp_path: Path) -> None:
-    """Pickles placed in the schema's extension metadata (the old pickle-based extension
-    type), in the manifest and beside the shards are never loaded by opening, inspecting
-    or validating the corpus; neither is a Python file."""
-    marker = tmp_path / "marker"
-    payload = pickle.dumps(_Trap(str(marker)))
-    table = read_shard(corpus, 0)
-    field = pa.field("n", table.schema.field("n").type, metadata={
-        b"ARROW:extension:name": b"arrow.py_extension_type",
-        b"ARROW:extension:metadata": payload})
-    schema = pa.schema([table.schema.field(0), field])
-    rewrite_shard(corpus, 0, pa.Table.from_arrays(table.columns, schema=schema))
-    data = manifest_json(corpus)
-    data["settings"]["pickled"] = payload.hex()
-    (corpus / "manifest.json").write_text(json.dumps(data))
-    (corpus / "state.pkl").write_bytes(payload)
-    (corpus / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
-    ds = arrowloader.TokenDataset(corpus, label_column="n")
-    assert len(ds) == read_manifest(corpus).num_rows
-    corpus_report(str(corpus))
-    assert validate_corpus(corpus, show_progress=False).ok
-    assert not marker.exists()

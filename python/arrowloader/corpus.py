@@ -17,14 +17,10 @@ from tqdm.auto import tqdm
 from arrowloader import _C
 from arrowloader.corpus_index import CorpusIndexCache, IndexCacheOption
 from arrowloader.errors import CorpusChangedError, CorpusFormatError
-from arrowloader.manifest import Manifest, ShardEntry, has_manifest, read_manifest
-from arrowloader.sources import (
-    Source,
-    iter_column_chunks,
-    open_ipc,
-    open_ipc_buffer,
-    resolve_source,
-)
+from arrowloader.manifest import Manifest, has_manifest, read_manifest
+from arrowloader.shard import open_shard
+from arrowloader.sources import Source, expand_path, resolve_source
+from arrowloader.table_sources import table_source
 
 #: In-memory sources: the bytes of one IPC file or stream (never a file on disk).
 MEMORY_SOURCES = (pa.Buffer, bytes, bytearray, memoryview)
@@ -127,7 +123,10 @@ class Corpus:
     Args:
         source: see :func:`arrowloader.sources.resolve_source`; or the bytes of one IPC
             file or stream (``pyarrow.Buffer``, ``bytes``, ``bytearray``, ``memoryview``),
-            read in place and named ``<memory>`` in messages.
+            read in place and named ``<memory>`` in messages; or a Hugging Face
+            ``datasets.Dataset`` or a ``pyarrow.Table`` (see
+            :mod:`arrowloader.table_sources`: a dataset on disk is read from its Arrow
+            files in place; one in memory, and a table, are copied once into IPC bytes).
         column: the token column.
         label_column: an integer column, or None.
         require_end_of_stream: reject IPC streams without the end-of-stream marker.
@@ -156,6 +155,8 @@ class Corpus:
         index_entries_written: index cache entries this open wrote (or rewrote).
         manifest: the :class:`arrowloader.manifest.Manifest` of a prepared corpus folder,
             else None.
+        schema: the schema of the first file (other files may hold other columns
+            besides the token and label columns).
     """
 
     def __init__(
@@ -168,24 +169,34 @@ class Corpus:
         index_cache: IndexCacheOption = None,
         mmap: bool = True,
         vocab_size: Optional[int] = None,
+        list_columns: Sequence[str] = (),
+        optional_list_columns: Sequence[str] = (),
     ) -> None:
+        source = table_source(source, (column, label_column))
         memory = _memory_buffer(source)
         paths = [Path(MEMORY_NAME)] if memory is not None else resolve_source(source)
         if memory is not None:
             index_cache = None  # nothing on disk to vouch for
         self.manifest: Optional[Manifest] = None
-        if memory is None and isinstance(source, (str, os.PathLike)) and has_manifest(source):
-            self.manifest = read_manifest(source)
+        if memory is None and isinstance(source, (str, os.PathLike)):
+            folder = expand_path(source)
+            if has_manifest(folder):
+                self.manifest = read_manifest(folder)
         cache = CorpusIndexCache(index_cache) if index_cache not in (None, False) else None
         self.tokens = _C.TokenColumn(column)
         if vocab_size is not None:
             self.tokens.vocab_size = check_vocab_size(vocab_size)
         self.labels = _C.ScalarColumn(label_column) if label_column is not None else None
+        #: Per-token list columns beside the tokens, by name (every row as long as its
+        #: tokens): those asked for, the optional ones the first file has, and a label
+        #: column whose values are lists.
+        self.list_columns: dict[str, _C.TokenColumn] = {}
         self.files: list[CorpusFile] = []
         self.checked_files = 0
         self.vouched_files = 0
         self.index_entries_written: list[Path] = []
         self._content_digest: Optional[str] = None
+        self.schema: Optional[pa.Schema] = None
         first_row = 0
         bar = tqdm(
             paths,
@@ -198,49 +209,78 @@ class Corpus:
             ahead.advance(index)
             name = str(path)
             check = cache.before_open(name) if cache is not None else None
-            if memory is not None:
-                opened = open_ipc_buffer(
-                    memory, path, require_end_of_stream=require_end_of_stream
-                )
-            else:
-                opened = open_ipc(path, require_end_of_stream=require_end_of_stream, mmap=mmap)
-            num_rows = opened.num_rows
-            layout = (opened.format, num_rows, len(opened.batches))
+            shard = open_shard(path, column, memory=memory, mmap=mmap,
+                               require_end_of_stream=require_end_of_stream)
+            num_rows = shard.num_rows
+            layout = (shard.format, num_rows, shard.record_batches)
             vouched = check is not None and cache.vouches_for(
-                check, opened.stat, *layout, column
+                check, shard.stat, *layout, column
             )
-            if opened.batches:
-                # The mapping stays alive through this one array; the record batches'
-                # own Arrow objects (~3 KB each) are released as they are imported.
-                self.tokens.hold_region(*opened.mapping_array().__arrow_c_array__())
             first_chunk = self.tokens.num_chunks
-            tokens_before = self.tokens.num_tokens
-            for array, row in iter_column_chunks(opened, column, list_column=True):
-                self.tokens.add_chunk(
-                    *array.__arrow_c_array__(), name, row, check_offsets=not vouched
-                )
-            tokens = self.tokens.num_tokens - tokens_before
+            tokens = shard.add_tokens(self.tokens, check_offsets=not vouched)
             if vouched and tokens != check.voucher.columns[column]:
                 # Same facts, other content: the entry is wrong about this file (written
                 # by hand, or the file was edited and its times reset). Check it after all.
                 self.tokens.check_chunk_offsets(first_chunk, self.tokens.num_chunks)
                 vouched = False
             if self.manifest is not None:
-                _check_shard(self.manifest, self.manifest.shards[len(self.files)], opened,
-                             column, num_rows, tokens)
+                shard.check_manifest_entry(self.manifest, self.manifest.shards[len(self.files)])
+            if index == 0:
+                self._choose_list_columns(
+                    shard.schema, label_column, list_columns, optional_list_columns
+                )
+            for name, values in self.list_columns.items():
+                shard.add_tokens(values, column=name, narrow=True)
+                self._check_list_lengths(shard, name, values, first_row, num_rows)
             if self.labels is not None and label_column is not None:
-                for array, row in iter_column_chunks(opened, label_column, list_column=False):
-                    self.labels.add_chunk(*array.__arrow_c_array__(), name, row)
+                shard.add_labels(self.labels, label_column)
             if check is not None:
                 cache.after_open(check, *layout, column, tokens)
             self.vouched_files += vouched
             self.checked_files += not vouched
-            identity = FileIdentity.of(opened.stat) if opened.stat is not None else None
-            self.files.append(CorpusFile(path, opened.format, first_row, num_rows, identity))
+            identity = FileIdentity.of(shard.stat) if shard.stat is not None else None
+            self.files.append(CorpusFile(path, shard.format, first_row, num_rows, identity))
+            if self.schema is None:
+                self.schema = shard.schema
             first_row += num_rows
         if cache is not None:
             # Only now: an open that failed on any file records nothing.
             self.index_entries_written = cache.save()
+
+    def _choose_list_columns(
+        self,
+        schema: pa.Schema,
+        label_column: Optional[str],
+        wanted: Sequence[str],
+        optional: Sequence[str],
+    ) -> None:
+        """Decides, from the first file, which per-token list columns are read."""
+        names = [*wanted, *(name for name in optional if name in schema.names)]
+        if label_column is not None and label_column in schema.names:
+            label_type = schema.field(label_column).type
+            if pa.types.is_list(label_type) or pa.types.is_large_list(label_type):
+                self.labels = None  # per-token labels: read as a list column
+                names.append(label_column)
+        for name in dict.fromkeys(names):
+            self.list_columns[name] = _C.TokenColumn(name, narrow=True)
+
+    def _check_list_lengths(
+        self, shard: Any, name: str, values: _C.TokenColumn, first_row: int, num_rows: int
+    ) -> None:
+        """Raises CorpusFormatError, naming the first such row, unless every row of the
+        list column ``name`` in ``shard`` is as long as its tokens."""
+        rows = np.arange(first_row, first_row + num_rows, dtype=np.int64)
+        ours, tokens = values.lengths(rows), self.tokens.lengths(rows)
+        if not np.array_equal(ours, tokens):
+            row = int(np.flatnonzero(ours != tokens)[0])
+            raise CorpusFormatError(
+                f"{shard.path}: column {name!r} row {row}: {int(ours[row])} values beside "
+                f"{int(tokens[row])} tokens in {self.tokens.name!r}; a per-token column must "
+                "be as long as the tokens of its row",
+                path=shard.path,
+                column=name,
+                row=row,
+            )
 
     def check_unchanged(self) -> None:
         """Raises CorpusChangedError if a file is no longer the one opened: removed,
@@ -253,6 +293,7 @@ class Corpus:
         (``mmap=False`` closes that window).
         """
         problems = []
+        changed = []
         for f in self.files:
             if f.identity is None:
                 continue
@@ -260,10 +301,12 @@ class Corpus:
                 now = FileIdentity.of(os.stat(f.path))
             except OSError as exc:
                 problems.append(f"{f.path}: {exc.strerror or exc} (removed or renamed)")
+                changed.append(f.path)
                 continue
             found = f.identity.differences(now)
             if found:
                 problems.append(f"{f.path}: {'; '.join(found)}")
+                changed.append(f.path)
         if problems:
             raise CorpusChangedError(
                 f"{len(problems)} file(s) of the corpus changed since it was opened: "
@@ -271,7 +314,8 @@ class Corpus:
                 + ". A memory-mapped file that changes under a reader serves other data "
                 "than the run started with, and one cut short kills the process (SIGBUS). "
                 "Open the dataset again once the files are final; where files change while "
-                "in use, open with mmap=False."
+                "in use, open with mmap=False.",
+                path=changed[0],
             )
 
     def content_digest(self) -> str:
@@ -308,27 +352,6 @@ class Corpus:
     def num_tokens(self) -> int:
         """Tokens over all documents."""
         return self.tokens.num_tokens
-
-
-def _check_shard(
-    manifest: Manifest, entry: ShardEntry, opened: Any, column: str, rows: int, tokens: int
-) -> None:
-    """Raises CorpusFormatError unless an opened shard agrees with its manifest entry."""
-    problems = []
-    if rows != entry.rows:
-        problems.append(f"{rows} rows, the manifest says {entry.rows}")
-    if column == manifest.column:
-        if tokens != entry.tokens:
-            problems.append(f"{tokens} tokens, the manifest says {entry.tokens}")
-        value_type = str(opened.schema.field(column).type.value_type)
-        if value_type != manifest.token_dtype:
-            problems.append(f"{value_type} tokens, the manifest says {manifest.token_dtype}")
-    if problems:
-        raise CorpusFormatError(
-            f"{opened.path}: column {column!r}: the shard holds {'; '.join(problems)}. The "
-            f"shard or manifest.json was changed after preparation; run 'arrowloader "
-            f"validate {opened.path.parent}'"
-        )
 
 
 def check_vocab_size(vocab_size: object) -> int:

@@ -122,6 +122,33 @@ class Manifest:
         return path
 
 
+def shard_disagreements(
+    manifest: Manifest, entry: ShardEntry, column: str, *, rows: int, tokens: int,
+    token_dtype: str,
+) -> dict[str, tuple[Union[int, str], Union[int, str]]]:
+    """Where a shard disagrees with its manifest entry: ``{"rows" | "tokens" |
+    "token_dtype": (what the shard holds, what the manifest says)}``, in that order, empty
+    if it agrees. The one comparison of a shard with its manifest; datasets raise on it
+    and ``arrowloader validate`` reports it.
+
+    Args:
+        manifest, entry: the manifest and the shard's entry in it.
+        column: the token column read from the shard; tokens and their type are
+            compared only for the manifest's own column.
+        rows, tokens: the shard's rows, and tokens in ``column``.
+        token_dtype: the value type of ``column``'s lists (``"uint16"``, ...).
+    """
+    found: dict[str, tuple[Union[int, str], Union[int, str]]] = {}
+    if rows != entry.rows:
+        found["rows"] = (rows, entry.rows)
+    if column == manifest.column:
+        if tokens != entry.tokens:
+            found["tokens"] = (tokens, entry.tokens)
+        if token_dtype != manifest.token_dtype:
+            found["token_dtype"] = (token_dtype, manifest.token_dtype)
+    return found
+
+
 def check_ids_in_vocabulary(manifest: Optional[Manifest], **ids: Optional[int]) -> None:
     """Raises ValueError if an id a dataset writes (``eos_token_id=...``,
     ``pad_token_id=...``) is outside the vocabulary of a prepared corpus: an embedding
@@ -168,11 +195,13 @@ def read_manifest(folder: Union[str, os.PathLike]) -> Manifest:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise CorpusFileError(f"{path}: cannot read the manifest: {exc}") from exc
+        raise CorpusFileError(f"{path}: cannot read the manifest: {exc}", path=path) from exc
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise CorpusFormatError(f"{path}: not valid JSON ({exc}); re-run prepare") from exc
+        raise CorpusFormatError(
+            f"{path}: not valid JSON ({exc}); re-run prepare", path=path
+        ) from exc
     return manifest_from_json(data, folder, path)
 
 
@@ -186,7 +215,9 @@ def manifest_from_json(
     them shard by shard; whoever follows a name must check it with member_path)."""
 
     def fail(message: str) -> CorpusFormatError:
-        return CorpusFormatError(f"{path}: {message}; the manifest is damaged, re-run prepare")
+        return CorpusFormatError(
+            f"{path}: {message}; the manifest is damaged, re-run prepare", path=path
+        )
 
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise fail(f"not an arrowloader corpus manifest (format {MANIFEST_FORMAT!r})")
@@ -272,7 +303,8 @@ def member_path(folder: Path, name: str, manifest: Optional[Path] = None) -> Pat
     ):
         raise CorpusFileError(
             f"{where}: shard name {name!r} is not a plain path inside the corpus folder; "
-            "a manifest may only name files inside its own folder"
+            "a manifest may only name files inside its own folder",
+            path=where,
         )
     path = folder / posix
     root = folder.resolve()
@@ -280,7 +312,8 @@ def member_path(folder: Path, name: str, manifest: Optional[Path] = None) -> Pat
     if resolved != root and root not in resolved.parents:
         raise CorpusFileError(
             f"{where}: shard {name!r} resolves to {resolved}, outside the corpus folder "
-            f"{root} (a symbolic link?); a manifest may only name files inside its folder"
+            f"{root} (a symbolic link?); a manifest may only name files inside its folder",
+            path=where,
         )
     return path
 
@@ -301,11 +334,14 @@ def manifest_files(folder: Union[str, os.PathLike]) -> list[Path]:
         if not path.is_file():
             raise CorpusFileError(
                 f"{folder / MANIFEST_NAME}: shard {shard.file!r} is missing; run "
-                f"'arrowloader validate {folder}'"
+                f"'arrowloader validate {folder}'",
+                path=folder / MANIFEST_NAME,
             )
         files.append(path)
     if not files:
-        raise CorpusFileError(f"{folder / MANIFEST_NAME}: lists no shards")
+        raise CorpusFileError(
+            f"{folder / MANIFEST_NAME}: lists no shards", path=folder / MANIFEST_NAME
+        )
     return files
 
 
@@ -331,4 +367,5 @@ __all__ = [
     "member_path",
     "read_manifest",
     "sha256_file",
+    "shard_disagreements",
 ]

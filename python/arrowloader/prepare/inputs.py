@@ -367,7 +367,7 @@ def scan_file(
 
 
 def _parquet_file(path: Path) -> Any:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # here: only .parquet inputs pay for loading it
 
     try:
         return pq.ParquetFile(path)
@@ -403,7 +403,7 @@ def _scan_parquet(
     path: Path, options: ReadOptions, sampler: SampleKeeper, first_number: int,
     file_sampler: SampleKeeper,
 ) -> FileScan:
-    import pyarrow.compute as pc
+    import pyarrow.compute as pc  # here: only .parquet inputs pay for loading it
 
     types = parquet_field_types(path, options)
     parquet = _parquet_file(path)

@@ -18,6 +18,8 @@ from typing import Any, Optional
 
 from arrowloader.errors import ArrowLoaderError
 from arrowloader.manifest import ShardEntry
+from arrowloader.prepare.progress import ProgressBar
+from arrowloader.prepare.shard_writer import write_shard
 from arrowloader.prepare.tokenizer import LoadedTokenizer, TokenizerSpec, load_spec
 
 #: Tokenizers loaded in a Ray worker process, reused by later tasks (keyed by spec).
@@ -33,8 +35,6 @@ def _write_task(
     row: dict[str, Any], plan_json: str, output: str, batch_size: int
 ) -> dict[str, Any]:
     """Ray Data map function: writes the shard ``row["shard"]`` names; returns its entry."""
-    from arrowloader.prepare.shard_writer import write_shard
-
     plan = json.loads(plan_json)
     key = json.dumps(plan["tokenizer"], sort_keys=True)
     tokenizer = _WORKER_TOKENIZERS.get(key)
@@ -72,9 +72,7 @@ def run_ray(
     Raises:
         RayEngineError: Ray is not installed or a task failed.
     """
-    from arrowloader.prepare.run import ProgressBar
-
-    try:
+    try:  # an optional dependency (the ray extra), imported only by this engine
         import ray
         import ray.data
     except ImportError:

@@ -31,6 +31,8 @@ from arrowloader.manifest import (
     write_text_atomic,
 )
 from arrowloader.prepare.inputs import find_inputs, input_identity
+from arrowloader.prepare.progress import ProgressBar
+from arrowloader.prepare.ray_engine import run_ray
 from arrowloader.prepare.shard_plan import (
     TOKEN_COLUMN,
     PrepareOptions,
@@ -182,8 +184,6 @@ def prepare_corpus(
             kept[shard["file"]] = entry
     todo = [shard for shard in plan["shards"] if shard["file"] not in kept]
     if engine == "ray":
-        from arrowloader.prepare.ray_engine import run_ray
-
         written = run_ray(plan, todo, out, loaded, batch_size, ray_address, num_cpus,
                           show_progress, kept)
     else:
@@ -294,44 +294,3 @@ def _run_local(
                                                  bar.update)
             bar.shard_done()
     return written
-
-
-class ProgressBar:
-    """Documents done of the plan's total, with tokens, shards and throughput (of this
-    run: kept shards count in the total but not in the rates)."""
-
-    def __init__(self, plan: dict[str, Any], kept: dict[str, ShardEntry],
-                 show: bool) -> None:
-        self._shards = len(plan["shards"])
-        self._done_shards = len(kept)
-        self._tokens = 0
-        self._started = time.perf_counter()
-        self._bar = tqdm(
-            total=plan["documents"], initial=sum(e.rows for e in kept.values()),
-            unit="doc", unit_scale=True, desc="tokenizing", smoothing=0.1,
-            disable=None if show else True,
-        )
-        self._refresh()
-
-    def __enter__(self) -> ProgressBar:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._bar.close()
-
-    def update(self, documents: int, tokens: int) -> None:
-        self._tokens += tokens
-        self._bar.update(documents)
-        self._refresh()
-
-    def shard_done(self) -> None:
-        self._done_shards += 1
-        self._refresh()
-
-    def _refresh(self) -> None:
-        seconds = max(time.perf_counter() - self._started, 1e-9)
-        self._bar.set_postfix_str(
-            f"{self._tokens / 1e6:.2f}M tokens, {self._tokens / seconds / 1e3:,.0f}k tok/s, "
-            f"shard {self._done_shards}/{self._shards}",
-            refresh=False,
-        )

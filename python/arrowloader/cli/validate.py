@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -21,7 +20,8 @@ from typing import Any, Optional
 import numpy as np
 from tqdm.auto import tqdm
 
-from arrowloader.errors import ArrowLoaderError
+from arrowloader import _C
+from arrowloader.errors import ArrowLoaderError, CorpusError
 from arrowloader.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -30,7 +30,20 @@ from arrowloader.manifest import (
     member_path,
     sha256_file,
 )
+from arrowloader.shard import open_shard
 from arrowloader.sources import IPC_SUFFIXES
+from arrowloader.wording import plural
+
+#: How validate words each disagreement with the manifest (shard_disagreements' keys),
+#: in the order it reports them.
+_DISAGREEMENTS = {
+    "token_dtype": "tokens are {}, the manifest says {}",
+    "rows": "holds {}, the manifest says {}",
+    "tokens": "holds {}, the manifest says {}",
+}
+
+#: The disagreements that are counts, and what they count.
+_COUNTED = {"rows": "row", "tokens": "token"}
 
 
 @dataclass(frozen=True)
@@ -116,9 +129,6 @@ def _read(folder: Path) -> tuple[Optional[Manifest], list[Problem]]:
 
 def _check_shard(folder: Path, manifest: Manifest, entry: ShardEntry,
                  quick: bool) -> list[Problem]:
-    from arrowloader import _C
-    from arrowloader.sources import iter_column_chunks, open_ipc
-
     def problem(reason: str, row: Optional[int] = None) -> list[Problem]:
         return [Problem(entry.file, row, reason)]
 
@@ -139,23 +149,18 @@ def _check_shard(folder: Path, manifest: Manifest, entry: ShardEntry,
             found += problem(f"content hash {digest[:16]}... differs from the manifest's "
                              f"{entry.sha256[:16]}... (the file changed after preparation)")
     try:
-        opened = open_ipc(path)
-        column = _C.TokenColumn(manifest.column)
-        chunks = []
-        for array, row in iter_column_chunks(opened, manifest.column, list_column=True):
-            column.add_chunk(*array.__arrow_c_array__(), str(path), row)
-            chunks.append((array, row))
-    except ArrowLoaderError as exc:
-        match = re.search(r"' row (\d+):", str(exc))
-        return found + problem(str(exc), int(match.group(1)) if match else None)
-    value_type = str(opened.schema.field(manifest.column).type.value_type)
-    if value_type != manifest.token_dtype:
-        found += problem(f"tokens are {value_type}, the manifest says {manifest.token_dtype}")
-    if column.num_rows != entry.rows:
-        found += problem(f"holds {column.num_rows} rows, the manifest says {entry.rows}")
-    if column.num_tokens != entry.tokens:
-        found += problem(f"holds {column.num_tokens} tokens, the manifest says {entry.tokens}")
-    for array, first_row in chunks:
+        shard = open_shard(path, manifest.column)
+        shard.add_tokens(_C.TokenColumn(manifest.column))
+    except CorpusError as exc:
+        return found + problem(str(exc), exc.row)
+    disagree = shard.disagreements(manifest, entry)
+    for what, phrase in _DISAGREEMENTS.items():
+        if what in disagree:
+            have, want = disagree[what]
+            if what in _COUNTED:
+                have = plural(have, _COUNTED[what])
+            found += problem(phrase.format(have, want))
+    for array, first_row in shard.token_arrays():
         bad = _first_out_of_vocabulary(array, manifest.vocab_size)
         if bad is not None:
             row, token = bad
@@ -208,12 +213,13 @@ def run_validate(args: argparse.Namespace, command: Optional[str] = None) -> int
         return 0 if report.ok else 1
     checks = "sizes, " + ("" if args.quick else "hashes, ") + "structure, offsets, nulls, ids"
     if report.ok:
-        print(f"{args.folder}: OK: {report.shards} shards, {report.documents:,} documents, "
-              f"{report.tokens:,} tokens ({checks})")
+        print(f"{args.folder}: OK: {plural(report.shards, 'shard')}, "
+              f"{plural(report.documents, 'document')}, {plural(report.tokens, 'token')} "
+              f"({checks})")
         return 0
     for problem in report.problems:
         print(f"BAD {problem}")
     shards = {p.shard for p in report.problems}
-    print(f"{args.folder}: {len(report.problems)} problems in {len(shards)} of "
-          f"{report.shards} shards or the manifest ({checks})")
+    print(f"{args.folder}: {plural(len(report.problems), 'problem')} in {len(shards)} of "
+          f"{plural(report.shards, 'shard')} or the manifest ({checks})")
     return 1

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from arrowloader.cli.args import name_list, parse_size, positive_int
+from arrowloader.errors import ArrowLoaderError
+from arrowloader.prepare.run import prepare_corpus
+from arrowloader.prepare.shard_plan import DEFAULT_SHARD_SIZE, PrepareOptions
+from arrowloader.wording import plural
 
 PREPARE_EPILOG = """\
 inputs, by file name:
@@ -28,35 +33,9 @@ examples:
       --keep-fields url,id --engine ray --ray-address auto
 """
 
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 10**3, "m": 1 << 20,
-          "mib": 1 << 20, "mb": 10**6, "g": 1 << 30, "gib": 1 << 30, "gb": 10**9,
-          "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
-
-
-def parse_size(text: str) -> int:
-    """Bytes of a size such as ``512MiB``, ``1GB``, ``64k`` or ``100000``."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _UNITS:
-        raise argparse.ArgumentTypeError(
-            f"expected a size such as 512MiB, 1GB, 64k or 100000, got {text!r}"
-        )
-    value = int(float(match.group(1)) * _UNITS[unit])
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
-    return value
-
-
-def _field_list(text: str) -> tuple[str, ...]:
-    return tuple(name.strip() for name in text.split(",") if name.strip())
-
 
 def add_prepare_parser(commands: Any) -> None:
     """Adds ``prepare`` to the ``arrowloader`` subcommands."""
-    # Imported here: arrowloader.cli imports this module to register the command.
-    from arrowloader.cli import _positive_int
-    from arrowloader.prepare.shard_plan import DEFAULT_SHARD_SIZE
-
     parser = commands.add_parser(
         "prepare",
         help="tokenize text (.txt, .jsonl, .jsonl.gz, .parquet) into Arrow shards and a "
@@ -76,7 +55,7 @@ def add_prepare_parser(commands: Any) -> None:
                         help="text field of .jsonl/.parquet inputs (default: text)")
     parser.add_argument("--lines", action="store_true",
                         help=".txt inputs hold one document per non-empty line")
-    parser.add_argument("--keep-fields", type=_field_list, default=(), metavar="A,B",
+    parser.add_argument("--keep-fields", type=name_list, default=(), metavar="A,B",
                         help="comma list of .jsonl/.parquet fields to carry into the shards")
     parser.add_argument("--append-eos", action="store_true",
                         help="end every document with the EOS id")
@@ -87,7 +66,7 @@ def add_prepare_parser(commands: Any) -> None:
                              "document (default: off)")
     parser.add_argument("--shard-size", type=parse_size, default=DEFAULT_SHARD_SIZE,
                         metavar="SIZE", help="target shard size (default: 512MiB)")
-    parser.add_argument("--batch-size", type=_positive_int, default=1000,
+    parser.add_argument("--batch-size", type=positive_int, default=1000,
                         help="documents per tokenizer call (default: 1000)")
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="local: this process, the tokenizer's threads; ray: Ray Data "
@@ -95,7 +74,7 @@ def add_prepare_parser(commands: Any) -> None:
     parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
                         help="Ray cluster to join, e.g. auto or ray://host:10001 (default: "
                              "start a local instance)")
-    parser.add_argument("--num-cpus", type=_positive_int, default=None,
+    parser.add_argument("--num-cpus", type=positive_int, default=None,
                         help="CPUs of a local Ray instance (default: all)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a corpus or unfinished preparation of other inputs "
@@ -109,9 +88,6 @@ def add_prepare_parser(commands: Any) -> None:
 
 def run_prepare(args: argparse.Namespace, command: str) -> int:
     """Runs ``arrowloader prepare``; returns the exit status."""
-    from arrowloader.prepare.run import prepare_corpus
-    from arrowloader.prepare.shard_plan import PrepareOptions
-
     options = PrepareOptions(
         text_field=args.text_field,
         lines=args.lines,
@@ -128,8 +104,6 @@ def run_prepare(args: argparse.Namespace, command: str) -> int:
             show_progress=not args.quiet, command=command,
         )
     except ValueError as exc:
-        from arrowloader.errors import ArrowLoaderError
-
         if isinstance(exc, ArrowLoaderError):
             raise
         print(f"arrowloader prepare: error: {exc}", file=sys.stderr)
@@ -137,18 +111,24 @@ def run_prepare(args: argparse.Namespace, command: str) -> int:
     figures = result.summary()
     if result.up_to_date:
         print(f"{args.output}: already holds this corpus (same inputs, tokenizer and "
-              f"options): {figures['documents']:,} documents, {figures['tokens']:,} tokens "
-              f"in {figures['shards']} shards; nothing to do")
+              f"options): {plural(figures['documents'], 'document')}, "
+              f"{plural(figures['tokens'], 'token')} in {plural(figures['shards'], 'shard')}; "
+              "nothing to do")
     else:
         print(
-            f"{args.output}: {figures['documents']:,} documents, {figures['tokens']:,} tokens "
-            f"in {figures['shards']} shards ({figures['bytes'] / 2**20:,.1f} MiB, "
+            f"{args.output}: {plural(figures['documents'], 'document')}, "
+            f"{plural(figures['tokens'], 'token')} in {plural(figures['shards'], 'shard')} "
+            f"({figures['bytes'] / 2**20:,.1f} MiB, "
             f"{figures['token_dtype']} ids, vocabulary {figures['vocab_size']:,})"
         )
-        kept = f", {figures['shards_kept']} finished shards kept" if figures["shards_kept"] else ""
+        kept = (
+            f", {plural(figures['shards_kept'], 'finished shard')} kept"
+            if figures["shards_kept"] else ""
+        )
         print(
-            f"this run ({figures['engine']} engine): {figures['documents_written']:,} "
-            f"documents, {figures['tokens_written']:,} tokens in {figures['seconds']:.2f} s "
+            f"this run ({figures['engine']} engine): "
+            f"{plural(figures['documents_written'], 'document')}, "
+            f"{plural(figures['tokens_written'], 'token')} in {figures['seconds']:.2f} s "
             f"= {figures['documents_per_second']:,.0f} documents/s, "
             f"{figures['tokens_per_second']:,.0f} tokens/s{kept}"
         )

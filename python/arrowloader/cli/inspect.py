@@ -17,6 +17,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+from arrowloader.corpus import Corpus
+from arrowloader.wording import plural
+
 #: Percentiles of document length that inspect reports.
 PERCENTILES = (1, 10, 25, 50, 75, 90, 99)
 
@@ -32,14 +35,10 @@ def corpus_report(source: str, column: str = "input_ids") -> tuple[dict[str, Any
     Raises:
         CorpusFileError, CorpusFormatError: as opening a dataset would.
     """
-    from arrowloader.corpus import Corpus
-    from arrowloader.sources import open_ipc
-
     corpus = Corpus(source, column)
     lengths = np.diff(np.asarray(corpus.tokens.token_offsets()))
-    first = open_ipc(corpus.files[0].path)
-    schema = [{"name": f.name, "type": str(f.type)} for f in first.schema]
-    token_type = first.schema.field(column).type
+    schema = [{"name": f.name, "type": str(f.type)} for f in corpus.schema]
+    token_type = corpus.schema.field(column).type
     report: dict[str, Any] = {
         "source": str(source),
         "files": len(corpus.files),
@@ -87,7 +86,7 @@ def plot_lengths(lengths: np.ndarray, path: Path, title: str) -> None:
     Raises:
         RuntimeError: matplotlib is not installed.
     """
-    try:
+    try:  # an optional dependency (the plot extra), imported only to plot
         import matplotlib
 
         matplotlib.use("Agg")
@@ -124,7 +123,7 @@ def plot_lengths(lengths: np.ndarray, path: Path, title: str) -> None:
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as lines for people."""
-    lines = [f"corpus: {report['source']} ({report['files']} files)"]
+    lines = [f"corpus: {report['source']} ({plural(report['files'], 'file')})"]
     lines.append("schema: " + ", ".join(f"{f['name']}: {f['type']}" for f in report["schema"]))
     manifest = report.get("manifest")
     dtype = f"tokens: {report['token_dtype']} in column {report['column']!r}"
@@ -144,7 +143,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append("document length: " + ", ".join(parts))
     if manifest is not None:
         lines.append(
-            f"manifest: {manifest['shards']} shards, {manifest['bytes'] / 2**20:,.1f} MiB; "
+            f"manifest: {plural(manifest['shards'], 'shard')}, "
+            f"{manifest['bytes'] / 2**20:,.1f} MiB; "
             f"tokenizer {manifest['tokenizer'].get('source')} "
             f"(sha256 {str(manifest['tokenizer'].get('sha256'))[:12]})"
         )

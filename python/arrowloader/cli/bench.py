@@ -1,47 +1,23 @@
-"""The ``arrowloader`` command line.
-
-``arrowloader bench`` runs workloads W1 (shuffled documents, truncated and padded into
+"""``arrowloader bench``: runs workloads W1 (shuffled documents, truncated and padded into
 batches) and W2 (the corpus as one token stream cut into shuffled blocks) for arrowloader
 and its peers in one process, and prints a table per workload of real tokens/s, CPU per
-token, memory and time to first batch, as ratios against torch's DataLoader. Plain
-``arrowloader`` prints help.
+token, memory and time to first batch, as ratios against torch's DataLoader.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
-from arrowloader.inspect_cmd import add_inspect_parser
-from arrowloader.prepare.command import add_prepare_parser
-from arrowloader.validate_cmd import add_validate_parser
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
+from arrowloader.cli.args import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 #: Peer names ``--peers`` accepts (arrowloader.bench.suite.KNOWN_PEERS, without importing
 #: the benchmark modules for --help).
@@ -50,6 +26,21 @@ PEER_NAMES = ("torch", "hf", "nanogpt")
 WORKLOAD_CHOICES = ("pad", "pack", "all")
 
 BENCH_EPILOG = """\
+columns of the table (figures are the median [min-max] of the --repeats runs):
+  loader          the row: a peer, arrowloader with its threads, or your --loader
+  real Mtok/s     millions of real tokens (not padding) delivered per second
+  vs torch best   real Mtok/s as a multiple of the fastest torch DataLoader row's
+  batches/s       batches delivered per second
+  CPU s/Mtok      user+sys CPU seconds of the process and its worker processes per
+                  million real tokens: the cores the loader takes from training
+  anon RSS MiB    peak anonymous memory of the process and its workers (the page cache
+                  of the mapped corpus is not counted); (+N): growth during the run
+  first batch ms  from building the loader to its first batch (worker start-up and
+                  epoch planning included)
+  padding         share of the batches' positions that are padding, not tokens
+  stall ms/step   with --consumer-ms: time each training step waited in next()
+  stall           with --consumer-ms: that wait as a share of the whole loop
+
 workloads:
   pad   W1: shuffled documents, truncated to --max-length, padded to the longest of each
         batch (default batch 32); peers torch, hf
@@ -80,13 +71,6 @@ def _thread_list(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(counts))
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
 def _peer_list(text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     if names == ("none",):
@@ -99,13 +83,8 @@ def _peer_list(text: str) -> tuple[str, ...]:
     return names
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``arrowloader`` and its subcommands."""
-    parser = argparse.ArgumentParser(
-        prog="arrowloader",
-        description="Feed tokenized text from memory-mapped Arrow files to PyTorch.",
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+def add_bench_parser(commands: Any) -> None:
+    """Adds ``bench`` to the ``arrowloader`` subcommands."""
     bench = commands.add_parser(
         "bench",
         help="measure W1 (pad) and W2 (pack) for arrowloader against torch, Hugging Face "
@@ -129,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--loader", metavar="MODULE:FUNCTION",
         help="also (or, without --workload, only) measure your own loader: FUNCTION() "
-             "returns an iterable of batches (dicts or tuples of tensors); MODULE is "
+             "returns an iterable of batches (mappings, tuples or lists of tensors); MODULE is "
              "imported from the current folder, or give FILE.py:FUNCTION",
     )
     bench.add_argument(
@@ -143,27 +122,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="pad: integer label column returned as labels; '' for none (default: label)",
     )
     bench.add_argument(
-        "--seconds", type=_positive_float, default=5.0,
+        "--seconds", type=positive_float, default=5.0,
         help="minimum timed seconds per run (default: 5)",
     )
     bench.add_argument(
-        "--repeats", type=_positive_int, default=3,
+        "--repeats", type=positive_int, default=3,
         help="runs per loader; the table shows median and min-max (default: 3)",
     )
     bench.add_argument(
-        "--batch-size", type=_positive_int, default=None,
+        "--batch-size", type=positive_int, default=None,
         help="rows per batch of every workload run (default: 32 for pad, 8 for pack)",
     )
     bench.add_argument(
-        "--max-length", type=_positive_int, default=1024,
+        "--max-length", type=positive_int, default=1024,
         help="pad: truncation length (default: 1024)",
     )
     bench.add_argument(
-        "--seq-len", type=_positive_int, default=2048,
+        "--seq-len", type=positive_int, default=2048,
         help="pack: tokens per row; blocks are seq-len + 1 tokens (default: 2048)",
     )
     bench.add_argument(
-        "--eos-token-id", type=_non_negative_int, default=50256,
+        "--eos-token-id", type=non_negative_int, default=50256,
         help="pack: the id after every document of the stream (default: 50256, GPT-2's)",
     )
     bench.add_argument(
@@ -177,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
              "e.g. 1,2,4: one arrowloader row each (default: 0 = one per core, at most 4)",
     )
     bench.add_argument(
-        "--consumer-ms", type=_non_negative_float, default=0.0, metavar="MS",
+        "--consumer-ms", type=non_negative_float, default=0.0, metavar="MS",
         help="simulate a training step of MS milliseconds (a sleep) after each batch and "
              "report how long each loader kept it waiting (the stall)",
     )
@@ -197,98 +176,71 @@ def build_parser() -> argparse.ArgumentParser:
         help="cuda: the GPU benchmark instead (copy bandwidth, training stalls; see "
              "arrowloader.bench.gpu and benchmarks/gpu_bench.py)",
     )
-    # From text to a verified corpus: each command's parser and code live in its own module.
-    add_prepare_parser(commands)
-    add_inspect_parser(commands)
-    add_validate_parser(commands)
-    return parser
+    bench.set_defaults(run=run_bench)
 
 
 def run_bench(args: argparse.Namespace, command: str) -> int:
     """Runs ``arrowloader bench`` with parsed arguments; returns the exit status."""
-    if args.device == "cuda":
-        from arrowloader.bench.gpu import run_from_args
-
-        return run_from_args(args)
+    # Imported here: plain `arrowloader` and --help need none of the benchmark modules.
+    from arrowloader.bench.gpu import run_from_args
     from arrowloader.bench.harness import BenchmarkError
-    from arrowloader.bench.pack_peers import W2Options
-    from arrowloader.bench.peers import W1Options
+    from arrowloader.bench.pack import PackOptions
+    from arrowloader.bench.pad import PadOptions
+    from arrowloader.bench.plot import matplotlib_missing, write_plot
     from arrowloader.bench.suite import KNOWN_PEERS, WORKLOADS, BenchConfig, run_bench
 
-    source = None
-    if args.data:
-        source = args.data[0] if len(args.data) == 1 else list(args.data)
-    pad = W1Options(
-        column=args.column,
-        label_column=args.label_column or None,
-        max_length=args.max_length,
-        **({} if args.batch_size is None else {"batch_size": args.batch_size}),
-    )
-    pack = W2Options(
-        column=args.column,
-        seq_len=args.seq_len,
-        eos_token_id=args.eos_token_id,
-        **({} if args.batch_size is None else {"batch_size": args.batch_size}),
-    )
-    if args.plot is not None:
-        from arrowloader.bench.plot import matplotlib_missing
-
-        if matplotlib_missing():
+    try:
+        if args.device == "cuda":
+            return run_from_args(args)
+        source = None
+        if args.data:
+            source = args.data[0] if len(args.data) == 1 else list(args.data)
+        pad = PadOptions(
+            column=args.column,
+            label_column=args.label_column or None,
+            max_length=args.max_length,
+            **({} if args.batch_size is None else {"batch_size": args.batch_size}),
+        )
+        pack = PackOptions(
+            column=args.column,
+            seq_len=args.seq_len,
+            eos_token_id=args.eos_token_id,
+            **({} if args.batch_size is None else {"batch_size": args.batch_size}),
+        )
+        if args.plot is not None and matplotlib_missing():
             raise BenchmarkError(
                 "--plot needs matplotlib, which is not installed: pip install "
                 "'arrowloader[plot]'"
             )
-    if args.workload is None:
-        workloads: tuple[str, ...] = () if args.loader else WORKLOADS
-    else:
-        workloads = WORKLOADS if args.workload == "all" else (args.workload,)
-    if args.loader:
-        workloads += ("loader",)
-    config = BenchConfig(
-        workloads=workloads,
-        source=source,
-        pad=pad,
-        pack=pack,
-        seconds=args.seconds,
-        repeats=args.repeats,
-        peers=KNOWN_PEERS if args.peers is None else args.peers,
-        threads=args.threads,
-        seed=args.seed,
-        show_progress=not args.quiet,
-        consumer_ms=args.consumer_ms,
-        loader=args.loader,
-    )
-    report = run_bench(config, command=command)
-    print(report.table(), flush=True)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report.as_json(), indent=2) + "\n")
-    if args.plot is not None:
-        from arrowloader.bench.plot import write_plot
-
-        write_plot(report, args.plot)
-    return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``arrowloader`` command; returns the exit status."""
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(arguments)
-    if args.command is None:
-        parser.print_help()
+        if args.workload is None:
+            workloads: tuple[str, ...] = () if args.loader else WORKLOADS
+        else:
+            workloads = WORKLOADS if args.workload == "all" else (args.workload,)
+        if args.loader:
+            workloads += ("loader",)
+        config = BenchConfig(
+            workloads=workloads,
+            source=source,
+            pad=pad,
+            pack=pack,
+            seconds=args.seconds,
+            repeats=args.repeats,
+            peers=KNOWN_PEERS if args.peers is None else args.peers,
+            threads=args.threads,
+            seed=args.seed,
+            show_progress=not args.quiet,
+            consumer_ms=args.consumer_ms,
+            loader=args.loader,
+        )
+        report = run_bench(config, command=command)
+        print(report.table(), flush=True)
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report.as_json(), indent=2) + "\n")
+        if args.plot is not None:
+            write_plot(report, args.plot)
         return 0
-    # Imported here: plain `arrowloader` and --help need none of the benchmark modules.
-    from arrowloader.bench.harness import BenchmarkError
-    from arrowloader.errors import ArrowLoaderError
-
-    command = shlex.join(["arrowloader", *arguments])
-    try:
-        return getattr(args, "run", run_bench)(args, command)
-    except (ArrowLoaderError, BenchmarkError) as exc:
+    except BenchmarkError as exc:
+        # Reported as the dispatcher reports an ArrowLoaderError.
         print(f"arrowloader {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
