@@ -13,61 +13,63 @@ from pathlib import Path
 import numpy as np
 import pytest
 from arrowloader import synthetic
-from arrowloader.bench import hf_peer
+from arrowloader.bench import hf_peers
 from arrowloader.bench.harness import kept_lengths
-from arrowloader.bench.pack_peers import TokenStreamFile, W2Options, write_token_stream
-from arrowloader.bench.peers import MappedTokenColumn, W1Options
+from arrowloader.bench.mapped_arrow import MappedTokenColumn
+from arrowloader.bench.nanogpt_peer import TokenStreamFile, write_token_stream
+from arrowloader.bench.pack import PackOptions
+from arrowloader.bench.pad import PadOptions
 
 #: Documents of the benchmark corpus: a tenth of the reference corpus.
 BENCH_DOCUMENTS = 20_000
 
 
 @pytest.fixture(scope="session")
-def w1_options() -> W1Options:
+def pad_options() -> PadOptions:
     """W1's settings: batch 32, truncation to 1024, labels from ``label``."""
-    return W1Options()
+    return PadOptions()
 
 
 @pytest.fixture(scope="session")
-def w1_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bench_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The 20,000-document corpus: ``input_ids`` list<int32>, ``label`` int64."""
-    folder = tmp_path_factory.mktemp("w1-corpus")
-    return synthetic.make_corpus(folder / "w1.arrow", BENCH_DOCUMENTS, seed=0)
+    folder = tmp_path_factory.mktemp("bench-corpus")
+    return synthetic.make_corpus(folder / "corpus.arrow", BENCH_DOCUMENTS, seed=0)
 
 
 @pytest.fixture(scope="session")
-def w1_kept(w1_corpus: Path, w1_options: W1Options) -> np.ndarray:
+def pad_kept_lengths(bench_corpus: Path, pad_options: PadOptions) -> np.ndarray:
     """Tokens each document keeps after truncation, int64 ``[documents]``."""
-    lengths = MappedTokenColumn(w1_corpus, w1_options.column, None).lengths()
-    return kept_lengths(lengths, w1_options.max_length)
+    lengths = MappedTokenColumn(bench_corpus, pad_options.column, None).lengths()
+    return kept_lengths(lengths, pad_options.max_length)
 
 
 @pytest.fixture(scope="session")
-def w1_saved_copy(w1_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def hf_saved_copy(bench_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ``datasets`` ``save_to_disk`` copy of the corpus (skips without the hf extra)."""
-    missing = hf_peer.missing_modules()
+    missing = hf_peers.missing_modules()
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed")
-    target = tmp_path_factory.mktemp("w1-saved") / "dataset"
-    return hf_peer.write_saved_copy(
-        w1_corpus, ["input_ids", "label"], target, show_progress=False
+    target = tmp_path_factory.mktemp("hf-saved") / "dataset"
+    return hf_peers.write_saved_copy(
+        bench_corpus, ["input_ids", "label"], target, show_progress=False
     )
 
 
 @pytest.fixture(scope="session")
-def w2_options() -> W2Options:
+def pack_options() -> PackOptions:
     """W2's settings: batch 8, seq_len 2048, EOS 50256."""
-    return W2Options()
+    return PackOptions()
 
 
 @pytest.fixture(scope="session")
-def w2_stream(
-    w1_corpus: Path, w2_options: W2Options, tmp_path_factory: pytest.TempPathFactory
+def nanogpt_stream(
+    bench_corpus: Path, pack_options: PackOptions, tmp_path_factory: pytest.TempPathFactory
 ) -> TokenStreamFile:
     """The benchmark corpus as nanoGPT's raw uint16 token stream (EOS after every
     document), for the nanoGPT row of W2."""
-    folder = tmp_path_factory.mktemp("w2-stream")
+    folder = tmp_path_factory.mktemp("nanogpt-stream")
     path = write_token_stream(
-        w1_corpus, w2_options.column, w2_options.eos_token_id, folder / "train.bin"
+        bench_corpus, pack_options.column, pack_options.eos_token_id, folder / "train.bin"
     )
     return TokenStreamFile(path, np.dtype(np.uint16))

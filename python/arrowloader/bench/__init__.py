@@ -11,31 +11,44 @@ buffers; Hugging Face ``datasets`` with ``DataCollatorWithPadding`` for W1; nano
 ratios.
 
 Modules:
-    cache: the cached reference corpus (and its ``save_to_disk`` copy).
+    pad, pack: the workloads W1 and W2: their options, arrowloader's own rows, the check of
+        a batch, token counts, descriptions.
+    torch_peers, hf_peers, nanogpt_peer: the peers, one module per family (torch's
+        DataLoader for both workloads; Hugging Face ``datasets`` for W1; nanoGPT for W2).
+    mapped_arrow: numpy views of the mapped Arrow files, independent of the native code
+        (the torch peers' data, the nanoGPT stream, the workloads' token counts).
     harness: one timed run of one loader on one workload (throughput, CPU, memory, first
-        batch); the ``Peer`` and ``Workload`` interfaces.
-    peers, hf_peer: the W1 loaders, all fed by the same seeded sampler.
-    pack_peers: the W2 loaders.
-    w1, w2: the workloads (peers, token counts, descriptions).
+        batch); the ``Peer`` and ``Workload`` interfaces; the loader factory of the peers.
     report: medians, ratios, the tables and the JSON.
     suite: every requested workload and loader, repeated (``run_bench``).
+    custom: a user's own loader (``--loader``).
+    plot: the chart (``--plot``).
+    gpu: the GPU benchmark (``--device cuda``).
+    cache: the cached reference corpus (and its ``save_to_disk`` copy).
 """
 
 from arrowloader.bench.cache import cache_dir, reference_corpus
-from arrowloader.bench.harness import Peer, RunFigures, Workload, measure_run, memcpy_gbps
-from arrowloader.bench.pack_peers import W2Options
-from arrowloader.bench.peers import W1Options, W1Peer
+from arrowloader.bench.harness import (
+    Peer,
+    RunFigures,
+    SeededLoaderFactory,
+    Workload,
+    measure_run,
+    memcpy_gbps,
+)
+from arrowloader.bench.pack import PackOptions
+from arrowloader.bench.pad import PadOptions
 from arrowloader.bench.report import BenchReport, WorkloadReport
 from arrowloader.bench.suite import BenchConfig, run_bench
 
 __all__ = [
     "BenchConfig",
     "BenchReport",
+    "PackOptions",
+    "PadOptions",
     "Peer",
     "RunFigures",
-    "W1Options",
-    "W1Peer",
-    "W2Options",
+    "SeededLoaderFactory",
     "Workload",
     "WorkloadReport",
     "cache_dir",

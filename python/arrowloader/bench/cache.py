@@ -47,7 +47,7 @@ def reference_corpus(
     """The path of the cached reference corpus, written first if it is not there yet.
 
     ``make_corpus`` output is a pure function of ``(num_docs, seed)``, so a file of the
-    right name is the right file; it takes a few seconds to write (about 394 MB).
+    right name is the right file.
     """
     path = reference_corpus_path(num_docs, seed)
     if path.is_file():

@@ -1,13 +1,14 @@
 """``arrowloader bench --loader module:function``: a user's own loader, measured with the
 same figures as the built-in workloads.
 
-The function is called with no arguments and returns an iterable of batches: dicts,
-tuples or lists whose values include tensors (a ``torch.utils.data.DataLoader``, a
-generator function's result, anything). Each iteration of it is one epoch; a one-shot
-iterator is rebuilt by calling the function again when it runs out. Nothing about the
-batches is known in advance, so their tokens are counted as they arrive: the sum of
-``attention_mask`` where a dict batch has one, else the elements of ``input_ids`` (or of
-the first tensor of the batch), which costs the loop one reduction per batch.
+The function is called with no arguments and returns an iterable of batches: mappings
+(dicts, transformers' ``BatchEncoding``), tuples or lists whose values include tensors
+(a ``torch.utils.data.DataLoader``, a generator function's result, anything). Each
+iteration of it is one epoch; a one-shot iterator is rebuilt by calling the function
+again when it runs out. Nothing about the batches is known in advance, so their tokens
+are counted as they arrive: the sum of ``attention_mask`` where a mapping batch has one,
+else the elements of ``input_ids`` (or of the first tensor of the batch), which costs the
+loop one reduction per batch.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -102,9 +103,9 @@ class Reiterable:
 
 
 def batch_tensors(batch: Any) -> list[tuple[str, torch.Tensor]]:
-    """``(key, tensor)`` of each tensor in a dict, tuple or list batch (keys of a
-    sequence are positions)."""
-    if isinstance(batch, dict):
+    """``(key, tensor)`` of each tensor in a mapping (a dict, a transformers
+    ``BatchEncoding``), tuple or list batch (keys of a sequence are positions)."""
+    if isinstance(batch, Mapping):
         items = list(batch.items())
     elif isinstance(batch, (tuple, list)):
         items = list(enumerate(batch))
@@ -140,7 +141,7 @@ class CustomLoaderWorkload(BenchWorkload):
         if not tensors:
             raise BenchmarkError(
                 f"{peer.name}: a batch is a {type(batch).__name__} without tensors; expected "
-                "a dict, tuple or list of tensors"
+                "a mapping (dict, BatchEncoding), tuple or list of tensors"
             )
         self.token_key = "input_ids" if "input_ids" in tensors else next(iter(tensors))
         mask = tensors.get("attention_mask")

@@ -17,7 +17,7 @@ One run measures, on one CUDA device:
   - the same loader with the copies made in the loop (``.to(device, non_blocking=True)``
     on the compute stream), to show what the prefetcher adds;
   - ``torch.utils.data.DataLoader(pin_memory=True)`` over the per-item W2 peer that
-    ``arrowloader bench`` uses (:class:`~arrowloader.bench.pack_peers.MappedArrowBlocks`,
+    ``arrowloader bench`` uses (:class:`~arrowloader.bench.torch_peers.MappedArrowBlocks`,
     a seeded ``RandomSampler``, ``drop_last``), workers 0 and 2, copies in the loop.
 
   For each: the step time (median over repeats, feeders interleaved within each repeat),
@@ -50,9 +50,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import arrowloader
-from arrowloader.bench.harness import BenchmarkError, seeded_sampler
-from arrowloader.bench.pack_peers import MappedArrowBlocks
+from arrowloader.bench.harness import BenchmarkError, SeededLoaderFactory
+from arrowloader.bench.torch_peers import MappedArrowBlocks
 from arrowloader.sources import Source
+from arrowloader.wording import plural
 
 #: A plain copy loop's large transfers: well past the size where per-copy costs matter.
 PEAK_COPY_BYTES = 64 * 1024 * 1024
@@ -244,15 +245,8 @@ def torch_loader(
     """W2's torch peer (the per-item dataset ``arrowloader bench`` uses), batches pinned by
     torch's pin-memory thread if ``pin``."""
     dataset = MappedArrowBlocks(source, config.column, config.seq_len, config.eos_token_id)
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        sampler=seeded_sampler(dataset, seed),
-        num_workers=workers,
-        drop_last=True,
-        pin_memory=pin,
-        persistent_workers=workers > 0,
-    )
+    make_loader = SeededLoaderFactory(config.batch_size, workers, drop_last=True, pin_memory=pin)
+    return make_loader(dataset, seed)
 
 
 def endless(iterable: Iterable[Any]) -> Iterator[Any]:
@@ -586,8 +580,8 @@ def format_table(results: dict[str, Any]) -> str:
         "device wait: share of the time the compute stream waited on the prefetcher's copies"
     )
     lines.append(
-        f"runs: {config['repeats']} per row, each {config['steps']} steps after "
-        f"{config['warmup_steps']} warm-up steps, rows interleaved; whole run "
+        f"runs: {config['repeats']} per row, each {plural(config['steps'], 'step')} after "
+        f"{plural(config['warmup_steps'], 'warm-up step')}, rows interleaved; whole run "
         f"{results['elapsed_s']:.0f} s"
     )
     return "\n".join(lines)

@@ -52,6 +52,9 @@ WARMUP_BATCHES = 8
 RSS_SAMPLE_INTERVAL_S = 0.02
 #: Buffer copied to measure memory bandwidth: larger than any CPU cache.
 MEMCPY_BYTES = 64 * 1024 * 1024
+#: ``num_workers`` of the DataLoader peers (torch, hf), one row each; the better torch row
+#: of a workload is its "torch best".
+PEER_WORKER_COUNTS = (0, 2)
 
 
 class BenchmarkError(RuntimeError):
@@ -87,6 +90,53 @@ class Peer:
     headline: bool = True
     dtype: torch.dtype = torch.int64
     extra_outputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SeededLoaderFactory:
+    """The ``make_loader`` of every :class:`Peer` that is a DataLoader drawing its batches
+    from :func:`seeded_sampler`: called with ``(dataset, seed)``, it returns
+    ``loader_class(dataset, batch_size=batch_size, sampler=seeded_sampler(dataset, seed),
+    num_workers=num_workers, collate_fn=collate_fn, drop_last=drop_last,
+    pin_memory=pin_memory, persistent_workers=persistent_workers and num_workers > 0)``.
+
+    With equal seeds, every loader it builds over the same documents yields the same
+    batches in the same order, which is what lets W1 count a run's tokens afterwards.
+
+    Attributes:
+        batch_size: items per batch.
+        num_workers: worker processes (torch's DataLoader) or native threads
+            (arrowloader's).
+        collate_fn: the collate function; None: the loader's default.
+        drop_last: whether a short last batch of an epoch is dropped.
+        pin_memory: whether batches are copied into pinned memory.
+        persistent_workers: whether worker processes live across epochs (only where
+            there are some). Runs cross epoch boundaries; restarting the workers at each
+            one would charge a peer for a setting any tuned training loop avoids.
+            arrowloader's rows leave it off: they have no worker processes to keep.
+        loader_class: ``torch.utils.data.DataLoader`` or its drop-in
+            ``arrowloader.DataLoader``.
+    """
+
+    batch_size: int
+    num_workers: int = 0
+    collate_fn: Optional[Callable[[list[Any]], Any]] = None
+    drop_last: bool = False
+    pin_memory: bool = False
+    persistent_workers: bool = True
+    loader_class: type[torch.utils.data.DataLoader] = torch.utils.data.DataLoader
+
+    def __call__(self, dataset: Any, seed: int) -> torch.utils.data.DataLoader:
+        return self.loader_class(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=seeded_sampler(dataset, seed),
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            drop_last=self.drop_last,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
 
 
 class Workload(abc.ABC):
@@ -402,29 +452,6 @@ def shut_down_iterator(iterator: Any) -> None:
     shutdown_workers = getattr(iterator, "_shutdown_workers", None)
     if callable(shutdown_workers):
         shutdown_workers()
-
-
-def check_w1_batch(batch: Any, with_labels: bool, where: str) -> None:
-    """Raises BenchmarkError unless ``batch`` has W1's outputs: ``input_ids`` and
-    ``attention_mask`` int64 ``[B, L]``, and ``labels`` int64 ``[B]`` if labelled."""
-    if not isinstance(batch, dict):
-        raise BenchmarkError(f"{where}: batch is a {type(batch).__name__}, not a dict")
-    input_ids = batch.get("input_ids")
-    mask = batch.get("attention_mask")
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype != torch.int64 or (
-        input_ids.dim() != 2
-    ):
-        raise BenchmarkError(f"{where}: input_ids must be an int64 [B, L] tensor")
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.int64 or (
-        mask.shape != input_ids.shape
-    ):
-        raise BenchmarkError(f"{where}: attention_mask must be int64 with input_ids' shape")
-    if with_labels:
-        labels = batch.get("labels")
-        if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or (
-            tuple(labels.shape) != (input_ids.shape[0],)
-        ):
-            raise BenchmarkError(f"{where}: labels must be an int64 [B] tensor")
 
 
 def measure_run(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from arrowloader.bench.report import BenchReport, WorkloadReport
+from arrowloader.wording import plural
 
 #: Bar colour of each loader family.
 FAMILY_COLOURS = {
@@ -55,9 +56,9 @@ def write_plot(report: BenchReport, path: Path) -> None:
         _sweep_panel(axes[-1, 0], sweeps)
     machine = report.machine
     figure.suptitle(
-        f"arrowloader bench: {machine.get('usable_cores')} cores, "
+        f"arrowloader bench: {plural(machine.get('usable_cores') or 0, 'core')}, "
         f"{(machine.get('memory_bytes') or 0) / 2**30:.0f} GiB, torch {machine.get('torch')}; "
-        f"median of {report.settings.get('repeats')} runs, bars min-max",
+        f"median of {plural(report.settings.get('repeats') or 0, 'run')}, bars min-max",
         fontsize=11,
     )
     figure.tight_layout()

@@ -18,6 +18,7 @@ from typing import Any, Optional
 import arrowloader
 from arrowloader.bench.harness import MEMCPY_BYTES, Peer, RunFigures, Workload
 from arrowloader.sources import Source
+from arrowloader.wording import plural
 
 #: Figures summarised over repeats (median, min, max).
 SUMMARISED_FIGURES = (
@@ -464,7 +465,7 @@ class BenchReport:
         )
         machine = self.machine
         lines.append(
-            f"machine: {machine['usable_cores']} usable cores, "
+            f"machine: {plural(machine['usable_cores'], 'usable core')}, "
             f"{(machine['memory_bytes'] or 0) / 2**30:.0f} GiB, "
             f"torch {machine['torch']}, pyarrow {machine['pyarrow']}, "
             f"numpy {machine['numpy']}, python {machine['python']}"

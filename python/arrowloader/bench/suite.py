@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 import arrowloader
-from arrowloader.bench import w1, w2
+from arrowloader.bench import pack, pad
 from arrowloader.bench.cache import REFERENCE_DOCUMENTS, REFERENCE_SEED, reference_corpus
 from arrowloader.bench.custom import CustomLoaderWorkload
 from arrowloader.bench.harness import (
@@ -35,16 +35,17 @@ from arrowloader.bench.harness import (
     memcpy_gbps,
     read_meminfo_bytes,
 )
-from arrowloader.bench.pack_peers import W2Options
-from arrowloader.bench.peers import W1Options
+from arrowloader.bench.pack import PackOptions
+from arrowloader.bench.pad import PadOptions
 from arrowloader.bench.report import BenchReport, BenchWorkload, RowSummary, WorkloadReport
 from arrowloader.sources import Source
+from arrowloader.wording import plural
 
 #: Workloads over a corpus by ``--workload`` name, in the order ``all`` runs them (a
 #: user's loader, ``--loader``, is workload ``"loader"``, run after them).
 WORKLOADS = ("pad", "pack")
 #: Peers each workload can compare against (arrowloader always runs).
-WORKLOAD_PEERS = {"pad": w1.KNOWN_PEERS, "pack": w2.KNOWN_PEERS}
+WORKLOAD_PEERS = {"pad": pad.KNOWN_PEERS, "pack": pack.KNOWN_PEERS}
 #: Every peer name ``peers`` accepts.
 KNOWN_PEERS = ("torch", "hf", "nanogpt")
 
@@ -76,8 +77,8 @@ class BenchConfig:
 
     workloads: tuple[str, ...] = WORKLOADS
     source: Optional[Source] = None
-    pad: W1Options = field(default_factory=W1Options)
-    pack: W2Options = field(default_factory=W2Options)
+    pad: PadOptions = field(default_factory=PadOptions)
+    pack: PackOptions = field(default_factory=PackOptions)
     seconds: float = 5.0
     repeats: int = 3
     peers: tuple[str, ...] = KNOWN_PEERS
@@ -117,9 +118,9 @@ def open_workload(key: str, config: BenchConfig, source: Source, reference: bool
         "show_progress": config.show_progress,
     }
     if key == "pad":
-        return w1.PadWorkload(source, options=config.pad, **common)
+        return pad.PadWorkload(source, options=config.pad, **common)
     if key == "pack":
-        return w2.PackWorkload(source, options=config.pack, **common)
+        return pack.PackWorkload(source, options=config.pack, **common)
     raise ValueError(f"unknown workload {key!r}; choose from {list(WORKLOADS)}")
 
 
@@ -136,7 +137,7 @@ def measure_workload(workload: BenchWorkload, config: BenchConfig) -> WorkloadRe
         total=config.repeats * len(workload.peers), desc=workload.title, unit="run",
         disable=not config.show_progress,
     )
-    with progress, w1.quiet_truncation_warning():
+    with progress, pad.quiet_truncation_warning():
         for repeat in range(config.repeats):
             for peer in workload.peers:
                 progress.set_postfix_str(f"repeat {repeat + 1}: {peer.name}")
@@ -162,7 +163,8 @@ def measure_workload(workload: BenchWorkload, config: BenchConfig) -> WorkloadRe
         description=[
             *workload.description(),
             f"runs: {config.repeats} per loader, each >= {config.seconds:g} s after "
-            f"{config.warmup_batches} warm-up batches, loaders interleaved; median [min-max]",
+            f"{plural(config.warmup_batches, 'warm-up batch', 'warm-up batches')}, loaders "
+            "interleaved; median [min-max]",
             *(
                 [
                     f"consumer: a simulated training step of {config.consumer_ms:g} ms (sleep) "

@@ -15,9 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from arrowloader.bench import hf_peer
-from arrowloader.bench.harness import WARMUP_BATCHES, EpochCycler, replay_batch_token_counts
-from arrowloader.bench.peers import W1Options, W1Peer, arrowloader_peer, torch_peers
+from arrowloader.bench import hf_peers
+from arrowloader.bench.harness import (
+    WARMUP_BATCHES,
+    EpochCycler,
+    Peer,
+    replay_batch_token_counts,
+)
+from arrowloader.bench.pad import PadOptions, arrowloader_pad_peer
+from arrowloader.bench.torch_peers import torch_pad_peers
 
 BATCHES_PER_ROUND = 100
 ROUNDS = 5
@@ -34,30 +40,30 @@ PEER_NAMES = [
 
 
 def build_peer(
-    name: str, corpus: Path, options: W1Options, request: pytest.FixtureRequest
-) -> W1Peer:
-    """The peer of that row name (the hf rows need the ``w1_saved_copy`` fixture)."""
+    name: str, corpus: Path, options: PadOptions, request: pytest.FixtureRequest
+) -> Peer:
+    """The peer of that row name (the hf rows need the ``hf_saved_copy`` fixture)."""
     if name == "arrowloader":
-        return arrowloader_peer(corpus, options)
+        return arrowloader_pad_peer(corpus, options)
     if name.startswith("hf"):
-        saved: Path = request.getfixturevalue("w1_saved_copy")
-        peers = hf_peer.hf_peers(saved, options)
+        saved: Path = request.getfixturevalue("hf_saved_copy")
+        peers = hf_peers.hf_pad_peers(saved, options)
     else:
-        peers = torch_peers(corpus, options)
+        peers = torch_pad_peers(corpus, options)
     return next(peer for peer in peers if peer.name == name)
 
 
 @pytest.mark.benchmark(group="W1 pad: 100 batches of 32, truncated to 1024")
 @pytest.mark.parametrize("peer_name", PEER_NAMES)
-def test_w1_batches(
+def test_pad_batches(
     benchmark,
     peer_name: str,
-    w1_corpus: Path,
-    w1_options: W1Options,
-    w1_kept: np.ndarray,
+    bench_corpus: Path,
+    pad_options: PadOptions,
+    pad_kept_lengths: np.ndarray,
     request: pytest.FixtureRequest,
 ) -> None:
-    peer = build_peer(peer_name, w1_corpus, w1_options, request)
+    peer = build_peer(peer_name, bench_corpus, pad_options, request)
     dataset = peer.open_dataset(SEED)
     cycler = EpochCycler(peer.make_loader(dataset, SEED))
     batches: Iterator = iter(cycler)
@@ -77,7 +83,7 @@ def test_w1_batches(
     finally:
         cycler.shut_down()
 
-    real, _ = replay_batch_token_counts(w1_kept, w1_options.batch_size, SEED, consumed)
+    real, _ = replay_batch_token_counts(pad_kept_lengths, pad_options.batch_size, SEED, consumed)
     timed_real_tokens = int(real[WARMUP_BATCHES:].sum())
     benchmark.extra_info["loader"] = peer.name
     benchmark.extra_info["real_tokens"] = timed_real_tokens

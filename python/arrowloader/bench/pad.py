@@ -1,10 +1,23 @@
 """W1 ("pad"): shuffled documents, truncated and padded to the longest of each batch.
 
-:class:`PadWorkload` opens the corpus, builds the W1 rows (torch's DataLoader over numpy
-slices of the mapped Arrow buffers, Hugging Face ``datasets`` with
-``DataCollatorWithPadding``, arrowloader over ``TokenDataset``) and counts each run's
-tokens by replaying the seeded sampler every W1 loader draws from. The runs, repeats and
-report are the workload-neutral ones of :mod:`arrowloader.bench.suite`.
+:class:`PadWorkload` opens the corpus, builds the W1 rows and counts each run's tokens by
+replaying the seeded sampler every W1 loader draws from. The runs, repeats and report are
+the workload-neutral ones of :mod:`arrowloader.bench.suite`.
+
+Every W1 row draws its batches from the same
+``RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))``
+(:func:`~arrowloader.bench.harness.seeded_sampler`, through
+:class:`~arrowloader.bench.harness.SeededLoaderFactory`), so with equal seeds all rows
+yield the same batches, in the same order, and the real token count of a run can be
+recomputed afterwards from the document lengths alone (see ``harness``):
+
+- ``torch``: ``torch.utils.data.DataLoader`` over numpy slices of the mapped Arrow
+  buffers, collated with ``pad_sequence``
+  (:func:`~arrowloader.bench.torch_peers.torch_pad_peers`);
+- ``hf``: Hugging Face ``datasets`` with ``DataCollatorWithPadding``
+  (:mod:`arrowloader.bench.hf_peers`);
+- ``arrowloader``: ``arrowloader.DataLoader`` over ``TokenDataset`` with default settings
+  (:func:`arrowloader_pad_peer`).
 """
 
 from __future__ import annotations
@@ -16,33 +29,52 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
+import torch
 
-from arrowloader.bench import hf_peer
+import arrowloader
+from arrowloader.bench import hf_peers
 from arrowloader.bench.cache import REFERENCE_DOCUMENTS, REFERENCE_SEED, cache_dir
 from arrowloader.bench.harness import (
     Batch,
     BenchmarkError,
     Peer,
-    check_w1_batch,
+    SeededLoaderFactory,
     kept_lengths,
     replay_batch_token_counts,
 )
-from arrowloader.bench.peers import (
-    MappedTokenColumn,
-    W1Options,
-    arrowloader_peer,
-    torch_peers,
-)
+from arrowloader.bench.mapped_arrow import MappedTokenColumn
 from arrowloader.bench.report import BenchWorkload, Traffic
+from arrowloader.bench.torch_peers import torch_pad_peers
+from arrowloader.native import default_num_threads
 from arrowloader.sources import Source
+from arrowloader.wording import plural
 
 #: Peers of W1 besides arrowloader (which always runs).
 KNOWN_PEERS = ("torch", "hf")
 #: Bytes per element of W1's outputs (int64 input_ids, attention_mask and labels).
 _OUTPUT_ITEMSIZE = 8
+
+
+@dataclass(frozen=True)
+class PadOptions:
+    """What W1 reads and produces.
+
+    Attributes:
+        column: the token column (Arrow ``list``/``large_list`` of integers).
+        label_column: an integer column returned as ``labels`` int64 ``[B]``, or None.
+        batch_size: documents per batch (the last batch of an epoch may be short).
+        max_length: documents are truncated to their first ``max_length`` tokens.
+        pad_token_id: the id on padded positions of ``input_ids``.
+    """
+
+    column: str = "input_ids"
+    label_column: Optional[str] = "label"
+    batch_size: int = 32
+    max_length: int = 1024
+    pad_token_id: int = 0
 
 
 @dataclass
@@ -87,7 +119,7 @@ class PadWorkload(BenchWorkload):
         source: Source,
         *,
         reference: bool,
-        options: W1Options,
+        options: PadOptions,
         peers: tuple[str, ...],
         threads: tuple[int, ...] = (0,),
         show_progress: bool = True,
@@ -103,7 +135,7 @@ class PadWorkload(BenchWorkload):
         # clear errors. The lengths come from numpy views of the Arrow offsets,
         # independent of the native code under test.
         with quiet_truncation_warning():
-            arrowloader_peer(source, options).open_dataset(0)
+            arrowloader_pad_peer(source, options).open_dataset(0)
         mapped = MappedTokenColumn(source, options.column, options.label_column)
         lengths, token_itemsize = mapped.lengths(), mapped.value_itemsize
         del mapped
@@ -133,7 +165,7 @@ class PadWorkload(BenchWorkload):
             )
 
     def check_batch(self, peer: Peer, batch: Any) -> None:
-        check_w1_batch(batch, self.options.label_column is not None, peer.name)
+        check_pad_batch(batch, self.options.label_column is not None, peer.name)
 
     def observe(self, batch: Batch) -> tuple[int, int]:
         return int(batch["attention_mask"].sum()), batch["input_ids"].numel()
@@ -151,9 +183,9 @@ class PadWorkload(BenchWorkload):
             f"longest of each batch of {options.batch_size}; outputs int64 input_ids, "
             f"attention_mask{', labels' if options.label_column is not None else ''}",
             f"corpus: {corpus.source}{' (reference)' if corpus.reference else ''}",
-            f"        {corpus.documents:,} documents, {corpus.tokens / 1e6:.1f}M tokens; "
+            f"        {plural(corpus.documents, 'document')}, {corpus.tokens / 1e6:.1f}M tokens; "
             f"truncation keeps {corpus.kept_tokens / 1e6:.1f}M ({100 * kept_share:.1f}%), "
-            f"shortening {corpus.truncated_documents:,} documents",
+            f"shortening {plural(corpus.truncated_documents, 'document')}",
         ]
 
     def settings(self) -> dict[str, Any]:
@@ -189,9 +221,9 @@ class PadWorkload(BenchWorkload):
         options = self.options
         peers: list[Peer] = []
         if "torch" in requested:
-            peers.extend(torch_peers(self.source, options))
+            peers.extend(torch_pad_peers(self.source, options))
         if "hf" in requested:
-            missing = hf_peer.missing_modules()
+            missing = hf_peers.missing_modules()
             if missing:
                 self.skipped.append({
                     "peer": "hf",
@@ -199,8 +231,8 @@ class PadWorkload(BenchWorkload):
                               "(pip install 'arrowloader[hf]')",
                 })
             else:
-                peers.extend(hf_peer.hf_peers(self._saved_copy(), options))
-        peers.extend(arrowloader_peer(self.source, options, n) for n in self.threads)
+                peers.extend(hf_peers.hf_pad_peers(self._saved_copy(), options))
+        peers.extend(arrowloader_pad_peer(self.source, options, n) for n in self.threads)
         return peers
 
     def _saved_copy(self) -> Path:
@@ -211,7 +243,7 @@ class PadWorkload(BenchWorkload):
         columns = [options.column] + (
             [options.label_column] if options.label_column is not None else []
         )
-        if isinstance(source, (str, os.PathLike)) and hf_peer.is_saved_dataset(Path(source)):
+        if isinstance(source, (str, os.PathLike)) and hf_peers.is_saved_dataset(Path(source)):
             return Path(source)
         if self.reference:
             # Cached across runs, so it holds both reference columns whatever this run uses.
@@ -223,9 +255,55 @@ class PadWorkload(BenchWorkload):
             folder = Path(tempfile.mkdtemp(prefix="hf-copy-", dir=cache_dir()))
             self._temporary_folders.append(folder)
             target = folder / "dataset"
-        return hf_peer.write_saved_copy(
+        return hf_peers.write_saved_copy(
             source, columns, target, show_progress=self.show_progress
         )
+
+
+def arrowloader_pad_peer(source: Source, options: PadOptions, threads: int = 0) -> Peer:
+    """The arrowloader row: ``arrowloader.DataLoader(TokenDataset(...))`` with default
+    settings; ``threads`` is its ``num_workers`` (native threads, 0 = one per core, at
+    most 4)."""
+
+    def open_dataset(seed: int = 0) -> arrowloader.TokenDataset:
+        return arrowloader.TokenDataset(
+            source,
+            column=options.column,
+            label_column=options.label_column,
+            max_length=options.max_length,
+            pad_token_id=options.pad_token_id,
+        )
+
+    shown = threads or default_num_threads()
+    make_loader = SeededLoaderFactory(
+        options.batch_size, threads, persistent_workers=False, loader_class=arrowloader.DataLoader
+    )
+    return Peer(
+        f"arrowloader (threads {shown})", "arrowloader", shown, open_dataset, make_loader
+    )
+
+
+def check_pad_batch(batch: Any, with_labels: bool, where: str) -> None:
+    """Raises BenchmarkError unless ``batch`` has W1's outputs: ``input_ids`` and
+    ``attention_mask`` int64 ``[B, L]``, and ``labels`` int64 ``[B]`` if labelled."""
+    if not isinstance(batch, dict):
+        raise BenchmarkError(f"{where}: batch is a {type(batch).__name__}, not a dict")
+    input_ids = batch.get("input_ids")
+    mask = batch.get("attention_mask")
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype != torch.int64 or (
+        input_ids.dim() != 2
+    ):
+        raise BenchmarkError(f"{where}: input_ids must be an int64 [B, L] tensor")
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.int64 or (
+        mask.shape != input_ids.shape
+    ):
+        raise BenchmarkError(f"{where}: attention_mask must be int64 with input_ids' shape")
+    if with_labels:
+        labels = batch.get("labels")
+        if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or (
+            tuple(labels.shape) != (input_ids.shape[0],)
+        ):
+            raise BenchmarkError(f"{where}: labels must be an int64 [B] tensor")
 
 
 @contextlib.contextmanager

@@ -14,16 +14,16 @@ import importlib.util
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import pyarrow as pa
-import torch
-import torch.utils.data
 
 from arrowloader.bench.cache import cache_lock, replace_folder, run_with_progress
-from arrowloader.bench.harness import Batch, Peer, seeded_sampler
-from arrowloader.bench.peers import PEER_WORKER_COUNTS, W1Options
+from arrowloader.bench.harness import PEER_WORKER_COUNTS, Batch, Peer, SeededLoaderFactory
 from arrowloader.sources import resolve_source
+
+if TYPE_CHECKING:  # the workload module imports this one
+    from arrowloader.bench.pad import PadOptions
 
 _REQUIRED_MODULES = ("datasets", "transformers", "tokenizers")
 
@@ -139,8 +139,8 @@ class TruncatingPaddingCollator:
         return dict(self.collator(rows))
 
 
-def hf_peers(saved_folder: Path, options: W1Options) -> list[Peer]:
-    """The hf rows (one per worker count in ``PEER_WORKER_COUNTS``) over a
+def hf_pad_peers(saved_folder: Path, options: PadOptions) -> list[Peer]:
+    """The hf rows of W1 (one per worker count in ``PEER_WORKER_COUNTS``) over a
     ``save_to_disk`` folder holding ``options.column`` (and ``options.label_column``)."""
     import datasets
 
@@ -150,30 +150,22 @@ def hf_peers(saved_folder: Path, options: W1Options) -> list[Peer]:
     def open_dataset(seed: int = 0) -> Any:
         return datasets.load_from_disk(str(saved_folder))
 
-    def loader_with(num_workers: int):
-        def make_loader(dataset: Any, seed: int) -> torch.utils.data.DataLoader:
-            return torch.utils.data.DataLoader(
-                dataset,
-                batch_size=options.batch_size,
-                sampler=seeded_sampler(dataset, seed),
-                num_workers=num_workers,
-                collate_fn=TruncatingPaddingCollator(
-                    options.column, options.label_column, options.max_length, tokenizer
-                ),
-                persistent_workers=num_workers > 0,  # as for the torch peer
-            )
-
-        return make_loader
+    collate = TruncatingPaddingCollator(
+        options.column, options.label_column, options.max_length, tokenizer
+    )
 
     return [
-        Peer(f"hf collator (workers {n})", "hf", n, open_dataset, loader_with(n))
+        Peer(
+            f"hf collator (workers {n})", "hf", n, open_dataset,
+            SeededLoaderFactory(options.batch_size, n, collate_fn=collate),
+        )
         for n in PEER_WORKER_COUNTS
     ]
 
 
 __all__ = [
     "TruncatingPaddingCollator",
-    "hf_peers",
+    "hf_pad_peers",
     "is_saved_dataset",
     "minimal_tokenizer",
     "missing_modules",

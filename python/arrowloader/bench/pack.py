@@ -1,11 +1,25 @@
 """W2 ("pack"): the corpus as one token stream cut into shuffled blocks; W3 is W2 on a
 corpus larger than memory.
 
+W2 reads the corpus as one token stream, every document followed by the EOS id, cut into
+blocks of ``seq_len + 1`` tokens; a block gives ``input_ids = block[:-1]`` and
+``labels = block[1:]``. Every row yields ``input_ids`` and ``labels``
+``[batch_size, seq_len]``, always full batches:
+
+- ``torch``: ``torch.utils.data.DataLoader`` over per-block numpy slices of the mapped
+  Arrow buffers (documents in corpus order), the block order shuffled by a seeded
+  ``RandomSampler``, ``drop_last=True``
+  (:func:`~arrowloader.bench.torch_peers.torch_pack_peers`);
+- ``nanogpt``: nanoGPT's ``get_batch`` over ``np.memmap`` of a raw token stream file
+  (:mod:`arrowloader.bench.nanogpt_peer`);
+- ``arrowloader``: ``arrowloader.DataLoader(PackedDataset(...), shuffle=True)`` with
+  ``input_ids`` and ``labels`` only (the headline row), then with ``position_ids`` and
+  ``cu_seqlens`` on, then with int32 outputs (:func:`arrowloader_pack_peers`).
+
 :class:`PackWorkload` opens the corpus, writes the nanoGPT peer's raw token stream (once,
-into the benchmark cache, for the reference corpus) and builds the W2 rows of
-:mod:`arrowloader.bench.pack_peers`. Every W2 batch is full (``batch_size`` blocks of
-``seq_len`` positions, no padding), so a run's tokens are its batches times
-``batch_size * seq_len``; the warm-up batches check the shapes.
+into the benchmark cache, for the reference corpus) and builds those rows. Every W2 batch
+is full (``batch_size`` blocks of ``seq_len`` positions, no padding), so a run's tokens
+are its batches times ``batch_size * seq_len``; the warm-up batches check the shapes.
 
 W3 needs no code of its own: ``arrowloader bench --workload pack --data BIG --peers none``
 over a corpus of at least 1.25 x the machine's memory (``benchmarks/make_big_corpus.py``
@@ -15,8 +29,9 @@ writes one), compared with W2's figures.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -30,23 +45,44 @@ from arrowloader.bench.cache import (
     run_with_progress,
 )
 from arrowloader.bench.harness import Batch, BenchmarkError, Peer, read_meminfo_bytes
-from arrowloader.bench.pack_peers import (
-    MappedArrowBlocks,
+from arrowloader.bench.mapped_arrow import MappedTokenColumn
+from arrowloader.bench.nanogpt_peer import (
     TokenStreamFile,
-    W2Options,
-    arrowloader_pack_peers,
     max_token_id,
-    nanogpt_peer,
+    nanogpt_pack_peer,
     stream_dtype,
-    torch_pack_peers,
     write_token_stream,
 )
-from arrowloader.bench.peers import MappedTokenColumn
 from arrowloader.bench.report import BenchWorkload, Traffic
+from arrowloader.bench.torch_peers import MappedArrowBlocks, torch_pack_peers
+from arrowloader.native import default_num_threads
 from arrowloader.sources import Source
+from arrowloader.wording import plural
 
 #: Peers of W2 besides arrowloader (which always runs).
 KNOWN_PEERS = ("torch", "nanogpt")
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    """What W2 reads and produces.
+
+    Attributes:
+        column: the token column (Arrow ``list``/``large_list`` of integers).
+        batch_size: blocks per batch.
+        seq_len: tokens per row; blocks are ``seq_len + 1`` tokens of the stream.
+        eos_token_id: the id after every document in the stream (GPT-2's ``<|endoftext|>``).
+    """
+
+    column: str = "input_ids"
+    batch_size: int = 8
+    seq_len: int = 2048
+    eos_token_id: int = 50256
+
+    @property
+    def block_size(self) -> int:
+        """Tokens of the stream per block: ``seq_len + 1``."""
+        return self.seq_len + 1
 
 
 class PackWorkload(BenchWorkload):
@@ -75,7 +111,7 @@ class PackWorkload(BenchWorkload):
         source: Source,
         *,
         reference: bool,
-        options: W2Options,
+        options: PackOptions,
         peers: tuple[str, ...],
         threads: tuple[int, ...] = (0,),
         show_progress: bool = True,
@@ -137,7 +173,7 @@ class PackWorkload(BenchWorkload):
             )
 
     def check_batch(self, peer: Peer, batch: Any) -> None:
-        check_w2_batch(
+        check_pack_batch(
             batch, self.options.batch_size, self.options.seq_len, peer.dtype,
             peer.extra_outputs, peer.name,
         )
@@ -161,8 +197,7 @@ class PackWorkload(BenchWorkload):
             else ""
         )
         per_epoch = self.blocks // options.batch_size
-        files = f"{self.files:,} file{'s' if self.files != 1 else ''}"
-        size = f"{files}, {self.file_bytes / 1e9:.2f} GB"
+        size = f"{plural(self.files, 'file')}, {self.file_bytes / 1e9:.2f} GB"
         if self.memory_bytes:
             share = self.file_bytes / self.memory_bytes
             size += f" = {share:.2f} x physical memory"
@@ -175,9 +210,9 @@ class PackWorkload(BenchWorkload):
             f"[{options.batch_size}, {options.seq_len}] int64 (rows marked otherwise: more "
             "outputs or int32)",
             f"corpus: {self.source}{' (reference)' if self.reference else ''}; {size}",
-            f"        {self.documents:,} documents, {self.tokens / 1e6:.1f}M tokens; stream of "
-            f"{self.stream_tokens / 1e6:.1f}M tokens = {self.blocks:,} blocks = {per_epoch:,} "
-            f"batches per epoch",
+            f"        {plural(self.documents, 'document')}, {self.tokens / 1e6:.1f}M tokens; "
+            f"stream of {self.stream_tokens / 1e6:.1f}M tokens = {plural(self.blocks, 'block')} "
+            f"= {plural(per_epoch, 'batch', 'batches')} per epoch",
             "peers: torch slices block i of the stream (corpus order) from the mapped Arrow "
             "buffers per item, blocks shuffled by a seeded RandomSampler, drop_last; "
             "nanoGPT draws random offsets into np.memmap of the raw stream; arrowloader "
@@ -237,7 +272,7 @@ class PackWorkload(BenchWorkload):
             peers.extend(torch_pack_peers(self.source, options))
         if "nanogpt" in requested:
             self._stream = self._stream_file()
-            peers.append(nanogpt_peer(self._stream, options))
+            peers.append(nanogpt_pack_peer(self._stream, options))
         peers.extend(arrowloader_pack_peers(self.source, options, self.threads))
         return peers
 
@@ -278,7 +313,84 @@ class PackWorkload(BenchWorkload):
         return TokenStreamFile(path, np.dtype(dtype))
 
 
-def check_w2_batch(
+#: The arrowloader rows: (name suffix, PackedDataset keyword arguments, headline, extra
+#: outputs). The first has the torch peer's outputs.
+ARROWLOADER_VARIANTS: tuple[tuple[str, dict[str, Any], bool, tuple[str, ...]], ...] = (
+    ("", {}, True, ()),
+    (
+        " +position_ids +cu_seqlens",
+        {"return_position_ids": True, "return_cu_seqlens": True},
+        False,
+        ("position_ids", "cu_seqlens", "max_seqlen"),
+    ),
+    (" int32", {"dtype": torch.int32}, False, ()),
+)
+
+
+def arrowloader_pack_peers(
+    source: Source, options: PackOptions, threads: tuple[int, ...] = (0,)
+) -> list[Peer]:
+    """The arrowloader rows of W2: the headline row for each thread count of ``threads``
+    (a sweep), then the other :data:`ARROWLOADER_VARIANTS` with the first count:
+    ``arrowloader.DataLoader(PackedDataset(source, seq_len, eos_token_id, seed=seed,
+    return_position_ids=False, return_cu_seqlens=False, ...), batch_size,
+    shuffle=True, generator=torch.Generator().manual_seed(seed), num_workers=threads)``.
+
+    The dataset and the generator get the same seed, as in the README's usage, so the
+    DataLoader plans epoch 0 once, when it is built (torch's ``RandomSampler`` asks the
+    dataset's length there): the plan falls in the time to first batch."""
+    def opener(extra: dict[str, Any]) -> Callable[[int], arrowloader.PackedDataset]:
+        def open_dataset(seed: int = 0) -> arrowloader.PackedDataset:
+            arguments: dict[str, Any] = {
+                "return_position_ids": False,
+                "return_cu_seqlens": False,
+                **extra,
+            }
+            return arrowloader.PackedDataset(
+                source,
+                seq_len=options.seq_len,
+                eos_token_id=options.eos_token_id,
+                column=options.column,
+                seed=seed,
+                **arguments,
+            )
+
+        return open_dataset
+
+    def loader_factory(num_workers: int) -> Callable[[Any, int], torch.utils.data.DataLoader]:
+        def make_loader(dataset: Any, seed: int) -> torch.utils.data.DataLoader:
+            return arrowloader.DataLoader(
+                dataset,
+                batch_size=options.batch_size,
+                shuffle=True,
+                generator=torch.Generator().manual_seed(seed),
+                num_workers=num_workers,
+            )
+
+        return make_loader
+
+    threads = tuple(threads) or (0,)
+    rows = [(ARROWLOADER_VARIANTS[0], n) for n in threads]
+    rows += [(variant, threads[0]) for variant in ARROWLOADER_VARIANTS[1:]]
+    peers = []
+    for (suffix, extra, headline, outputs), num_workers in rows:
+        shown = num_workers or default_num_threads()
+        peers.append(
+            Peer(
+                f"arrowloader{suffix} (threads {shown})",
+                "arrowloader",
+                shown,
+                opener(extra),
+                loader_factory(num_workers),
+                headline=headline,
+                dtype=extra.get("dtype", torch.int64),
+                extra_outputs=outputs,
+            )
+        )
+    return peers
+
+
+def check_pack_batch(
     batch: Any,
     batch_size: int,
     seq_len: int,

@@ -24,13 +24,9 @@ import pytest
 import torch
 from arrowloader import _C, Corpus
 from arrowloader.bench.harness import WARMUP_BATCHES, EpochCycler, Peer
-from arrowloader.bench.pack_peers import (
-    TokenStreamFile,
-    W2Options,
-    arrowloader_pack_peers,
-    nanogpt_peer,
-    torch_pack_peers,
-)
+from arrowloader.bench.nanogpt_peer import TokenStreamFile, nanogpt_pack_peer
+from arrowloader.bench.pack import PackOptions, arrowloader_pack_peers
+from arrowloader.bench.torch_peers import torch_pack_peers
 
 BATCHES_PER_ROUND = 100
 ROUNDS = 5
@@ -49,12 +45,12 @@ ROWS = [
 
 
 def build_peer(
-    kind: str, corpus: Path, options: W2Options, request: pytest.FixtureRequest
+    kind: str, corpus: Path, options: PackOptions, request: pytest.FixtureRequest
 ) -> Peer:
-    """The W2 row of that kind (the nanoGPT row needs the ``w2_stream`` fixture)."""
+    """The W2 row of that kind (the nanoGPT row needs the ``nanogpt_stream`` fixture)."""
     if kind == "nanogpt":
-        stream: TokenStreamFile = request.getfixturevalue("w2_stream")
-        return nanogpt_peer(stream, options)
+        stream: TokenStreamFile = request.getfixturevalue("nanogpt_stream")
+        return nanogpt_pack_peer(stream, options)
     if kind.startswith("torch"):
         return next(p for p in torch_pack_peers(corpus, options) if p.name == kind)
     main, positions, int32 = arrowloader_pack_peers(corpus, options)
@@ -65,14 +61,14 @@ def build_peer(
 
 @pytest.mark.benchmark(group="W2 pack: 100 batches of 8 x 2048")
 @pytest.mark.parametrize("kind", ROWS)
-def test_w2_batches(
+def test_pack_batches(
     benchmark,
     kind: str,
-    w1_corpus: Path,
-    w2_options: W2Options,
+    bench_corpus: Path,
+    pack_options: PackOptions,
     request: pytest.FixtureRequest,
 ) -> None:
-    peer = build_peer(kind, w1_corpus, w2_options, request)
+    peer = build_peer(kind, bench_corpus, pack_options, request)
     dataset = peer.open_dataset(SEED)
     cycler = EpochCycler(peer.make_loader(dataset, SEED))
     batches: Iterator = iter(cycler)
@@ -84,13 +80,13 @@ def test_w2_batches(
     try:
         for _ in range(WARMUP_BATCHES):  # starts workers / threads, plans epoch 0
             batch = next(batches)
-        assert tuple(batch["input_ids"].shape) == (w2_options.batch_size, w2_options.seq_len)
+        assert tuple(batch["input_ids"].shape) == (pack_options.batch_size, pack_options.seq_len)
         assert batch["input_ids"].dtype == peer.dtype
         benchmark.pedantic(receive_batches, rounds=ROUNDS, iterations=1, warmup_rounds=0)
     finally:
         cycler.shut_down()
 
-    tokens = BATCHES_PER_ROUND * w2_options.batch_size * w2_options.seq_len
+    tokens = BATCHES_PER_ROUND * pack_options.batch_size * pack_options.seq_len
     benchmark.extra_info["loader"] = peer.name
     benchmark.extra_info["tokens_per_round"] = tokens
     stats = getattr(benchmark.stats, "stats", None) if benchmark.stats else None
@@ -102,12 +98,12 @@ def test_w2_batches(
 
 
 @pytest.fixture(scope="module")
-def corpus(w1_corpus: Path, w2_options: W2Options) -> Corpus:
+def corpus(bench_corpus: Path, pack_options: PackOptions) -> Corpus:
     """The benchmark corpus's token column."""
-    return Corpus(w1_corpus, w2_options.column)
+    return Corpus(bench_corpus, pack_options.column)
 
 
-def make_assembler(corpus: Corpus, options: W2Options, mode: str) -> Any:
+def make_assembler(corpus: Corpus, options: PackOptions, mode: str) -> Any:
     """A packing assembler as PackedDataset builds it (pad with EOS, labels -100)."""
     return _C.PackedBatchAssembler(
         corpus.tokens,
@@ -127,7 +123,7 @@ def document_order(corpus: Corpus) -> np.ndarray:
 
 
 def batch_outputs(
-    options: W2Options, dtype: torch.dtype, positions: bool
+    options: PackOptions, dtype: torch.dtype, positions: bool
 ) -> tuple[np.ndarray, np.ndarray, Any, Any]:
     """Preallocated ``(input_ids, labels, position_ids, cu_seqlens)`` of one batch."""
     shape = (options.batch_size, options.seq_len)
@@ -153,38 +149,38 @@ ASSEMBLE_CASES = [
 def test_assemble_one_packed_batch(
     benchmark,
     corpus: Corpus,
-    w2_options: W2Options,
+    pack_options: PackOptions,
     document_order: np.ndarray,
     mode: str,
     dtype: torch.dtype,
     positions: bool,
 ) -> None:
-    assembler = make_assembler(corpus, w2_options, mode)
+    assembler = make_assembler(corpus, pack_options, mode)
     plan = assembler.plan(document_order)
     rng = np.random.default_rng(BLOCKS_SEED)
-    blocks = rng.choice(plan.num_blocks, size=w2_options.batch_size, replace=False)
+    blocks = rng.choice(plan.num_blocks, size=pack_options.batch_size, replace=False)
     blocks = blocks.astype(np.int64)
-    outputs = batch_outputs(w2_options, dtype, positions)
+    outputs = batch_outputs(pack_options, dtype, positions)
     cu_length, max_seqlen = benchmark(assembler.assemble, plan, blocks, *outputs)
     assert outputs[1][:, :-1].tolist() == outputs[0][:, 1:].tolist() or mode == "bestfit"
     if positions:
-        assert outputs[3][cu_length - 1] == w2_options.batch_size * w2_options.seq_len
-        assert 0 < max_seqlen <= w2_options.seq_len
+        assert outputs[3][cu_length - 1] == pack_options.batch_size * pack_options.seq_len
+        assert 0 < max_seqlen <= pack_options.seq_len
     benchmark.extra_info.update(num_blocks=plan.num_blocks, tokens=outputs[0].size)
 
 
 @pytest.mark.benchmark(group="kernel: planning a W2 epoch")
 @pytest.mark.parametrize("mode", ["concat", "bestfit"])
 def test_plan_an_epoch(
-    benchmark, corpus: Corpus, w2_options: W2Options, document_order: np.ndarray, mode: str
+    benchmark, corpus: Corpus, pack_options: PackOptions, document_order: np.ndarray, mode: str
 ) -> None:
     """``assembler.plan(order)`` for a shuffled order of the 20,000 documents, as the
     loader does at the start of every epoch."""
-    assembler = make_assembler(corpus, w2_options, mode)
+    assembler = make_assembler(corpus, pack_options, mode)
     plan = benchmark(assembler.plan, document_order)
     stream = corpus.num_tokens + corpus.num_rows
     if mode == "concat":
-        assert plan.num_blocks == stream // (w2_options.seq_len + 1)
+        assert plan.num_blocks == stream // (pack_options.seq_len + 1)
     else:
-        assert plan.num_blocks >= -(-stream // (w2_options.seq_len + 1))
+        assert plan.num_blocks >= -(-stream // (pack_options.seq_len + 1))
     benchmark.extra_info.update(documents=corpus.num_rows, num_blocks=plan.num_blocks)

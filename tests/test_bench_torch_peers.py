@@ -1,0 +1,57 @@
+"""The torch peers' W2 dataset (arrowloader.bench.torch_peers.MappedArrowBlocks) against the
+reference packer. (The W1 torch rows are checked with every W1 row in test_bench_pad.py.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from arrowloader import PackedDataset, reference
+from arrowloader.bench.torch_peers import MappedArrowBlocks
+from bench_corpora import W2, write_small_batches
+
+#: The shared fixtures (tiny corpora, an isolated cache) of tests/bench_corpora.py.
+pytest_plugins = ["bench_corpora"]
+
+
+def test_torch_blocks_equal_the_reference_packer(
+    small_corpus: Path, small_reference_blocks: list[dict[str, list]]
+) -> None:
+    """The torch peer's block i is the reference packer's concat block i over the
+    unshuffled stream, and PackedDataset(shuffle_documents=False)'s ds[i]."""
+    dataset = MappedArrowBlocks(small_corpus, W2.column, W2.seq_len, W2.eos_token_id)
+    packed = PackedDataset(
+        small_corpus, seq_len=W2.seq_len, eos_token_id=W2.eos_token_id, shuffle_documents=False,
+        return_position_ids=False, return_cu_seqlens=False,
+    )
+    assert len(dataset) == len(small_reference_blocks) == len(packed) > W2.batch_size
+    for i, want in enumerate(small_reference_blocks):
+        item = dataset[i]
+        assert item["input_ids"].dtype == torch.int64
+        assert item["input_ids"].tolist() == want["input_ids"], i
+        assert item["labels"].tolist() == want["labels"], i
+        assert torch.equal(item["input_ids"], packed[i]["input_ids"]), i
+        assert torch.equal(item["labels"], packed[i]["labels"]), i
+
+
+@pytest.mark.parametrize("seq_len", [1, 7, 64])
+def test_torch_blocks_across_record_batches(tmp_path: Path, seq_len: int) -> None:
+    """Blocks whose documents span several record batches (and empty documents)."""
+    rng = np.random.default_rng(seq_len)
+    documents = [
+        rng.integers(1, 1000, size=int(rng.choice([0, 1, 2, 9, 40, 150]))).tolist()
+        for _ in range(200)
+    ]
+    corpus = write_small_batches(tmp_path / "chunks.arrow", documents, 7)
+    dataset = MappedArrowBlocks(corpus, "input_ids", seq_len, 5)
+    want = reference.pack_concat(documents, seq_len, 5)
+    assert len(dataset) == len(want)
+    for i, row in enumerate(want):
+        block = dataset.block(i)
+        assert block[:-1].tolist() == row["input_ids"], i
+        assert block[1:].tolist() == row["labels"], i
+    with pytest.raises(IndexError):
+        dataset.block(len(dataset))
