@@ -20,14 +20,14 @@ import torch.profiler
 
 def add_common_arguments(parser: argparse.ArgumentParser, steps: int) -> None:
     """The options both examples take: run length, model size, device, logging, profile."""
-    parser.add_argument("--steps", type=int, default=steps)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=steps, help="optimizer steps")
+    parser.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate")
+    parser.add_argument("--seed", type=int, default=0, help="seeds data order and weights")
     parser.add_argument("--docs", type=int, default=20_000, help="synthetic corpus size")
     parser.add_argument("--width", type=int, default=128, help="model width")
     parser.add_argument("--layers", type=int, default=2, help="transformer blocks")
     parser.add_argument("--device", help="default: cuda when available, else cpu")
-    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--log-every", type=int, default=50, help="steps between log lines")
     parser.add_argument("--profile", metavar="TRACE_JSON", help="write a torch.profiler trace")
 
 

@@ -93,12 +93,16 @@ class EncoderClassifier(nn.Module):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", help="corpus (any source TokenDataset accepts)")
-    parser.add_argument("--label-column", default="label")
+    parser.add_argument(
+        "--label-column", default="label", help="int column holding each document's class"
+    )
     parser.add_argument("--vocab", type=int, default=1024, help="vocabulary size of the model")
     parser.add_argument("--max-length", type=int, default=256, help="truncation length")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="documents per batch")
     add_common_arguments(parser, steps=200)
     args = parser.parse_args()
 
@@ -110,7 +114,11 @@ def main() -> None:
         make_labelled_corpus(data, args.docs, args.vocab, args.seed)
 
     dataset = arrowloader.TokenDataset(
-        data, label_column=args.label_column, max_length=args.max_length, pad_token_id=PAD
+        data,
+        label_column=args.label_column,
+        max_length=args.max_length,
+        pad_token_id=PAD,
+        vocab_size=args.vocab,  # an id the embedding cannot hold is an error, not a crash
     )
     loader = arrowloader.DataLoader(
         dataset,

@@ -65,14 +65,18 @@ class TinyGPT(nn.Module):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", help="corpus (any source PackedDataset accepts)")
     parser.add_argument("--vocab", type=int, default=512, help="vocabulary size of the model")
     parser.add_argument("--eos", type=int, default=0, help="EOS token id")
-    parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--checkpoint", default="pretrain-ckpt.pt")
-    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--seq-len", type=int, default=256, help="tokens per packed block")
+    parser.add_argument("--batch-size", type=int, default=8, help="blocks per batch")
+    parser.add_argument("--checkpoint", default="pretrain-ckpt.pt", help="where to save state")
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=100, help="steps between checkpoints"
+    )
     parser.add_argument("--resume", help="checkpoint to continue from")
     add_common_arguments(parser, steps=300)
     args = parser.parse_args()
@@ -84,7 +88,10 @@ def main() -> None:
         data = Path(tempfile.mkdtemp(prefix="arrowloader-pretrain-")) / "corpus.arrow"
         make_corpus(data, num_docs=args.docs, seed=args.seed, vocab_size=args.vocab)
 
-    dataset = arrowloader.PackedDataset(data, seq_len=args.seq_len, eos_token_id=args.eos)
+    # vocab_size: an id the embedding cannot hold is an error naming its row, not a crash.
+    dataset = arrowloader.PackedDataset(
+        data, seq_len=args.seq_len, eos_token_id=args.eos, vocab_size=args.vocab
+    )
     loader = arrowloader.DataLoader(
         dataset,
         batch_size=args.batch_size,

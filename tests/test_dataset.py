@@ -4,8 +4,12 @@ stats, pickling and dtypes."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import pickle
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +23,10 @@ from arrowloader import TokenDataset, reference
 from conftest import (
     TOKEN_TYPES,
     as_lists,
+    free_port,
     pyarrow_rows,
     random_documents,
+    write_ipc,
     write_tokens,
 )
 from hypothesis import HealthCheck, given, settings
@@ -74,7 +80,8 @@ def cases(draw: st.DrawFn) -> Case:
         ),
         "pad_to_multiple_of": draw(st.sampled_from([None, 1, 2, 3, 5, 8])),
         "padding_side": draw(st.sampled_from(["right", "left"])),
-        "pad_token_id": draw(st.integers(0, 8) | st.integers(limit.min, limit.max)),
+        # Negative ids are refused (test_negative_ids_are_refused).
+        "pad_token_id": draw(st.integers(0, 8) | st.integers(0, limit.max)),
         "return_attention_mask": draw(st.booleans()),
         "causal_labels": target == "causal",
         "label_column": "label" if target == "label_column" else None,
@@ -420,3 +427,161 @@ def test_columns_refuse_chunks_once_an_assembler_reads_them() -> None:
     with pytest.raises(RuntimeError, match="frozen"):
         labels.add_chunk(*pa.array([8], pa.int64()).__arrow_c_array__(), "f", 1)
     assert tokens.num_rows == 1 and labels.num_rows == 1
+
+
+# --------------------------------------------------------------------------- ranks
+# Under torch.distributed (or with rank / world_size), each rank takes the share of every
+# epoch that torch's DistributedSampler gives it; the oracle is DistributedSampler itself.
+
+
+def _rows_corpus(path: Path, n: int) -> Path:
+    rng = np.random.default_rng(n)
+    documents = [rng.integers(1, 300, size=int(k)).tolist() for k in rng.integers(1, 12, n)]
+    write_ipc(
+        path,
+        {
+            "input_ids": pa.array(documents, type=pa.list_(pa.int32())),
+            "row": pa.array(range(n), type=pa.int64()),
+        },
+    )
+    return path
+
+
+def _sampler_batches(
+    ds: TokenDataset, rank: int, world: int, *, epoch: int, seed: int, drop_last: bool,
+    shuffle: bool = True,
+) -> list[list[int]]:
+    """Rows of each batch torch's DataLoader over DistributedSampler gives this rank."""
+    sampler = torch.utils.data.DistributedSampler(
+        ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+    )
+    sampler.set_epoch(epoch)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=4, sampler=sampler, drop_last=drop_last, collate_fn=ds.collate
+    )
+    return [batch["labels"].tolist() for batch in loader]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_ranks_take_distributed_samplers_shares(
+    tmp_path: Path, world: int, drop_last: bool, shuffle: bool
+) -> None:
+    path = _rows_corpus(tmp_path / "rows.arrow", 23)
+    seen: list[int] = []
+    for rank in range(world):
+        ds = TokenDataset(path, label_column="row", rank=rank, world_size=world)
+        loader = arrowloader.DataLoader(
+            ds, batch_size=4, shuffle=shuffle, drop_last=drop_last,
+            generator=torch.Generator().manual_seed(6),
+        )
+        assert loader.native
+        # One process follows the loader's own sampler, exactly as torch's loader does.
+        single = torch.utils.data.DataLoader(
+            ds, batch_size=4, shuffle=shuffle, drop_last=drop_last, collate_fn=ds.collate,
+            generator=torch.Generator().manual_seed(6),
+        )
+        for epoch in range(2):  # the loader counts its own epochs
+            got = [batch["labels"].tolist() for batch in loader]
+            if world == 1:
+                want = [batch["labels"].tolist() for batch in single]
+            else:
+                want = _sampler_batches(
+                    ds, rank, world, epoch=epoch, seed=6, drop_last=drop_last, shuffle=shuffle
+                )
+            assert got == want
+            assert len(loader) == len(want)
+            if epoch == 0:
+                seen += [row for batch in got for row in batch]
+    if drop_last:
+        assert len(seen) == len(set(seen))  # nothing twice
+    else:  # everything, the repeats being the order's first samples
+        assert set(seen) == set(range(23))
+        assert len(seen) == -(-23 // world) * world
+
+
+def test_a_rank_split_loader_resumes_exactly_and_refuses_another_world_size(
+    tmp_path: Path,
+) -> None:
+    path = _rows_corpus(tmp_path / "rows.arrow", 40)
+    ds = TokenDataset(path, label_column="row", rank=1, world_size=3)
+
+    def make(threads: int) -> arrowloader.DataLoader:
+        return arrowloader.DataLoader(
+            ds, batch_size=4, shuffle=True, num_workers=threads,
+            generator=torch.Generator().manual_seed(2),
+        )
+
+    loader = make(1)
+    list(loader)  # epoch 0
+    it = iter(loader)
+    first = [next(it)["labels"].tolist() for _ in range(2)]
+    state = loader.state_dict()
+    assert (state["epoch"], state["batches"], state["world_size"], state["seed"]) == (1, 2, 3, 2)
+    fresh = make(3)
+    fresh.load_state_dict(state)
+    rest = [batch["labels"].tolist() for batch in fresh]
+    assert first + rest == _sampler_batches(ds, 1, 3, epoch=1, seed=2, drop_last=False)
+    other = TokenDataset(path, label_column="row", rank=0, world_size=2)
+    with pytest.raises(ValueError, match="taken on 3 ranks, this run has 2"):
+        arrowloader.DataLoader(
+            other, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(2)
+        ).load_state_dict(state)
+    with pytest.raises(ValueError, match="seed 2, this loader shuffles with 5"):
+        arrowloader.DataLoader(
+            ds, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(5)
+        ).load_state_dict(state)
+
+
+def test_set_epoch_pins_a_rank_split_epoch_and_a_users_sampler_is_not_split_again(
+    tmp_path: Path,
+) -> None:
+    path = _rows_corpus(tmp_path / "rows.arrow", 30)
+    ds = TokenDataset(path, label_column="row", rank=0, world_size=2)
+    ds.set_epoch(4)
+    loader = arrowloader.DataLoader(ds, batch_size=4, shuffle=True)
+    for _ in range(2):  # pinned: the same epoch every pass, as DistributedSampler's
+        assert [b["labels"].tolist() for b in loader] == _sampler_batches(
+            ds, 0, 2, epoch=4, seed=0, drop_last=False
+        )
+    with pytest.raises(ValueError, match="epoch must be a non-negative int"):
+        ds.set_epoch(-1)
+    sampler = torch.utils.data.DistributedSampler(ds, num_replicas=2, rank=0, seed=1)
+    own = arrowloader.DataLoader(ds, batch_size=4, sampler=sampler)
+    assert own.native
+    expected = torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, collate_fn=ds.collate)
+    assert [b["labels"].tolist() for b in own] == [b["labels"].tolist() for b in expected]
+    with pytest.raises(ValueError, match="pass both rank and world_size"):
+        TokenDataset(path, rank=0)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_torchrun_ranks_split_a_token_dataset(tmp_path: Path, world: int, drop_last: bool) -> None:
+    """Real processes under torchrun (gloo, CPU), no explicit rank: each gets
+    DistributedSampler's share, and together they see every row once per epoch (or the
+    repeats DistributedSampler pads with)."""
+    path = _rows_corpus(tmp_path / "rows.arrow", 29)
+    script = Path(__file__).with_name("distributed_token.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world}",
+         f"--master_port={free_port()}", str(script), str(tmp_path), str(path),
+         "1" if drop_last else "0"],
+        capture_output=True, text=True, timeout=180, env=env,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    outputs = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in range(world)]
+    probe = TokenDataset(path, label_column="row")
+    for rank, output in enumerate(outputs):
+        assert output["world_size"] == world
+        for epoch, got in enumerate(output["epochs"]):
+            want = _sampler_batches(probe, rank, world, epoch=epoch, seed=23, drop_last=drop_last)
+            assert got == want
+        assert output["len"] == len(output["epochs"][0])
+    rows = [r for o in outputs for batch in o["epochs"][0] for r in batch]
+    if drop_last:
+        assert len(rows) == len(set(rows))
+    else:
+        assert set(rows) == set(range(29))

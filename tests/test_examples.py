@@ -3,6 +3,7 @@ write a profiler trace when asked, and resume from their own checkpoints."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -75,3 +76,47 @@ def test_finetune_reports_and_profiles(tmp_path: Path) -> None:
     assert "step    12" in out and "accuracy" in out
     assert_feed_report(out, 12)
     assert_trace(trace)
+
+
+def test_each_example_help_shows_its_whole_description() -> None:
+    """``--help`` of every runnable example shows its docstring whole: complete
+    sentences, the usage lines and their comments, not a first line cut mid-sentence."""
+    scripts = [path for path in sorted(EXAMPLES.glob("*.py"))
+               if "ArgumentParser(" in path.read_text()]
+    assert {path.name for path in scripts} >= {"finetune.py", "pretrain.py"}
+    for path in scripts:
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+        assert doc is not None, path.name
+        help_text = run_example(path.name, "--help")
+        assert doc.strip() in help_text, path.name  # line breaks kept as written
+        description = help_text[help_text.index(doc.split()[0]):]
+        first_paragraph = description.split("\n\n")[0]
+        assert first_paragraph.rstrip().endswith("."), (path.name, first_paragraph)
+
+
+def test_each_example_refuses_ids_beyond_its_vocabulary(tmp_path: Path) -> None:
+    """Both examples pass their model's ``--vocab`` to the dataset, so a corpus holding an
+    id the embedding cannot hold stops with an error naming the file and the id, before
+    any step (torch's embedding would raise an IndexError mid-step, or read out of bounds
+    on CUDA)."""
+    import pyarrow as pa
+
+    corpus = tmp_path / "wide.arrow"
+    ids = pa.array([[5, 6, 7, 8] * 20, [9, 700, 10, 11] * 20], type=pa.list_(pa.int32()))
+    table = pa.table({"input_ids": ids, "label": pa.array([0, 1], type=pa.int64())})
+    with pa.OSFile(str(corpus), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    for script, args in (
+        ("pretrain.py", ("--seq-len", "16", "--batch-size", "2", "--checkpoint",
+                         str(tmp_path / "ckpt.pt"))),
+        ("finetune.py", ("--max-length", "64", "--batch-size", "2")),
+    ):
+        result = subprocess.run(
+            [sys.executable, str(EXAMPLES / script), "--data", str(corpus), "--vocab", "512",
+             "--steps", "2", "--width", "16", *args],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode != 0, (script, result.stdout)
+        message = result.stderr.strip().splitlines()[-1]
+        assert "700" in message and "wide.arrow" in message and "512" in message, (
+            script, result.stderr[-2000:])

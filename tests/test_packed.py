@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,10 +23,11 @@ import pyarrow as pa
 import pytest
 import torch
 from arrowloader import _C, PackedDataset, reference
-from arrowloader.loader import STATE_FORMAT
+from arrowloader.native import STATE_FORMAT
 from conftest import (
     INT32,
     TOKEN_TYPES,
+    free_port,
     pyarrow_rows,
     random_documents,
     write_corpus,
@@ -212,7 +212,8 @@ def pack_cases(draw: st.DrawFn) -> PackCase:
     cuts = draw(st.lists(st.integers(0, len(documents)), max_size=2))
     dtype = draw(st.sampled_from([torch.int64, torch.int32]))
     limit = torch.iinfo(dtype)
-    special = st.one_of(st.integers(0, 9), st.just(50256), st.integers(limit.min, limit.max))
+    # Ids the dataset writes are refused below 0 (test_negative_ids_are_refused).
+    special = st.one_of(st.integers(0, 9), st.just(50256), st.integers(0, limit.max))
     options = {
         "seq_len": seq_len,
         "eos_token_id": draw(special),
@@ -616,7 +617,7 @@ def test_rank_share_of_a_global_batch(ranks_corpus: tuple[list[Path], list[list[
 
 # --------------------------------------------------------------------------- grouped jobs
 # Without pinning, the loader has one native job write several consecutive batches
-# (arrowloader.packed.GROUP_BATCHES); each batch must still be exactly the reference's.
+# (arrowloader.native.GROUP_BATCHES); each batch must still be exactly the reference's.
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
@@ -1002,12 +1003,6 @@ def test_load_state_rejects_non_dict(resume_corpus: list[Path]) -> None:
 
 
 # --------------------------------------------------------------------------- torchrun
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_torchrun_two_ranks_disjoint_and_complete(ranks_corpus: tuple[list[Path], list[list[int]]],

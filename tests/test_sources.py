@@ -1,23 +1,21 @@
-"""Opening corpora (sources.py, corpus.py): every kind of source, every token column type,
-compared row by row with pyarrow reading the same files; zero-copy and resource release."""
+"""Finding corpus files (sources.py): every kind of source (a file, a folder, globs, lists,
+datasets save_to_disk folders), compared row by row with pyarrow reading the same
+files."""
 
 from __future__ import annotations
 
-import gc
 import json
-import os
+import shutil
 from pathlib import Path
+from typing import Any
 
-import arrowloader
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
-from arrowloader import CorpusFileError, TokenDataset
+from arrowloader import CorpusFileError, CorpusFormatError, DataLoader, PackedDataset, TokenDataset
+from arrowloader.corpus import MEMORY_NAME
 from conftest import (
-    TOKEN_TYPES,
     WrittenCorpus,
-    pyarrow_batches,
     pyarrow_rows,
     random_documents,
     write_corpus,
@@ -28,64 +26,6 @@ from conftest import (
 def dataset_rows(ds: TokenDataset) -> list[list[int]]:
     """Every document of ``ds`` through ``ds[i]``."""
     return [ds[i]["input_ids"].tolist() for i in range(len(ds))]
-
-
-def loader_rows(ds: TokenDataset) -> list[list[int]]:
-    """Every document of ``ds`` through the native loader (no truncation, right padding)."""
-    rows = []
-    for batch in arrowloader.DataLoader(ds, batch_size=4, num_workers=2):
-        for ids, mask in zip(batch["input_ids"], batch["attention_mask"]):
-            rows.append(ids[mask.bool()].tolist())
-    return rows
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def mappings_of(paths: list[Path]) -> int:
-    """Lines of /proc/self/maps that map one of ``paths``."""
-    names = {str(p.resolve()) for p in paths}
-    with open("/proc/self/maps") as maps:
-        return sum(1 for line in maps if line.split(maxsplit=5)[-1].strip() in names)
-
-
-@pytest.mark.parametrize("large", [False, True], ids=["list", "large_list"])
-@pytest.mark.parametrize("type_name", sorted(TOKEN_TYPES))
-def test_token_types_match_pyarrow(
-    tmp_path: Path, rng: np.random.Generator, type_name: str, large: bool
-) -> None:
-    value_type = TOKEN_TYPES[type_name]
-    high = {"int32": 2**31 - 1, "int64": 2**62, "uint16": 2**16 - 1, "uint32": 2**32 - 1}
-    documents = random_documents(rng, 60, max_tokens=30)
-    # Ids spread over the whole value range, extremes included.
-    documents[3] = [0, high[type_name], 1, high[type_name] - 1]
-    if type_name.startswith("int"):
-        documents[25] = [-1, -high[type_name] - 1, 7]
-    # Three files (IPC file, stream, file), each split into several record batches.
-    parts = [(0, 20, False, 4), (20, 45, True, 5), (45, 60, False, 3)]
-    paths = [
-        write_tokens(
-            tmp_path / f"part-{k}.arrow",
-            documents[begin:end],
-            value_type=value_type,
-            large=large,
-            num_batches=num_batches,
-            stream=stream,
-        )
-        for k, (begin, end, stream, num_batches) in enumerate(parts)
-    ]
-    expected = pyarrow_rows(paths)
-    assert expected == documents  # the files hold what we meant to write
-    assert all(len(pyarrow_batches(p)) >= 3 for p in paths)
-
-    ds = TokenDataset(tmp_path)
-    assert [f.format for f in ds.corpus.files] == ["file", "stream", "file"]
-    assert len(ds) == len(expected)
-    assert dataset_rows(ds) == expected
-    assert ds.lengths.tolist() == [len(row) for row in expected]
-    assert ds.stats()["tokens"] == sum(len(row) for row in expected)
-    assert loader_rows(ds) == expected
 
 
 def test_single_ipc_file_with_other_columns(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -154,19 +94,29 @@ def test_list_of_paths_keeps_its_order(tmp_path: Path, corpus: WrittenCorpus) ->
     assert dataset_rows(ds) == expected
 
 
-def test_corpus_documents_and_labels(corpus: WrittenCorpus) -> None:
-    ds = TokenDataset(corpus.paths[0].parent, label_column="label")
-    assert dataset_rows(ds) == corpus.documents
-    assert [int(ds[i]["labels"]) for i in range(len(ds))] == pyarrow_rows(corpus.paths, "label")
-    assert ds.corpus.num_rows == len(corpus.documents)
-    assert ds.corpus.num_tokens == sum(len(d) for d in corpus.documents)
-
-
-def test_zero_row_file(tmp_path: Path) -> None:
-    path = write_tokens(tmp_path / "empty-table.arrow", [], num_batches=1)
-    ds = TokenDataset(path)
-    assert len(ds) == 0
-    assert list(arrowloader.DataLoader(ds, batch_size=3)) == []
+def test_a_leading_tilde_is_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator, prepared: Path
+) -> None:
+    """``~`` expands in every kind of path source, as in a shell; a prepared folder named
+    so is still read with its manifest."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    paths = [write_tokens(tmp_path / "data" / f"{k}.arrow", random_documents(rng, 4 + k))
+             for k in range(3)]
+    shutil.copytree(prepared, tmp_path / "prepared")
+    cases = {
+        "~/data/0.arrow": paths[:1],
+        "~/data": paths,
+        "~/data/*.arrow": paths,
+        "~/**/1.arrow": paths[1:2],
+    }
+    for source, expected in cases.items():
+        assert [f.path for f in TokenDataset(source).corpus.files] == expected, source
+    ds = TokenDataset(["~/data/2.arrow", Path("~/data/0.arrow")])
+    assert [f.path for f in ds.corpus.files] == [paths[2], paths[0]]
+    assert dataset_rows(ds) == pyarrow_rows([paths[2], paths[0]])
+    from_home = TokenDataset(Path("~/prepared"))
+    assert from_home.corpus.manifest is not None
+    assert dataset_rows(from_home) == dataset_rows(TokenDataset(prepared))
 
 
 def test_hugging_face_save_to_disk(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -201,6 +151,132 @@ def test_hugging_face_save_to_disk(tmp_path: Path, rng: np.random.Generator) -> 
     assert dataset_rows(ds) != documents
 
 
+def hf_token_dataset(datasets: Any, documents: list[list[int]]) -> Any:
+    """A ``datasets.Dataset`` in memory of ``documents`` (int32 ids), a label per row and
+    a text column arrowloader does not read."""
+    features = datasets.Features({
+        "input_ids": datasets.List(datasets.Value("int32")),
+        "label": datasets.Value("int64"),
+        "text": datasets.Value("string"),
+    })
+    return datasets.Dataset.from_dict(
+        {"input_ids": documents, "label": list(range(len(documents))),
+         "text": [f"doc {i}" for i in range(len(documents))]},
+        features=features,
+    )
+
+
+def test_datasets_dataset_and_pyarrow_table_in_memory(rng: np.random.Generator) -> None:
+    """A ``datasets.Dataset`` built in memory and a ``pyarrow.Table`` are sources: rows
+    and labels as the library itself gives them."""
+    datasets = pytest.importorskip("datasets")
+    hf = hf_token_dataset(datasets, random_documents(rng, 40, max_tokens=12))
+    ds = TokenDataset(hf, label_column="label")
+    assert dataset_rows(ds) == hf["input_ids"]
+    assert [int(ds[i]["labels"]) for i in range(len(ds))] == hf["label"]
+    assert [str(f.path) for f in ds.corpus.files] == [MEMORY_NAME]
+
+    table = pa.concat_tables([hf.data.table.slice(0, 15), hf.data.table.slice(15)])
+    assert table.column("input_ids").num_chunks == 2
+    ds = TokenDataset(table, label_column="label")
+    assert dataset_rows(ds) == table.column("input_ids").to_pylist()
+    batch = next(iter(DataLoader(ds, batch_size=40)))
+    assert batch["labels"].tolist() == table.column("label").to_pylist()
+
+
+def test_datasets_dataset_on_disk_is_read_from_its_files_in_place(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """``load_from_disk``'s dataset (and one ``.map()`` wrote, or with a column removed)
+    is read from the Arrow files it maps, in their order, not copied into memory."""
+    datasets = pytest.importorskip("datasets")
+    documents = random_documents(rng, 60, max_tokens=12)
+    hf_token_dataset(datasets, documents).save_to_disk(str(tmp_path / "hf"), num_shards=3)
+    loaded = datasets.load_from_disk(str(tmp_path / "hf"))
+    ds = TokenDataset(loaded, label_column="label")
+    files = [Path(entry["filename"]) for entry in loaded.cache_files]
+    assert len(files) == 3
+    assert [f.path for f in ds.corpus.files] == files
+    assert all(f.identity is not None for f in ds.corpus.files)  # files, not bytes
+    assert dataset_rows(ds) == loaded["input_ids"] == documents
+
+    doubled = loaded.map(lambda row: {"input_ids": row["input_ids"] * 2})
+    ds = TokenDataset(doubled)
+    assert [f.path for f in ds.corpus.files] == [Path(doubled.cache_files[0]["filename"])]
+    assert dataset_rows(ds) == [d * 2 for d in documents]
+    assert dataset_rows(TokenDataset(loaded.remove_columns(["text", "label"]))) == documents
+    twice = datasets.concatenate_datasets([loaded, loaded])
+    assert dataset_rows(TokenDataset(twice)) == documents * 2
+
+    packed = PackedDataset(loaded, seq_len=8, eos_token_id=0, shuffle_documents=False)
+    assert [f.path for f in packed.corpus.files] == files
+
+
+def test_datasets_dataset_with_an_indices_mapping_is_refused_with_the_fix(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """``shuffle``, ``select`` and ``filter`` leave the table as it was and add an indices
+    mapping; reading the table would silently give the old order, so it is refused, and
+    the fixes the message names give the dataset's own order."""
+    datasets = pytest.importorskip("datasets")
+    documents = random_documents(rng, 30, max_tokens=12)
+    hf_token_dataset(datasets, documents).save_to_disk(str(tmp_path / "hf"))
+    loaded = datasets.load_from_disk(str(tmp_path / "hf"))
+    data_file = loaded.cache_files[0]["filename"]
+    in_memory = hf_token_dataset(datasets, documents)
+    refused = {
+        "shuffle": loaded.shuffle(seed=3),
+        "select": loaded.select([5, 1, 2]),
+        "filter": loaded.filter(lambda row: row["label"] % 2 == 0),
+        "shuffle in memory": in_memory.shuffle(seed=3),
+    }
+    for what, hf in refused.items():
+        with pytest.raises(CorpusFormatError) as info:
+            TokenDataset(hf)
+        message = str(info.value)
+        assert "indices mapping" in message, what
+        assert "flatten_indices()" in message and "save_to_disk('FOLDER')" in message
+        assert "DataLoader(shuffle=True)" in message
+        if what != "shuffle in memory":
+            assert data_file in message and info.value.path == data_file
+
+    shuffled = refused["shuffle"]
+    assert shuffled["input_ids"] != documents
+    assert dataset_rows(TokenDataset(shuffled.flatten_indices())) == shuffled["input_ids"]
+    shuffled.save_to_disk(str(tmp_path / "shuffled"))
+    assert dataset_rows(TokenDataset(tmp_path / "shuffled")) == shuffled["input_ids"]
+    memory_shuffled = refused["shuffle in memory"].flatten_indices()
+    assert dataset_rows(TokenDataset(memory_shuffled)) == memory_shuffled["input_ids"]
+
+
+def test_datasets_dataset_changed_in_memory_from_its_files_is_refused(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """A slice (``select(range(...))`` makes no indices mapping) or a renamed column
+    changes the rows or columns in memory only: the file is not read in their place."""
+    datasets = pytest.importorskip("datasets")
+    documents = random_documents(rng, 30, max_tokens=12)
+    hf_token_dataset(datasets, documents).save_to_disk(str(tmp_path / "hf"))
+    loaded = datasets.load_from_disk(str(tmp_path / "hf"))
+    data_file = loaded.cache_files[0]["filename"]
+    for hf, column in [(loaded.select(range(10)), "input_ids"),
+                       (loaded.rename_column("input_ids", "ids"), "ids")]:
+        with pytest.raises(CorpusFormatError) as info:
+            TokenDataset(hf, column=column)
+        assert data_file in str(info.value) and "save_to_disk('FOLDER')" in str(info.value)
+    sliced = loaded.select(range(10))
+    sliced.save_to_disk(str(tmp_path / "sliced"))
+    assert dataset_rows(TokenDataset(tmp_path / "sliced")) == documents[:10]
+
+    with pytest.raises(CorpusFormatError, match=r"column 'tokens' not found") as info:
+        TokenDataset(loaded, column="tokens")
+    assert info.value.column == "tokens" and "'input_ids'" in str(info.value)
+    with pytest.raises(CorpusFormatError, match=r"column 'tokens' not found"):
+        TokenDataset(loaded.data.table, column="tokens")
+    with pytest.raises(TypeError, match=r"DatasetDict with splits \['train'\]"):
+        TokenDataset(datasets.DatasetDict({"train": loaded}))
+
+
 def test_hugging_face_dataset_dict_names_its_splits(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
     split = datasets.Dataset.from_dict({"input_ids": [[1, 2], [3]]})
@@ -224,57 +300,3 @@ def test_save_to_disk_state_naming_a_file_outside_the_folder(tmp_path: Path) -> 
         TokenDataset(folder)
 
 
-def test_file_descriptors_are_closed_after_open(tmp_path: Path, rng: np.random.Generator) -> None:
-    corpus = write_corpus(tmp_path, rng, docs_per_file=(5, 6, 7, 8, 9))
-    before = open_fds()
-    ds = TokenDataset(corpus.paths)
-    assert open_fds() == before
-    assert dataset_rows(ds) == corpus.documents
-    assert open_fds() == before
-
-
-def test_files_are_mapped_while_open_and_unmapped_after(
-    tmp_path: Path, rng: np.random.Generator
-) -> None:
-    corpus = write_corpus(tmp_path, rng, docs_per_file=(5, 6, 7, 8, 9))
-    assert mappings_of(corpus.paths) == 0
-    ds = TokenDataset(corpus.paths)
-    gc.collect()  # the Python-side file objects and readers are gone
-    assert mappings_of(corpus.paths) >= len(corpus.paths)
-    assert loader_rows(ds) == corpus.documents
-    del ds
-    gc.collect()
-    assert mappings_of(corpus.paths) == 0
-
-
-@pytest.mark.parametrize("stream", [False, True], ids=["file", "stream"])
-def test_tokens_are_read_in_place(tmp_path: Path, stream: bool) -> None:
-    """Bytes changed in the file after opening show through: nothing was copied at open."""
-    marker = [1_000_001, 1_000_002, 1_000_003, 1_000_004]
-    documents = [[5, 6], [7], marker, [8, 9, 10]]
-    path = write_tokens(tmp_path / "c.arrow", documents, num_batches=2, stream=stream)
-    ds = TokenDataset(path)
-    assert ds[2]["input_ids"].tolist() == marker
-    gc.collect()
-
-    # Overwrite the marker's bytes in place (same inode, same size), wherever pyarrow's
-    # writer put copies of them.
-    data = path.read_bytes()
-    pattern = np.array(marker, dtype=np.int32).tobytes()
-    replacement = [42, 43, 44, 45]
-    assert pattern in data
-    before = os.stat(path)
-    with open(path, "r+b") as f:
-        at = data.find(pattern)
-        while at >= 0:
-            f.seek(at)
-            f.write(np.array(replacement, dtype=np.int32).tobytes())
-            at = data.find(pattern, at + 1)
-    # Set the mtime back, or the loader's epoch check would (rightly) refuse the file
-    # (tests/test_bad_corpora.py); this test is about reading in place.
-    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-
-    assert ds[2]["input_ids"].tolist() == replacement
-    (batch,) = list(arrowloader.DataLoader(ds, batch_size=4))
-    assert batch["input_ids"][2].tolist() == replacement
-    assert torch.equal(batch["input_ids"][0, :2], torch.tensor([5, 6]))

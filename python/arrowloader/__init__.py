@@ -6,12 +6,13 @@ batches on native threads for it; ``CUDAPrefetcher`` copies them to the GPU ahea
 the training step.
 """
 
-from arrowloader import errors, synthetic
+from arrowloader import _C, errors, synthetic
 from arrowloader.corpus import Corpus
 from arrowloader.dataset import TokenDataset
 from arrowloader.errors import (
     ArrowLoaderError,
     CorpusChangedError,
+    CorpusError,
     CorpusFileError,
     CorpusFormatError,
     LoaderClosedError,
@@ -23,13 +24,15 @@ from arrowloader.mixed import MixedDataset
 from arrowloader.packed import PackedDataset
 from arrowloader.prefetch import CUDAPrefetcher
 
-__version__ = "0.1.0"
+#: The version pyproject.toml gives, built into the extension (one source for both).
+__version__: str = _C.__version__
 
 __all__ = [
     "ArrowLoaderError",
     "CUDAPrefetcher",
     "Corpus",
     "CorpusChangedError",
+    "CorpusError",
     "CorpusFileError",
     "CorpusFormatError",
     "DataLoader",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -13,32 +13,65 @@ import torch
 from torch.utils.data import Dataset
 
 from arrowloader import _C
-from arrowloader.buffers import NUMPY_DTYPES, output_buffers
+from arrowloader.buffers import NUMPY_DTYPES
 from arrowloader.corpus import Corpus, check_vocab_size
 from arrowloader.corpus_index import IndexCacheOption
 from arrowloader.manifest import check_ids_in_vocabulary
-from arrowloader.plan import EpochPlan
+from arrowloader.native import (
+    IGNORE_INDEX,
+    Batch,
+    EpochStart,
+    Item,
+    LoaderSettings,
+    Position,
+)
+from arrowloader.padded_epoch import (
+    PaddedEpoch,
+    RankSplitEpoch,
+    SamplerEpoch,
+    check_split_state,
+    check_token_state,
+    finish_batch,
+    sampling_generators,
+)
+from arrowloader.ranks import rank_share, resolve_distributed
 from arrowloader.sources import Source
+from arrowloader.vocabulary import (
+    TokenizerLike,
+    check_token_id,
+    manifest_facts,
+    resolve_facts,
+    tokenizer_facts,
+)
 
 logger = logging.getLogger("arrowloader")
 
-#: Label value on padded positions (ignored by torch.nn.functional.cross_entropy).
-IGNORE_INDEX = -100
-#: Batches the DataLoader has one native job write (pageable outputs). Each job costs a
-#: submission, thread wake-ups and Python bookkeeping, which for W2's batches (8 x 2048
-#: tokens, ~25 us of native work) took about as long as the work itself; a seq_len=16 loop
-#: ran at 13 us a batch. Four batches per job took W2 here from ~32 to ~23 us a batch.
-GROUP_BATCHES = 4
+#: The per-token columns a Hugging Face tokenizer writes beside ``input_ids``, carried
+#: when present (``extra_columns=None``), with the value their padding takes.
+HF_TOKEN_COLUMNS = {"token_type_ids": 0, "attention_mask": 0}
+
+
+@dataclass(frozen=True)
+class ExtraColumn:
+    """A per-token column padded beside ``input_ids``: the batch key it becomes, its pad
+    value and the native assembler that pads it (same truncation and padding)."""
+
+    output: str
+    pad: int
+    assembler: Any
 
 #: TokenDataset arguments that go to the Corpus, not onto the dataset's attributes.
-_CORPUS_ARGS = ("source", "require_end_of_stream", "index_cache", "mmap", "vocab_size")
+_CORPUS_ARGS = (
+    "source", "require_end_of_stream", "index_cache", "mmap", "vocab_size", "rank", "world_size",
+    "tokenizer", "extra_columns",
+)
 #: Arguments that change how the files are read, never which batches a run gives: a
-#: loader state resumes across them.
-_READ_ONLY_ARGS = ("source", "dtype", "index_cache", "mmap", "vocab_size")
+#: loader state resumes across them. (``rank`` and ``world_size`` do change them: a state
+#: of a rank-split run records its world size itself.)
+_READ_ONLY_ARGS = (
+    "source", "dtype", "index_cache", "mmap", "vocab_size", "rank", "world_size", "tokenizer"
+)
 
-
-Item = dict[str, torch.Tensor]
-Batch = dict[str, torch.Tensor]
 
 
 class TokenDataset(Dataset):
@@ -46,7 +79,8 @@ class TokenDataset(Dataset):
 
     ``ds[i]`` is one truncated, unpadded document; batches are padded by ``ds.collate``
     or, much faster, by :class:`arrowloader.DataLoader`, which assembles whole batches on
-    native threads. Both give the same tensors.
+    native threads (the dataset implements :class:`arrowloader.native.NativeDataset`,
+    following the loader's own sampler). Both give the same tensors.
 
     Args:
         source: an Arrow IPC file or stream, a folder of them (sorted by name), a glob, a
@@ -55,7 +89,10 @@ class TokenDataset(Dataset):
             the manifest; ``pad_token_id`` must then be inside its vocabulary).
         column: the token column, ``list`` or ``large_list`` of int32, int64, uint16 or
             uint32.
-        label_column: an integer column returned as ``labels`` (int64 ``[B]``).
+        label_column: an integer column returned as ``labels`` (int64 ``[B]``), or a list
+            column of per-token labels (token classification), padded with -100 beside
+            ``input_ids`` as ``DataCollatorForTokenClassification`` pads them (``[B, L]`` of
+            the dataset's dtype).
         max_length: documents longer than this are truncated; the dropped tokens are
             counted in :meth:`stats`.
         truncation_side: ``"right"`` keeps the first ``max_length`` tokens, ``"left"``
@@ -64,7 +101,8 @@ class TokenDataset(Dataset):
             ``"max_length"`` to ``max_length``.
         pad_to_multiple_of: round the padded width up to a multiple of this.
         padding_side: ``"right"`` or ``"left"``.
-        pad_token_id: the id written on padded positions of ``input_ids``.
+        pad_token_id: the id written on padded positions of ``input_ids``. Default: the
+            tokenizer's pad id when ``tokenizer`` has one, else 0.
         return_attention_mask: add ``attention_mask`` (1 on tokens, 0 on padding).
         causal_labels: add ``labels`` = ``input_ids`` with -100 on every padded position
             (decided by length, never by comparing token values).
@@ -83,6 +121,34 @@ class TokenDataset(Dataset):
         vocab_size: if set, token ids outside ``[0, vocab_size)`` raise
             CorpusFormatError (naming file, column and row) when the batch or item
             holding them is made, instead of reaching an embedding lookup.
+        rank, world_size: this process's share of the run; default: from
+            ``torch.distributed`` when a process group is initialised, else 0 and 1.
+        tokenizer: a ``transformers`` tokenizer, a ``tokenizers.Tokenizer`` or the path of
+            a ``tokenizer.json``: ``pad_token_id`` and ``vocab_size`` default to its pad id
+            and its size (added tokens included).
+        extra_columns: per-token list columns (int8 .. int64 values, every row as long as
+            its tokens) carried into batches beside ``input_ids``, truncated and padded the
+            same way: name -> pad value. Default (None): the columns a Hugging Face
+            tokenizer writes, when the corpus has them: ``token_type_ids`` (padded with 0)
+            and ``attention_mask`` (padded with 0; a stored mask is the batch's mask, so pad
+            tokens a corpus was tokenized with, ``padding="max_length"``, stay masked, and
+            causal labels are -100 where it is 0). ``{}`` carries none.
+
+    ``vocab_size`` also defaults to the manifest's of a corpus written by ``arrowloader
+    prepare``. An argument that disagrees with the tokenizer or the manifest, or a
+    tokenizer that disagrees with the manifest, is refused with both values named.
+
+    Distributed runs: with more than one process and torch's stock sampler (``shuffle``
+    True or False, no custom ``sampler`` / ``batch_sampler``), each rank's
+    :class:`arrowloader.DataLoader` takes its own share of every epoch, exactly as
+    ``torch.utils.data.DistributedSampler(ds, world_size, rank, shuffle, seed,
+    drop_last=loader's drop_last)`` gives it: the epoch's order is drawn from ``seed +
+    epoch`` (``seed``: the loader's ``generator.initial_seed()``, else 0), so every rank
+    draws the same one; without ``drop_last`` the shares are made equal by repeating the
+    order's first samples, with it the tail is dropped. The epoch is the loader's count of
+    its passes, unless :meth:`set_epoch` pins it (as ``DistributedSampler.set_epoch``
+    does). A sampler of the user's own (a ``DistributedSampler`` among them) is followed
+    as it is, never split again.
 
     Every epoch of :class:`arrowloader.DataLoader` starts by checking that no file was
     replaced, cut short or rewritten since the open (:meth:`check_files`).
@@ -103,7 +169,7 @@ class TokenDataset(Dataset):
         padding: str = "longest",
         pad_to_multiple_of: Optional[int] = None,
         padding_side: str = "right",
-        pad_token_id: int = 0,
+        pad_token_id: Optional[int] = None,
         return_attention_mask: bool = True,
         causal_labels: bool = False,
         dtype: torch.dtype = torch.int64,
@@ -111,6 +177,10 @@ class TokenDataset(Dataset):
         index_cache: IndexCacheOption = None,
         mmap: bool = True,
         vocab_size: Optional[int] = None,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+        tokenizer: Optional[TokenizerLike] = None,
+        extra_columns: Optional[Mapping[str, int]] = None,
     ) -> None:
         self._args = dict(
             source=source,
@@ -129,6 +199,10 @@ class TokenDataset(Dataset):
             index_cache=index_cache,
             mmap=mmap,
             vocab_size=vocab_size,
+            rank=rank,
+            world_size=world_size,
+            tokenizer=tokenizer,
+            extra_columns=None if extra_columns is None else dict(extra_columns),
         )
         self._configure(announce_truncation=True)
 
@@ -137,7 +211,87 @@ class TokenDataset(Dataset):
         for name, value in self._args.items():
             if name not in _CORPUS_ARGS:
                 setattr(self, name, value)
+        resolve_distributed(self._args.get("rank"), self._args.get("world_size"))  # checks
+        self._pinned_epoch: Optional[int] = None
         self._open(announce_truncation)
+
+    def _padder(self, tokens: Any, labels: Any, pad: int) -> Any:
+        """A native assembler of ``tokens`` with this dataset's truncation and padding."""
+        return _C.PaddedBatchAssembler(
+            tokens,
+            labels,
+            max_length=-1 if self.max_length is None else self.max_length,
+            truncate_left=self.truncation_side == "left",
+            pad_left=self.padding_side == "left",
+            pad_to_max_length=self.padding == "max_length",
+            pad_to_multiple_of=self.pad_to_multiple_of or 0,
+            pad_token_id=pad,
+            label_pad_id=IGNORE_INDEX,
+        )
+
+    def _extra_columns(self) -> list[ExtraColumn]:
+        """The per-token columns the corpus read beside the tokens, as batch outputs."""
+        asked = self._args.get("extra_columns")
+        pads = HF_TOKEN_COLUMNS if asked is None else asked
+        extras = []
+        limit = torch.iinfo(self.dtype)
+        for name, values in self.corpus.list_columns.items():
+            if name == self.label_column:
+                output, pad = "labels", IGNORE_INDEX
+            else:
+                output, pad = name, pads[name]
+            if name == "attention_mask" and not self.return_attention_mask:
+                continue
+            if not isinstance(pad, int) or not limit.min <= pad <= limit.max:
+                raise ValueError(f"extra_columns: the pad value of {name!r} ({pad!r}) is not "
+                                 f"an integer that fits in {self.dtype}")
+            if output == "labels" and self.causal_labels:
+                raise ValueError("causal_labels=True and a per-token label_column both "
+                                 "produce 'labels'; choose one")
+            extras.append(ExtraColumn(output, pad, self._padder(values, None, pad)))
+        return extras
+
+    @property
+    def stored_attention_mask(self) -> bool:
+        """Whether batches carry the corpus's own ``attention_mask`` column."""
+        return any(extra.output == "attention_mask" for extra in self._extras)
+
+    def _take_token_facts(self) -> None:
+        """Resolves ``pad_token_id`` and ``vocab_size`` from the arguments, the tokenizer
+        and the manifest (see the class docstring), and keeps the results as arguments,
+        so that a pickled dataset reopens with them and no tokenizer."""
+        args = self._args
+        tokenizer = args.get("tokenizer")
+        facts = resolve_facts(
+            {"vocab_size": args.get("vocab_size"), "pad_token_id": args["pad_token_id"]},
+            None if tokenizer is None else tokenizer_facts(tokenizer),
+            manifest_facts(self.corpus.manifest, str(args["source"])),
+        )
+        vocab_size = facts["vocab_size"]
+        pad_token_id = 0 if facts["pad_token_id"] is None else facts["pad_token_id"]
+        check_ids_in_vocabulary(self.corpus.manifest, pad_token_id=pad_token_id)
+        check_token_id("pad_token_id", pad_token_id, vocab_size)
+        if vocab_size is not None:
+            self.corpus.tokens.vocab_size = check_vocab_size(vocab_size)
+        args.update(vocab_size=vocab_size, pad_token_id=pad_token_id, tokenizer=None)
+        self.pad_token_id = pad_token_id
+
+    @property
+    def rank(self) -> int:
+        """This process's rank (explicit, else torch.distributed's, else 0)."""
+        return resolve_distributed(self._args.get("rank"), self._args.get("world_size"))[0]
+
+    @property
+    def world_size(self) -> int:
+        """Processes sharing each epoch (explicit, else torch.distributed's, else 1)."""
+        return resolve_distributed(self._args.get("rank"), self._args.get("world_size"))[1]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pins the epoch whose order a rank-split loader plays (see the class docstring),
+        as ``DistributedSampler.set_epoch`` does; without it each loader counts its own."""
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        self._pinned_epoch = epoch
 
     def _open(self, announce_truncation: bool) -> None:
         self.corpus = Corpus(
@@ -148,19 +302,14 @@ class TokenDataset(Dataset):
             index_cache=self._args.get("index_cache"),
             mmap=self._args.get("mmap", True),
             vocab_size=self._args.get("vocab_size"),
+            list_columns=tuple(self._args.get("extra_columns") or ()),
+            optional_list_columns=(
+                tuple(HF_TOKEN_COLUMNS) if self._args.get("extra_columns") is None else ()
+            ),
         )
-        check_ids_in_vocabulary(self.corpus.manifest, pad_token_id=self.pad_token_id)
-        self._assembler = _C.PaddedBatchAssembler(
-            self.corpus.tokens,
-            self.corpus.labels,
-            max_length=-1 if self.max_length is None else self.max_length,
-            truncate_left=self.truncation_side == "left",
-            pad_left=self.padding_side == "left",
-            pad_to_max_length=self.padding == "max_length",
-            pad_to_multiple_of=self.pad_to_multiple_of or 0,
-            pad_token_id=self.pad_token_id,
-            label_pad_id=IGNORE_INDEX,
-        )
+        self._take_token_facts()
+        self._assembler = self._padder(self.corpus.tokens, self.corpus.labels, self.pad_token_id)
+        self._extras = self._extra_columns()
         self._np_dtype = NUMPY_DTYPES[self.dtype]
         # Tokens dropped in batches the native loader delivered (items count natively).
         self._truncated_in_batches = 0
@@ -183,11 +332,12 @@ class TokenDataset(Dataset):
     # Pickling by arguments: workers (fork or spawn) reopen and remap the files instead
     # of receiving the corpus through a pipe.
     def __getstate__(self) -> dict[str, Any]:
-        return {"args": self._args}
+        return {"args": self._args, "epoch": self._pinned_epoch}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._args = dict(state["args"])
         self._configure(announce_truncation=False)
+        self._pinned_epoch = state.get("epoch")
 
     def __len__(self) -> int:
         return self.corpus.num_rows
@@ -230,6 +380,10 @@ class TokenDataset(Dataset):
         flat, lengths = self._assembler.gather(rows, self._np_dtype)
         split = torch.from_numpy(flat).split(lengths.tolist())
         labels = self.corpus.labels.values(rows) if self.corpus.labels is not None else None
+        extras = {}
+        for extra in self._extras:
+            values, _ = extra.assembler.gather(rows, self._np_dtype)
+            extras[extra.output] = torch.from_numpy(values).split(lengths.tolist())
         items = []
         for i, ids in enumerate(split):
             item = {"input_ids": ids}
@@ -239,6 +393,10 @@ class TokenDataset(Dataset):
                 item["labels"] = ids.clone()
             elif labels is not None:
                 item["labels"] = torch.tensor(int(labels[i]), dtype=torch.int64)
+            for output, values in extras.items():
+                item[output] = values[i]
+            if self.causal_labels and self.stored_attention_mask:
+                item["labels"] = item["labels"].masked_fill(item["attention_mask"] == 0, -100)
             items.append(item)
         return items
 
@@ -280,18 +438,29 @@ class TokenDataset(Dataset):
             batch["attention_mask"] = mask
         if causal is not None:
             batch["labels"] = causal
-        elif self.label_column is not None:
+        elif self.label_column is not None and self.corpus.labels is not None:
             labels = [item["labels"] for item in items]
             batch["labels"] = (
                 torch.stack(labels).to(torch.int64) if labels else torch.empty(0, dtype=torch.int64)
             )
-        return batch
+        for extra in self._extras:
+            padded = torch.full(size, extra.pad, dtype=self.dtype)
+            for row, (item, n) in enumerate(zip(items, lengths)):
+                at = slice(width - n, width) if self.padding_side == "left" else slice(0, n)
+                padded[row, at] = item[extra.output]
+            batch[extra.output] = padded
+        return finish_batch(self, batch)
 
     def fingerprint(self) -> dict[str, Any]:
         """What a saved loader state must match to be resumed on this dataset: the
         corpus (documents, tokens, file names and a digest of every document's length,
         see :meth:`Corpus.content_digest`) and the options that shape batches."""
         options = {k: v for k, v in self._args.items() if k not in _READ_ONLY_ARGS}
+        # Added after states were first saved: named only when the dataset carries some,
+        # so that states saved before still load.
+        options.pop("extra_columns", None)
+        if self._extras:
+            options["extra_columns"] = {extra.output: extra.pad for extra in self._extras}
         return {
             "documents": len(self),
             "tokens": self.corpus.num_tokens,
@@ -306,9 +475,71 @@ class TokenDataset(Dataset):
         :meth:`arrowloader.Corpus.check_unchanged`)."""
         self.corpus.check_unchanged()
 
-    def _native_epoch(self, loader: Any, pin: bool, first_iterator: bool) -> PaddedEpoch:
-        """The native path's batches for one pass of ``loader`` (see loader.NativeEpoch)."""
-        return PaddedEpoch(self, loader, pin, first_iterator)
+    # The native-path contract (arrowloader.native.NativeDataset). Batches follow the
+    # loader's own (batch) sampler, and a position is the sampling generators' states at
+    # the start of the epoch and the batches delivered since; or, for a rank-split run
+    # (see the class docstring), the order is DistributedSampler's for (seed, epoch) and a
+    # position is the epoch and the batches delivered in it.
+
+    def _split(self, settings: LoaderSettings) -> Optional[bool]:
+        """Whether a loader with ``settings`` takes a rank's share (then: whether it
+        shuffles), or None when it follows its sampler."""
+        if self.world_size == 1:
+            return None
+        return settings.stock_shuffle()
+
+    def native_supported(self, settings: LoaderSettings) -> bool:
+        """Every sampler works: the batches follow it (or split it between ranks)."""
+        return True
+
+    def native_num_batches(self, settings: LoaderSettings) -> int:
+        if self._split(settings) is None:
+            return len(settings.batch_sampler)
+        per_rank = rank_share(len(self), self.world_size, settings.drop_last)
+        if settings.drop_last:
+            return per_rank // settings.batch_size
+        return -(-per_rank // settings.batch_size)
+
+    def native_epoch(self, settings: LoaderSettings, start: EpochStart) -> PaddedEpoch:
+        shuffle = self._split(settings)
+        if shuffle is None:
+            return SamplerEpoch(self, settings, start)
+        return RankSplitEpoch(self, settings, start, shuffle)
+
+    def native_state(self, settings: LoaderSettings, position: Optional[Position]) -> dict:
+        if self._split(settings) is not None:
+            position = position or {"epoch": self._epoch_after(None), "batches": 0}
+            return {
+                "seed": settings.seed(0),
+                "world_size": self.world_size,
+                "epoch": position["epoch"],
+                "batches": position["batches"],
+            }
+        if position is None:
+            position = {
+                "generator_states": [g.get_state() for g in sampling_generators(settings)],
+                "draws_base_seed": settings.first_iterator,
+                "batches": 0,
+            }
+        return dict(position)
+
+    def native_load_state(self, settings: LoaderSettings, state: Any) -> Position:
+        if self._split(settings) is not None:
+            return check_split_state(state, self, settings)
+        try:
+            num_batches: Optional[int] = len(settings.batch_sampler)
+        except TypeError:  # a sampler without a length
+            num_batches = None
+        return check_token_state(state, self, sampling_generators(settings), num_batches)
+
+    def _epoch_after(self, previous: Optional[Position]) -> int:
+        """The epoch a rank-split pass plays: the pinned one, else the loader's next."""
+        if self._pinned_epoch is not None:
+            return self._pinned_epoch
+        return 0 if previous is None else previous["epoch"]
+
+    def native_rewound(self, position: Optional[Position]) -> None:
+        """Nothing to undo: the position lives in the loader alone."""
 
     def stats(self) -> dict[str, int]:
         """Counts about the corpus and truncation.
@@ -340,7 +571,7 @@ def _check_options(
     padding: str,
     pad_to_multiple_of: Optional[int],
     padding_side: str,
-    pad_token_id: int,
+    pad_token_id: Optional[int],
     return_attention_mask: bool,
     causal_labels: bool,
     dtype: torch.dtype,
@@ -348,6 +579,10 @@ def _check_options(
     index_cache: IndexCacheOption = None,
     mmap: bool = True,
     vocab_size: Optional[int] = None,
+    rank: Optional[int] = None,
+    world_size: Optional[int] = None,
+    tokenizer: Optional[TokenizerLike] = None,
+    extra_columns: Optional[Mapping[str, int]] = None,
 ) -> None:
     if max_length is not None and (
         not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1
@@ -369,237 +604,14 @@ def _check_options(
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     if dtype not in NUMPY_DTYPES:
         raise ValueError(f"dtype must be torch.int64 or torch.int32, got {dtype}")
-    if not isinstance(pad_token_id, int):
-        raise TypeError(f"pad_token_id must be an int, got {type(pad_token_id).__name__}")
-    limit = torch.iinfo(dtype)
-    if not limit.min <= pad_token_id <= limit.max:
-        raise ValueError(f"pad_token_id={pad_token_id} does not fit in {dtype}")
     if causal_labels and label_column is not None:
         raise ValueError(
             "causal_labels=True and label_column both produce 'labels'; choose one"
         )
     if vocab_size is not None:
         check_vocab_size(vocab_size)
-
-
-class PaddedEpoch:
-    """One pass of a DataLoader over a TokenDataset: batch indices from the loader's own
-    (batch) sampler, each batch padded natively into freshly allocated tensors.
-
-    Its position, for ``state_dict()``, is the state of the random generators the sampler
-    draws from, as they were when the epoch began, and the batches delivered since: a
-    resumed epoch restores the generators, draws the same order again and skips that many
-    batches (in O(1) for torch's stock samplers; other samplers are iterated, indices
-    only, up to that point).
-    """
-
-    def __init__(self, dataset: TokenDataset, loader: Any, pin: bool, first_iterator: bool) -> None:
-        self._dataset = dataset
-        self._assembler = dataset._assembler
-        self._pin = pin
-        # Batches per native job (see GROUP_BATCHES); pinned batches keep one job each,
-        # as for packed datasets.
-        self.group = 1 if pin else GROUP_BATCHES
-        self._progress = loader._progress
-        self._persistent = bool(loader.persistent_workers and loader.num_workers > 0)
-        self._generators = sampling_generators(loader)
-        resume = loader._take_resume()
-        skip = 0
-        if resume is not None:
-            for generator, state in zip(self._generators, resume["generator_states"]):
-                generator.set_state(state)
-            skip = resume["batches"]
-            first_iterator = resume["draws_base_seed"]
-        self._start = {
-            "generator_states": [g.get_state() for g in self._generators],
-            "draws_base_seed": first_iterator,
-        }
-        self._delivered = skip
-        self._total = len(loader)
-        self._length = self._total - skip
-        # The same draws, in the same order, as torch's _BaseDataLoaderIter: the sampler
-        # iterator is made first (its draws happen lazily, at the first batch), then the
-        # base seed is drawn; torch's reused persistent-worker iterator draws none.
-        plan = EpochPlan(loader._index_sampler)
-        self._batches = _batches_with_widths(self._assembler, plan, skip)
-        if first_iterator:
-            torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
-        self._progress({**self._start, "batches": skip})
-
-    def __len__(self) -> int:
-        return self._length
-
-    def submit(self, pool: Any) -> Optional[list[tuple]]:
-        planned = list(itertools.islice(self._batches, self.group))
-        if not planned:
-            return None
-        batches, arguments = [], []
-        for rows, width in planned:
-            batch, outputs = self._allocate(rows, width)
-            batches.append(batch)
-            arguments.append((rows, *outputs))
-        if len(arguments) == 1:
-            ticket = self._assembler.submit(pool, *arguments[0])
-        else:
-            ticket = self._assembler.submit_batches(pool, arguments)
-        return [(ticket, j, batch, self._finish) for j, batch in enumerate(batches)]
-
-    def _allocate(self, rows: np.ndarray, width: int) -> tuple[Batch, tuple]:
-        """Fresh output tensors of the batch of ``rows`` padded to ``width`` (pinned when
-        asked: see arrowloader.buffers for why a pinned batch is never rewritten while its
-        copy to the device may be pending), and the numpy arrays the native side writes,
-        in ``submit()``'s order: input_ids, attention_mask, causal labels, labels."""
-        dataset = self._dataset
-        n = len(rows)
-        shape = (n, width)
-        ids, mask, causal, labels = output_buffers(
-            [
-                (shape, dataset.dtype),
-                (shape, dataset.dtype) if dataset.return_attention_mask else None,
-                (shape, dataset.dtype) if dataset.causal_labels else None,
-                ((n,), torch.int64)
-                if dataset.label_column is not None and not dataset.causal_labels
-                else None,
-            ],
-            self._pin,
-        )
-        batch = {"input_ids": ids[0]}
-        if mask is not None:
-            batch["attention_mask"] = mask[0]
-        if causal is not None or labels is not None:
-            batch["labels"] = (causal or labels)[0]
-        return batch, (ids[1], *(None if b is None else b[1] for b in (mask, causal, labels)))
-
-    def _finish(self, batch: Batch, values: tuple[int, int]) -> Batch:
-        self._dataset._truncated_in_batches += values[0]
-        self._delivered += 1
-        if self._delivered == self._total:
-            # After the last batch a state resumes into the next epoch, not an empty rest.
-            self.exhausted()
-        else:
-            self._progress({**self._start, "batches": self._delivered})
-        return batch
-
-    def exhausted(self) -> None:
-        # The next epoch starts from the generators as this one left them.
-        self._progress(
-            {
-                "generator_states": [g.get_state() for g in self._generators],
-                # torch's reused persistent-worker iterator draws no base seed.
-                "draws_base_seed": not self._persistent,
-                "batches": 0,
-            }
-        )
-
-
-def sampling_generators(loader: Any) -> list[torch.Generator]:
-    """The torch generators an epoch of ``loader`` draws from: the loader's (or torch's
-    global one) and its sampler's own, if it has one."""
-    generators = [loader.generator if loader.generator is not None else torch.default_generator]
-    sampler = getattr(loader.batch_sampler, "sampler", None)
-    own = getattr(sampler, "generator", None)
-    if isinstance(own, torch.Generator) and all(own is not g for g in generators):
-        generators.append(own)
-    return generators
-
-
-def check_token_state(
-    state: Any,
-    dataset: TokenDataset,
-    generators: list[torch.Generator],
-    num_batches: Optional[int] = None,
-) -> dict[str, Any]:
-    """Validates a TokenDataset loader state and returns the fields resumption uses.
-    ``num_batches``: batches in an epoch of the loader (None where its sampler has no
-    length).
-
-    Raises:
-        ValueError: the state is malformed or was taken over another corpus or options.
-    """
-    from arrowloader.loader import STATE_FORMAT
-
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise ValueError(f"not an arrowloader DataLoader state (format {STATE_FORMAT!r})")
-    missing = [
-        key for key in ("fingerprint", "generator_states", "draws_base_seed", "batches")
-        if key not in state
-    ]
-    if missing:
-        raise ValueError(f"loader state: missing {', '.join(map(repr, missing))}")
-    batches = state["batches"]
-    if not isinstance(batches, int) or isinstance(batches, bool) or not 0 <= batches < 2**63:
-        raise ValueError(f"loader state: 'batches' must be a non-negative int, got {batches!r}")
-    if num_batches is not None and batches > num_batches:
-        raise ValueError(
-            f"loader state: 'batches' ({batches}) is beyond the {num_batches} batches of an "
-            "epoch of this loader"
-        )
-    if not isinstance(state["draws_base_seed"], bool):
-        raise ValueError(
-            f"loader state: 'draws_base_seed' must be a bool, got {state['draws_base_seed']!r}"
-        )
-    states = state["generator_states"]
-    if not isinstance(states, (list, tuple)) or len(states) != len(generators):
-        raise ValueError(
-            f"loader state: 'generator_states' must hold {len(generators)} generator states "
-            "(this loader's and its sampler's generators)"
-        )
-    for saved, generator in zip(states, generators):
-        current = generator.get_state()
-        if not (
-            isinstance(saved, torch.Tensor)
-            and saved.dtype == current.dtype
-            and saved.shape == current.shape
-        ):
-            raise ValueError("loader state: 'generator_states' holds something that is not a "
-                             "state of this loader's generators")
-    check_fingerprint(state["fingerprint"], dataset.fingerprint())
-    return {
-        "generator_states": list(states),
-        "draws_base_seed": state["draws_base_seed"],
-        "batches": batches,
-    }
-
-
-def check_fingerprint(saved: Any, current: dict[str, Any]) -> None:
-    """Raises ValueError, naming what differs, unless a state's ``saved`` fingerprint is
-    the dataset's ``current`` one."""
-    if not isinstance(saved, dict):
-        raise ValueError(
-            f"loader state: 'fingerprint' must be a dict, got {type(saved).__name__}"
-        )
-    if saved == current:
-        return
-    differing = []
-    for key in sorted(set(saved) | set(current), key=str):
-        if saved.get(key, "<missing>") != current.get(key, "<missing>"):
-            ours = current.get(key, "<missing>")
-            theirs = saved.get(key, "<missing>")
-            differing.append(f"{key}: state {_short(theirs)}, dataset {_short(ours)}")
-    raise ValueError(
-        "loader state: its 'fingerprint' shows it was taken over another corpus or packing, or "
-        "with other options, so resuming would not continue that run (" + "; ".join(differing)
-        + "). Load it into a loader over the same files with the same options."
-    )
-
-
-def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _batches_with_widths(
-    assembler: Any, plan: EpochPlan, skip: int = 0
-) -> Iterator[tuple[np.ndarray, int]]:
-    """Yields (rows int64 [batch], padded width) for every batch of the epoch after the
-    first ``skip``: widths of a vectorised plan in one native call, else batch by batch."""
-    order = plan.order()
-    if order is None:
-        for b, rows in enumerate(plan):
-            if b >= skip:
-                yield rows, assembler.width(rows)
-        return
-    order = order[skip * plan.batch_size :]
-    widths = assembler.widths(order, plan.batch_size).tolist()
-    for b, width in enumerate(widths):
-        yield order[b * plan.batch_size : (b + 1) * plan.batch_size], width
+    if pad_token_id is not None:
+        check_token_id("pad_token_id", pad_token_id, vocab_size)
+        limit = torch.iinfo(dtype)
+        if not limit.min <= pad_token_id <= limit.max:
+            raise ValueError(f"pad_token_id={pad_token_id} does not fit in {dtype}")

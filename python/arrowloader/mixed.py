@@ -11,8 +11,18 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from arrowloader import _C
-from arrowloader.dataset import Batch, Item
-from arrowloader.packed import PackedDataset, native_packed_shuffle, resolve_distributed
+from arrowloader.native import (
+    Batch,
+    BatchFigures,
+    EpochStart,
+    Item,
+    LoaderSettings,
+    NativeJob,
+    Position,
+)
+from arrowloader.packed import PackedDataset
+from arrowloader.packed_epoch import check_packed_state, packed_state
+from arrowloader.ranks import resolve_distributed
 
 
 def prefix_error_bounds(num_datasets: int) -> tuple[float, float]:
@@ -96,7 +106,10 @@ class MixedDataset(Dataset):
                 raise TypeError(f"dataset {name!r} must be a PackedDataset")
         first = self.datasets[0]
         for name, dataset in zip(self.names, self.datasets):
-            for attribute in ("seq_len", "dtype", "return_position_ids", "return_cu_seqlens"):
+            for attribute in (
+                "seq_len", "dtype", "return_position_ids", "return_cu_seqlens", "shift_labels",
+                "flash_attn_kwargs", "return_seq_idx",
+            ):
                 if getattr(dataset, attribute) != getattr(first, attribute):
                     raise ValueError(
                         f"dataset {name!r} has {attribute}={getattr(dataset, attribute)!r}, "
@@ -251,28 +264,56 @@ class MixedDataset(Dataset):
         for dataset in self.datasets:
             dataset.check_files()
 
-    def _native_epoch(self, loader: Any, pin: bool, first_iterator: bool) -> MixedEpoch:
-        return MixedEpoch(self, loader, pin)
+    # The native-path contract (arrowloader.native.NativeDataset): as a PackedDataset's,
+    # except that passes continue one stream of mixed samples and a position also holds
+    # each dataset's epoch ("source_epochs").
+
+    def native_supported(self, settings: LoaderSettings) -> bool:
+        return settings.stock_shuffle() is not None
+
+    def native_num_batches(self, settings: LoaderSettings) -> int:
+        return len(self) // (settings.batch_size * self.world_size)
+
+    def native_epoch(self, settings: LoaderSettings, start: EpochStart) -> MixedEpoch:
+        return MixedEpoch(self, settings, start)
+
+    def native_state(self, settings: LoaderSettings, position: Optional[Position]) -> dict:
+        return packed_state(self, settings, position or {"epoch": 0})
+
+    def native_load_state(self, settings: LoaderSettings, state: Any) -> Position:
+        # One stream over all passes: no epoch bounds the samples consumed.
+        position = check_packed_state(state, self, settings, lambda epoch, seed: math.inf)
+        if "source_epochs" in state:
+            self.check_source_epochs(state["source_epochs"])
+            position["source_epochs"] = state["source_epochs"]
+        return position
+
+    def native_rewound(self, position: Optional[Position]) -> None:
+        """Nothing to undo: the next pass continues from the loader's position."""
 
 
 class MixedEpoch:
     """One pass of a DataLoader over a MixedDataset, continuing the mixed sample stream
     from the loader's position."""
 
-    def __init__(self, dataset: MixedDataset, loader: Any, pin: bool) -> None:
-        if native_packed_shuffle(loader) is False:
+    #: Batches per native job: one (a job's rows come from several datasets' plans).
+    group = 1
+
+    def __init__(
+        self, dataset: MixedDataset, settings: LoaderSettings, start: EpochStart
+    ) -> None:
+        if settings.stock_shuffle() is False:
             raise ValueError("MixedDataset always shuffles; use shuffle=True")
         self._dataset = dataset
-        self._pin = pin
-        self._batch_size = loader.batch_size
+        self._pin = start.pin
+        self._batch_size = settings.batch_size
         self._rank, world_size = dataset.rank, dataset.world_size
         self._global = self._batch_size * world_size
-        generator = loader.generator
-        self.seed = dataset.seed if generator is None else generator.initial_seed()
+        self.seed = settings.seed(dataset.seed)
         self.epoch = 0  # passes are not epochs of the datasets; kept for the loader's record
-        resume = loader._take_resume()
+        resume = start.resume
         # A loaded state, else where the previous pass of this loader stopped.
-        position = resume if resume is not None else loader._position
+        position = resume if resume is not None else start.previous
         if position is None or "samples_consumed" not in position:
             position = {"samples_consumed": 0}
         dataset._seed_source_epochs(position.get("source_epochs"), self.seed)
@@ -290,10 +331,9 @@ class MixedEpoch:
             self._taken = np.array(counts, dtype=np.int64)
         else:
             self._taken = _C.blend_counts(dataset.weights, self._next).astype(np.int64)
-        self._loader_progress = loader._progress
-        self._loader_progress(self._position(self.samples_consumed))
+        self.position: Position = self._position_after(self.samples_consumed)
 
-    def _position(self, samples: int) -> dict[str, Any]:
+    def _position_after(self, samples: int) -> Position:
         """The loader's record after ``samples`` mixed samples (self._taken their counts;
         state_dict() leaves "counts" out)."""
         return {
@@ -309,7 +349,7 @@ class MixedEpoch:
     def exhausted(self) -> None:
         """A pass ends; the next one continues the same stream of mixed samples."""
 
-    def submit(self, pool: Any) -> Optional[list[tuple]]:
+    def submit(self, pool: Any) -> Optional[NativeJob]:
         if self._next >= self._end:
             return None
         dataset = self._dataset
@@ -317,7 +357,7 @@ class MixedEpoch:
             dataset.weights, self._next, self._global, taken=self._taken
         )
         self._next += self._global
-        after = self._position(self._next)
+        after = self._position_after(self._next)
         mine = slice(self._rank * self._batch_size, (self._rank + 1) * self._batch_size)
         sources, indices = global_sources[mine], global_indices[mine]
         plans: dict[tuple[int, int], int] = {}
@@ -337,9 +377,9 @@ class MixedEpoch:
         first = dataset.datasets[0]
         batch, outputs = first._allocate(self._batch_size, self._pin)
         ticket = _C.submit_mixed(pool, assemblers, plan_list, plan_of_row, blocks, *outputs)
-        return [(ticket, 0, batch, lambda batch, values: self._finish(batch, values, after))]
+        return NativeJob(ticket, [batch], context=after)
 
-    def _finish(self, batch: Batch, values: tuple[int, int], after: dict[str, Any]) -> Batch:
+    def finish(self, job: NativeJob, index: int, figures: BatchFigures) -> Batch:
         self.samples_consumed += self._global
-        self._loader_progress(after)
-        return self._dataset.datasets[0]._finish(batch, values)
+        self.position = job.context  # the position after this job's batch
+        return self._dataset.datasets[0]._finish(job.batches[index], figures)

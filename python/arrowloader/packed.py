@@ -8,24 +8,33 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-import torch.distributed
-from torch.utils.data import BatchSampler, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import Dataset
 
 from arrowloader import _C
 from arrowloader.buffers import NUMPY_DTYPES, BlockPool, output_buffers
 from arrowloader.corpus import Corpus, check_vocab_size
-from arrowloader.dataset import GROUP_BATCHES, IGNORE_INDEX, Batch, Item
 from arrowloader.manifest import check_ids_in_vocabulary
+from arrowloader.native import (
+    IGNORE_INDEX,
+    Batch,
+    BatchFigures,
+    EpochStart,
+    Item,
+    LoaderSettings,
+    Position,
+)
+from arrowloader.packed_epoch import PackedEpoch, check_packed_state, packed_state
+from arrowloader.ranks import resolve_distributed
 from arrowloader.sources import Source
+from arrowloader.vocabulary import (
+    TokenizerLike,
+    check_token_id,
+    manifest_facts,
+    resolve_facts,
+    tokenizer_facts,
+)
 
 MODES = ("concat", "bestfit")
-#: With ``prefetch_pages``, how many batches ahead of the one being queued the loader asks
-#: the kernel for the pages of (a batch of 8 blocks of 2049 int32 tokens is about 64 KiB of
-#: pages, so up to 16 MiB of reads in flight). The window opens gradually, by at most
-#: ``PREFETCH_RAMP`` batches per batch queued, so that the first batch does not wait for
-#: the reads of the whole window to be queued.
-PREFETCH_BATCHES = 256
-PREFETCH_RAMP = 4
 #: Outputs of a packed batch, in the order the native assembler takes them.
 PACKED_OUTPUTS = ("input_ids", "labels", "position_ids", "cu_seqlens")
 
@@ -34,9 +43,18 @@ class PackedDataset(Dataset):
     """Documents packed into rows of ``seq_len`` tokens for causal language modelling.
 
     Every document is followed by ``eos_token_id``. Each epoch the documents are shuffled
-    (a function of ``(seed, epoch)`` alone) and packed into *blocks* of ``seq_len + 1``
-    tokens; a block gives one row with ``input_ids = block[:-1]`` and
-    ``labels = block[1:]``.
+    (a function of ``(seed, epoch)`` alone) and packed into *blocks*, each giving one row.
+    Labels come in one of two conventions:
+
+    - ``shift_labels=True`` (default): blocks of ``seq_len + 1`` tokens, ``input_ids =
+      block[:-1]``, ``labels = block[1:]``: ``labels[i]`` is the target of position ``i``,
+      for a loss computed directly, ``cross_entropy(logits.flatten(0, 1),
+      labels.flatten(), ignore_index=-100)`` (Megatron, nanoGPT, torchtitan).
+    - ``shift_labels=False``: Hugging Face's convention, for ``*ForCausalLM`` models,
+      which shift inside their loss (given shifted labels they would learn to predict
+      token ``t + 2``): blocks of ``seq_len`` tokens, ``labels = input_ids`` with -100
+      where masked, as ``DataCollatorForLanguageModeling(mlm=False)`` and
+      ``DataCollatorWithFlattening`` write them.
 
     - ``mode="concat"``: the documents form one stream cut into consecutive blocks
       (Megatron / nanoGPT); documents may cross blocks; the tail of the stream shorter
@@ -56,7 +74,9 @@ class PackedDataset(Dataset):
             ``arrowloader prepare``, ``eos_token_id`` and ``pad_token_id`` must be inside
             the vocabulary its manifest gives).
         seq_len: tokens per row.
-        eos_token_id: appended to every document.
+        eos_token_id: appended to every document. Default: the tokenizer's EOS id, else
+            the manifest's of a corpus written by ``arrowloader prepare``; one of the three
+            must give it.
         mode: ``"concat"`` or ``"bestfit"``.
         column: the token column.
         seed: shuffling seed (a DataLoader ``generator`` overrides it with its
@@ -69,14 +89,29 @@ class PackedDataset(Dataset):
         return_cu_seqlens: batches carry ``cu_seqlens`` (int32, document boundaries over the
             flattened batch) and ``max_seqlen`` for variable-length attention kernels.
         dtype: ``torch.int64`` or ``torch.int32`` for ids, labels and positions.
+        shift_labels: the labels' convention (above).
+        flash_attn_kwargs: batches also carry Hugging Face's flash-attention keyword
+            arguments, ``cu_seq_lens_q`` / ``cu_seq_lens_k`` (int32, = ``cu_seqlens``) and
+            ``max_length_q`` / ``max_length_k`` (int), which its models read (they ignore
+            ``cu_seqlens``).
+        return_seq_idx: batches also carry ``seq_idx`` (int32 ``[B, seq_len]``, the
+            segment of the flattened batch each position is in), as
+            ``DataCollatorWithFlattening(return_seq_idx=True)`` writes it.
         rank, world_size: this process's share of every global batch; default: from
             ``torch.distributed`` when initialised, else 0 and 1.
         require_end_of_stream, mmap, vocab_size: as for :class:`TokenDataset`
             (``eos_token_id`` and ``pad_token_id`` must then lie in the vocabulary too).
+        tokenizer: a ``transformers`` tokenizer, a ``tokenizers.Tokenizer`` or the path of
+            a ``tokenizer.json``: ``eos_token_id``, ``pad_token_id`` and ``vocab_size``
+            default to its EOS id, pad id and size (added tokens included), and
+            ``vocab_size`` to the manifest's. An argument that disagrees with the tokenizer
+            or the manifest, or a tokenizer that disagrees with the manifest, is refused
+            with both values named; negative ids are refused.
         prefetch_pages: for corpora larger than memory, read in random block order: tell
             the kernel not to read around each page fault (on some disks it reads
             megabytes around every 8 KiB block) and ask it, as each batch is queued, to
-            start reading the pages of the batch :data:`PREFETCH_BATCHES` further on, so
+            start reading the pages of the batch
+            :data:`arrowloader.packed_epoch.PREFETCH_BATCHES` further on, so
             that many reads are in flight at once. Default (None): on when the corpus
             files take more than half of the physical memory (never for ``mmap=False``).
     """
@@ -85,7 +120,7 @@ class PackedDataset(Dataset):
         self,
         source: Source,
         seq_len: int,
-        eos_token_id: int,
+        eos_token_id: Optional[int] = None,
         mode: str = "concat",
         column: str = "input_ids",
         seed: int = 0,
@@ -95,12 +130,16 @@ class PackedDataset(Dataset):
         return_position_ids: bool = True,
         return_cu_seqlens: bool = True,
         dtype: torch.dtype = torch.int64,
+        shift_labels: bool = True,
+        flash_attn_kwargs: bool = False,
+        return_seq_idx: bool = False,
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
         require_end_of_stream: bool = True,
         prefetch_pages: Optional[bool] = None,
         mmap: bool = True,
         vocab_size: Optional[int] = None,
+        tokenizer: Optional[TokenizerLike] = None,
     ) -> None:
         self._args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self._configure()
@@ -113,33 +152,25 @@ class PackedDataset(Dataset):
             raise ValueError(f"mode must be one of {MODES}, got {args['mode']!r}")
         if args["dtype"] not in NUMPY_DTYPES:
             raise ValueError(f"dtype must be torch.int64 or torch.int32, got {args['dtype']}")
-        limit = torch.iinfo(args["dtype"])
-        for name in ("eos_token_id", "pad_token_id"):
-            value = args[name]
-            if value is not None and not limit.min <= value <= limit.max:
-                raise ValueError(f"{name}={value} does not fit in {args['dtype']}")
-        self.seq_len: int = args["seq_len"]
-        self.eos_token_id: int = args["eos_token_id"]
-        self.mode: str = args["mode"]
-        self.seed: int = args["seed"]
-        self.shuffle_documents: bool = args["shuffle_documents"]
-        self.pad_token_id: int = (
-            args["eos_token_id"] if args["pad_token_id"] is None else args["pad_token_id"]
-        )
-        self.return_position_ids: bool = args["return_position_ids"]
-        self.return_cu_seqlens: bool = args["return_cu_seqlens"]
-        self.dtype: torch.dtype = args["dtype"]
-        self._rank, self._world_size = args["rank"], args["world_size"]
-        resolve_distributed(self._rank, self._world_size)  # validates them
         vocab_size = args.get("vocab_size")
         if vocab_size is not None:
             check_vocab_size(vocab_size)
-            for name in ("eos_token_id", "pad_token_id"):
-                value = args[name]
-                if value is not None and not 0 <= value < vocab_size:
-                    raise ValueError(
-                        f"{name}={value} is outside the vocabulary [0, {vocab_size})"
-                    )
+        for name in ("eos_token_id", "pad_token_id"):
+            self._check_id(name, args[name], vocab_size)
+        self.seq_len: int = args["seq_len"]
+        self.mode: str = args["mode"]
+        self.seed: int = args["seed"]
+        self.shuffle_documents: bool = args["shuffle_documents"]
+        self.return_position_ids: bool = args["return_position_ids"]
+        self.return_cu_seqlens: bool = args["return_cu_seqlens"]
+        self.shift_labels: bool = bool(args.get("shift_labels", True))
+        self.flash_attn_kwargs: bool = bool(args.get("flash_attn_kwargs", False))
+        self.return_seq_idx: bool = bool(args.get("return_seq_idx", False))
+        #: Tokens per block: a row's inputs, plus the target of its last one when shifted.
+        self.block_len: int = self.seq_len + (1 if self.shift_labels else 0)
+        self.dtype: torch.dtype = args["dtype"]
+        self._rank, self._world_size = args["rank"], args["world_size"]
+        resolve_distributed(self._rank, self._world_size)  # validates them
         self.corpus = Corpus(
             args["source"],
             args["column"],
@@ -147,9 +178,7 @@ class PackedDataset(Dataset):
             mmap=args.get("mmap", True),
             vocab_size=vocab_size,
         )
-        check_ids_in_vocabulary(
-            self.corpus.manifest, eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id
-        )
+        self._take_token_facts()
         self._assembler = _C.PackedBatchAssembler(
             self.corpus.tokens,
             seq_len=self.seq_len,
@@ -158,6 +187,7 @@ class PackedDataset(Dataset):
             mask_across_documents=bool(args["mask_across_documents"]),
             pad_token_id=self.pad_token_id,
             label_pad_id=IGNORE_INDEX,
+            shift_labels=self.shift_labels,
         )
         prefetch = args.get("prefetch_pages")
         if prefetch is None:
@@ -167,6 +197,47 @@ class PackedDataset(Dataset):
             self.corpus.tokens.advise_random_access()
         self.epoch = 0
         self._plans: dict[tuple[int, int], Any] = {}
+
+    def _check_id(self, name: str, value: Optional[int], vocab_size: Optional[int]) -> None:
+        check_token_id(name, value, vocab_size)
+        limit = torch.iinfo(self._args["dtype"])
+        if value is not None and not limit.min <= value <= limit.max:
+            raise ValueError(f"{name}={value} does not fit in {self._args['dtype']}")
+
+    def _take_token_facts(self) -> None:
+        """Resolves ``eos_token_id``, ``pad_token_id`` and ``vocab_size`` from the
+        arguments, the tokenizer and the manifest (see the class docstring), and keeps the
+        results as arguments, so that a pickled dataset reopens with them and no
+        tokenizer.
+
+        Raises:
+            ValueError: two of them disagree, an id is out of range, or no EOS id is known.
+        """
+        args = self._args
+        tokenizer = args.get("tokenizer")
+        facts = resolve_facts(
+            {name: args.get(name) for name in ("vocab_size", "eos_token_id", "pad_token_id")},
+            None if tokenizer is None else tokenizer_facts(tokenizer),
+            manifest_facts(self.corpus.manifest, str(args["source"])),
+        )
+        if facts["eos_token_id"] is None:
+            raise ValueError(
+                "PackedDataset needs eos_token_id (written after every document): pass it, "
+                "or a tokenizer= that has one, or a corpus prepared with such a tokenizer"
+            )
+        vocab_size = facts["vocab_size"]
+        for name in ("eos_token_id", "pad_token_id"):
+            self._check_id(name, facts[name], vocab_size)
+        self.eos_token_id: int = facts["eos_token_id"]
+        self.pad_token_id: int = (
+            self.eos_token_id if facts["pad_token_id"] is None else facts["pad_token_id"]
+        )
+        check_ids_in_vocabulary(
+            self.corpus.manifest, eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id
+        )
+        if vocab_size is not None:
+            self.corpus.tokens.vocab_size = check_vocab_size(vocab_size)
+        args.update(facts, tokenizer=None)
 
     # Pickling by arguments: workers reopen and remap the files.
     def __getstate__(self) -> dict[str, Any]:
@@ -227,7 +298,7 @@ class PackedDataset(Dataset):
         if self.mode == "concat":
             # The stream's length does not depend on the order: no epoch to plan (torch's
             # samplers ask for len() when a DataLoader is built, before its seed is known).
-            return (self.corpus.num_tokens + self.corpus.num_rows) // (self.seq_len + 1)
+            return (self.corpus.num_tokens + self.corpus.num_rows) // self.block_len
         return self.plan().num_blocks
 
     def __getitem__(self, index: int) -> Item:
@@ -258,7 +329,7 @@ class PackedDataset(Dataset):
         ``labels``, ``position_ids`` ``[B, seq_len]``, plus ``cu_seqlens`` (int32) and
         ``max_seqlen`` (int) derived from the position ids."""
         batch = {k: torch.stack([item[k] for item in items]) for k in items[0]}
-        if self.return_cu_seqlens:
+        if self._needs_cu_seqlens:
             positions = batch.get("position_ids")
             if positions is None:
                 raise ValueError("collate needs position_ids to derive cu_seqlens")
@@ -269,6 +340,33 @@ class PackedDataset(Dataset):
                 torch.int32
             )
             batch["max_seqlen"] = int((ends - starts).max()) if len(starts) else 0
+        return self._with_requested_keys(batch)
+
+    @property
+    def _needs_cu_seqlens(self) -> bool:
+        """Whether batches are made with cu_seqlens: asked for, or the keyword arguments
+        of Hugging Face's flash attention or seq_idx (derived from it) are."""
+        return self.return_cu_seqlens or self.flash_attn_kwargs or self.return_seq_idx
+
+    def _with_requested_keys(self, batch: Batch) -> Batch:
+        """A batch with ``cu_seqlens`` and ``max_seqlen`` (when made) completed into the
+        keys the dataset was asked for: Hugging Face's flash-attention names
+        (``cu_seq_lens_q``/``_k``: int32 ``[segments + 1]``, ``max_length_q``/``_k``: int,
+        as ``DataCollatorWithFlattening(return_flash_attn_kwargs=True)`` writes them),
+        ``seq_idx`` (int32 ``[B, seq_len]``: the segment of the flattened batch each
+        position is in), and without what was not asked for."""
+        if self.flash_attn_kwargs:
+            batch["cu_seq_lens_q"] = batch["cu_seq_lens_k"] = batch["cu_seqlens"]
+            batch["max_length_q"] = batch["max_length_k"] = batch["max_seqlen"]
+        if self.return_seq_idx:
+            cu = batch["cu_seqlens"].to(torch.int64)
+            segments = torch.arange(len(cu) - 1, dtype=torch.int32)
+            batch["seq_idx"] = torch.repeat_interleave(segments, cu[1:] - cu[:-1]).view(
+                batch["input_ids"].shape
+            )
+        if not self.return_cu_seqlens:
+            batch.pop("cu_seqlens", None)
+            batch.pop("max_seqlen", None)
         if not self.return_position_ids:
             batch.pop("position_ids", None)
         return batch
@@ -295,13 +393,13 @@ class PackedDataset(Dataset):
         shape = (n, self.seq_len)
         # position ids are needed to derive cu_seqlens in collate(); the native path
         # computes both anyway.
-        positions = self.return_position_ids or self.return_cu_seqlens
+        positions = self.return_position_ids or self._needs_cu_seqlens
         cu_run = rows * self.seq_len + 1
         specs = [
             (shape, self.dtype),
             (shape, self.dtype),
             (shape, self.dtype) if positions else None,
-            ((batches * cu_run,), torch.int32) if self.return_cu_seqlens else None,
+            ((batches * cu_run,), torch.int32) if self._needs_cu_seqlens else None,
         ]
         buffers = output_buffers(specs, pin, interleaved=True, pool=pool)
         arrays = tuple(None if buffer is None else buffer[1] for buffer in buffers)
@@ -321,12 +419,15 @@ class PackedDataset(Dataset):
             group.append(batch)
         return group, arrays
 
-    def _finish(self, batch: Batch, values: tuple[int, int]) -> Batch:
-        if self.return_cu_seqlens:
-            batch["cu_seqlens"] = batch["cu_seqlens"][: values[0]]
-            batch["max_seqlen"] = values[1]
-        if not self.return_position_ids:
-            batch.pop("position_ids", None)
+    def _finish(self, batch: Batch, figures: BatchFigures) -> Batch:
+        """A natively assembled batch as the dataset yields it; ``figures``: the length of
+        its ``cu_seqlens`` and its ``max_seqlen``."""
+        cu_length, max_seqlen = figures
+        if self._needs_cu_seqlens:
+            batch["cu_seqlens"] = batch["cu_seqlens"][:cu_length]
+            batch["max_seqlen"] = max_seqlen
+        if self.flash_attn_kwargs or self.return_seq_idx or not self.return_position_ids:
+            return self._with_requested_keys(batch)
         return batch
 
     def fingerprint(self) -> dict[str, Any]:
@@ -343,6 +444,9 @@ class PackedDataset(Dataset):
             "mode": self.mode,
             "eos_token_id": self.eos_token_id,
             "shuffle_documents": self.shuffle_documents,
+            # Added with the choice of convention; left out when shifted (the default), so
+            # that states saved before it still load.
+            **({} if self.shift_labels else {"shift_labels": False}),
         }
 
     def check_files(self) -> None:
@@ -350,8 +454,38 @@ class PackedDataset(Dataset):
         :meth:`arrowloader.Corpus.check_unchanged`)."""
         self.corpus.check_unchanged()
 
-    def _native_epoch(self, loader: Any, pin: bool, first_iterator: bool) -> PackedEpoch:
-        return PackedEpoch(self, loader, pin)
+    # The native-path contract (arrowloader.native.NativeDataset): the dataset plans its
+    # own (seed, epoch) order, so only torch's stock samplers (shuffle or not) go native;
+    # a position is the epoch and the blocks of global batches delivered in it.
+
+    def native_supported(self, settings: LoaderSettings) -> bool:
+        return settings.stock_shuffle() is not None
+
+    def native_num_batches(self, settings: LoaderSettings) -> int:
+        blocks = (
+            len(self)
+            if self.mode == "concat"
+            else self.plan(self.epoch, settings.seed(self.seed)).num_blocks
+        )
+        return blocks // (settings.batch_size * self.world_size)
+
+    def native_epoch(self, settings: LoaderSettings, start: EpochStart) -> PackedEpoch:
+        return PackedEpoch(self, settings, start)
+
+    def native_state(self, settings: LoaderSettings, position: Optional[Position]) -> dict:
+        return packed_state(self, settings, position or {"epoch": self.epoch})
+
+    def native_load_state(self, settings: LoaderSettings, state: Any) -> Position:
+        position = check_packed_state(
+            state, self, settings, lambda epoch, seed: self.plan(epoch, seed).num_blocks
+        )
+        self.set_epoch(position["epoch"])
+        return position
+
+    def native_rewound(self, position: Optional[Position]) -> None:
+        """A packed epoch that a prefetcher finished but its consumer did not is not over."""
+        if position is not None:
+            self.set_epoch(position["epoch"])
 
 
 def larger_than_half_of_memory(corpus: Corpus) -> bool:
@@ -368,151 +502,3 @@ def larger_than_half_of_memory(corpus: Corpus) -> bool:
         except OSError:
             continue
     return total > memory // 2
-
-
-def resolve_distributed(rank: Optional[int], world_size: Optional[int]) -> tuple[int, int]:
-    """(rank, world_size): the explicit ones, else torch.distributed's when it is
-    initialised, else (0, 1).
-
-    Raises:
-        ValueError: only one of them is given, or rank is not in range(world_size).
-    """
-    if (rank is None) != (world_size is None):
-        raise ValueError("pass both rank and world_size, or neither")
-    if rank is not None and world_size is not None:
-        if not (isinstance(world_size, int) and world_size >= 1 and 0 <= rank < world_size):
-            raise ValueError(f"rank {rank} is not in range(world_size={world_size})")
-        return rank, world_size
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def native_packed_shuffle(loader: Any) -> Optional[bool]:
-    """Whether the loader asks for shuffled blocks, or None when its sampler is custom
-    (then torch's own path iterates the dataset)."""
-    batch_sampler = loader.batch_sampler
-    if type(batch_sampler) is not BatchSampler:
-        return None
-    sampler = batch_sampler.sampler
-    if type(sampler) is RandomSampler and not sampler.replacement and sampler._num_samples is None:
-        return True
-    if type(sampler) is SequentialSampler:
-        return False
-    return None
-
-
-class PackedEpoch:
-    """One pass of a DataLoader over a PackedDataset.
-
-    The epoch's blocks, in (seed, epoch)-shuffled order, are cut into *global* batches of
-    ``batch_size * world_size`` blocks; this rank takes its ``batch_size`` slice of each.
-    The global order does not depend on the world size, and a global batch that would be
-    incomplete at the end of the epoch is left out (fewer than ``batch_size *
-    world_size`` blocks per epoch, a different set each epoch).
-    """
-
-    def __init__(self, dataset: PackedDataset, loader: Any, pin: bool) -> None:
-        self._dataset = dataset
-        self._pin = pin
-        # Batches per native job. Pinned batches keep one job each: their tensors come
-        # from torch's caching host allocator block by block (see arrowloader.buffers).
-        self.group = 1 if pin else GROUP_BATCHES
-        # Pageable blocks are reused once no batch refers to them: room for the jobs the
-        # loader keeps in flight, the one being consumed and one more.
-        from arrowloader.loader import default_num_threads  # (loader imports this module)
-
-        threads = loader.num_workers or default_num_threads()
-        self._blocks = BlockPool((loader.prefetch_factor or 2) * threads + 2)
-        self._batch_size = loader.batch_size
-        self._rank, self._world_size = dataset.rank, dataset.world_size
-        self._global = self._batch_size * self._world_size
-        generator = loader.generator
-        self.seed = dataset.seed if generator is None else generator.initial_seed()
-        self.epoch = dataset.epoch
-        self._plan = dataset.plan(self.epoch, self.seed)
-        num_blocks = self._plan.num_blocks
-        shuffle = native_packed_shuffle(loader)
-        self._order = (
-            dataset.block_order(self.epoch, self.seed, num_blocks)
-            if shuffle
-            else np.arange(num_blocks, dtype=np.int64)
-        )
-        resume_state = loader._take_resume()
-        resume = (
-            resume_state["samples_consumed"]
-            if resume_state is not None and resume_state["epoch"] == self.epoch
-            else 0
-        )
-        self.samples_consumed = resume  # blocks of global batches already yielded
-        self._next = resume  # start of the next global batch to submit
-        self._end = resume + (num_blocks - resume) // self._global * self._global
-        self._loader_progress = loader._progress
-        self._loader_progress({"epoch": self.epoch, "samples_consumed": resume})
-        self._ended = False  # the loader was told this epoch is over
-        # Start of the next global batch whose pages to prefetch (prefetch_pages only).
-        self._prefetched = resume
-
-    def __len__(self) -> int:
-        return (self._end - self.samples_consumed) // self._global
-
-    def _end_epoch(self) -> None:
-        """The next iterator starts the next epoch."""
-        self._ended = True
-        self._dataset.set_epoch(self.epoch + 1)
-        self._loader_progress({"epoch": self.epoch + 1, "samples_consumed": 0})
-
-    def exhausted(self) -> None:
-        if not self._ended and self.samples_consumed >= self._end:
-            self._end_epoch()
-
-    def submit(self, pool: Any) -> Optional[list[tuple]]:
-        if self._next >= self._end:
-            if self.samples_consumed >= self._end and not self._ended:
-                # Nothing of this epoch is left to deliver (e.g. resumed with a larger
-                # global batch than fits in its rest): it is over, and the next iterator
-                # must start the next epoch, not this one again.
-                self._end_epoch()
-            return None
-        # Up to `group` batches in one native job: fewer submissions, allocations and
-        # thread wake-ups per batch (see GROUP_BATCHES).
-        count = min(self.group, (self._end - self._next) // self._global)
-        size = self._batch_size
-        if self._dataset.prefetch_pages:
-            self._prefetch_pages(count)
-        # This rank's slice of each of `count` global batches (a view at world size 1).
-        span = self._order[self._next : self._next + count * self._global]
-        mine = slice(self._rank * size, (self._rank + 1) * size)
-        blocks = span.reshape(count, self._global)[:, mine].reshape(-1)
-        self._next += count * self._global
-        batches, outputs = self._dataset._allocate_group(size, count, self._pin, self._blocks)
-        ticket = self._dataset._assembler.submit(
-            pool, self._plan, blocks, *outputs, batches=count
-        )
-        return [(ticket, j, batch, self._finish) for j, batch in enumerate(batches)]
-
-    def _prefetch_pages(self, queued: int) -> None:
-        """Asks the kernel for the pages of this rank's batches up to
-        :data:`PREFETCH_BATCHES` global batches ahead of the next one to queue (at most
-        :data:`PREFETCH_RAMP` more per batch just queued, ``queued`` of them)."""
-        self._prefetched = max(self._prefetched, self._next)
-        ahead = min(
-            self._end,
-            self._next + PREFETCH_BATCHES * self._global,
-            self._prefetched + PREFETCH_RAMP * queued * self._global,
-        )
-        assembler, plan = self._dataset._assembler, self._plan
-        while self._prefetched < ahead:
-            begin = self._prefetched + self._rank * self._batch_size
-            assembler.prefetch(plan, self._order[begin : begin + self._batch_size])
-            self._prefetched += self._global
-
-    def _finish(self, batch: Batch, values: tuple[int, int]) -> Batch:
-        self.samples_consumed += self._global
-        if self.samples_consumed >= self._end:
-            self._end_epoch()
-        else:
-            self._loader_progress(
-                {"epoch": self.epoch, "samples_consumed": self.samples_consumed}
-            )
-        return self._dataset._finish(batch, values)

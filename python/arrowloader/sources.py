@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import pyarrow as pa
 
 from arrowloader.errors import ArrowLoaderError, CorpusFileError, CorpusFormatError
 from arrowloader.manifest import MANIFEST_NAME, manifest_files
+from arrowloader.wording import plural
 
 Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
@@ -30,12 +32,15 @@ Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 IPC_SUFFIXES = (".arrow", ".arrows", ".ipc", ".feather")
 
 _FILE_MAGIC = b"ARROW1"
+#: Parquet files start and end with these bytes.
+_PARQUET_MAGIC = b"PAR1"
 _END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 _LEGACY_END_OF_STREAM = b"\x00\x00\x00\x00"
 
 
 def resolve_source(source: Source) -> list[Path]:
-    """Expands a source into the ordered list of its files.
+    """Expands a source into the ordered list of its files. A path, a glob or a list's
+    item may start with ``~`` (the home folder).
 
     Raises:
         CorpusFileError: a path does not exist, a glob or folder matches no file, or a
@@ -53,18 +58,23 @@ def resolve_source(source: Source) -> list[Path]:
         raise TypeError(
             f"source must be a path, a glob or a list of paths, got {type(source).__name__}"
         )
-    path = Path(source)
+    text = expand_path(source)
+    path = Path(text)
     if path.is_dir():
         return _folder_files(path)
     if path.is_file():
         return [path]
-    text = os.fspath(source)
     if glob.has_magic(text):
         matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
         if not matches:
-            raise CorpusFileError(f"{text}: the glob matches no file")
+            raise CorpusFileError(f"{text}: the glob matches no file", path=text)
         return matches
-    raise CorpusFileError(f"{text}: no such file or folder")
+    raise CorpusFileError(f"{text}: no such file or folder", path=text)
+
+
+def expand_path(path: Union[str, os.PathLike]) -> str:
+    """``path`` with a leading ``~`` or ``~user`` expanded, as a shell would."""
+    return os.path.expanduser(os.fspath(path))
 
 
 def _folder_files(folder: Path) -> list[Path]:
@@ -77,7 +87,8 @@ def _folder_files(folder: Path) -> list[Path]:
         splits = sorted(p.name for p in folder.iterdir() if (p / "state.json").is_file())
         raise CorpusFileError(
             f"{folder}: is a DatasetDict folder with splits {splits}; "
-            f"pass one split's folder, e.g. {folder / (splits[0] if splits else 'train')}"
+            f"pass one split's folder, e.g. {folder / (splits[0] if splits else 'train')}",
+            path=folder,
         )
     # scandir's entries know their type without a stat per file (thousands of shards).
     with os.scandir(folder) as entries:
@@ -88,8 +99,17 @@ def _folder_files(folder: Path) -> list[Path]:
         )
     files = [folder / name for name in names]
     if not files:
+        parquet = sorted(p.name for p in folder.glob("*.parquet"))
+        hint = (
+            f"; it holds {plural(len(parquet), 'Parquet file')} ({parquet[0]}"
+            f"{', ...' if len(parquet) > 1 else ''}), which must be converted first, e.g. "
+            f"{_parquet_conversion(folder / parquet[0])}"
+            if parquet else ""
+        )
         raise CorpusFileError(
             f"{folder}: the folder holds no Arrow IPC files ({', '.join(IPC_SUFFIXES)})"
+            + hint,
+            path=folder,
         )
     return files
 
@@ -104,22 +124,30 @@ def _save_to_disk_files(folder: Path, state: Path) -> list[Path]:
         entries = json.loads(state.read_text())["_data_files"]
         names = [entry["filename"] for entry in entries]
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise CorpusFileError(f"{state}: not a datasets save_to_disk state file ({exc})") from exc
+        raise CorpusFileError(
+            f"{state}: not a datasets save_to_disk state file ({exc})", path=state
+        ) from exc
     root = folder.resolve()
     files = []
     for name in names:
         if not isinstance(name, str) or not name or "\0" in name:
-            raise CorpusFileError(f"{state}: data file name {name!r} is not a file name")
+            raise CorpusFileError(
+                f"{state}: data file name {name!r} is not a file name", path=state
+            )
         if os.path.isabs(name):
-            raise CorpusFileError(f"{state}: data file {name!r} lies outside the folder")
+            raise CorpusFileError(
+                f"{state}: data file {name!r} lies outside the folder", path=state
+            )
         path = (folder / name).resolve()
         if root not in path.parents:
-            raise CorpusFileError(f"{state}: data file {name!r} lies outside the folder")
+            raise CorpusFileError(
+                f"{state}: data file {name!r} lies outside the folder", path=state
+            )
         if not path.is_file():
-            raise CorpusFileError(f"{state}: data file {name!r} is missing")
+            raise CorpusFileError(f"{state}: data file {name!r} is missing", path=state)
         files.append(folder / name)
     if not files:
-        raise CorpusFileError(f"{state}: lists no data files")
+        raise CorpusFileError(f"{state}: lists no data files", path=state)
     return files
 
 
@@ -181,11 +209,13 @@ def open_ipc(
     try:
         source = pa.memory_map(str(path), "r")
     except (OSError, pa.ArrowException) as exc:
-        raise CorpusFileError(f"{path}: cannot memory-map the file: {exc}") from exc
+        raise CorpusFileError(f"{path}: cannot memory-map the file: {exc}", path=path) from exc
     try:
         size = source.size()
         if size == 0:
-            raise CorpusFormatError(f"{path}: the file is empty; expected an Arrow IPC file")
+            raise CorpusFormatError(
+                f"{path}: the file is empty; expected an Arrow IPC file", path=path
+            )
         # The whole mapping as one buffer, which holds the mapping alive after close().
         # The readers below read from it, so every column buffer is a slice of it (zero
         # copy), and a reader over a buffer opens about four times faster than one over
@@ -193,7 +223,7 @@ def open_ipc(
         whole = source.read_buffer(size)
         stat = _fstat(source)
     except (OSError, pa.ArrowException) as exc:
-        raise CorpusFileError(f"{path}: cannot memory-map the file: {exc}") from exc
+        raise CorpusFileError(f"{path}: cannot memory-map the file: {exc}", path=path) from exc
     finally:
         source.close()
     return open_ipc_buffer(whole, path, require_end_of_stream=require_end_of_stream, stat=stat)
@@ -213,8 +243,19 @@ def open_ipc_buffer(
     """
     size = whole.size
     if size == 0:
-        raise CorpusFormatError(f"{path}: the file is empty; expected an Arrow IPC file")
+        raise CorpusFormatError(
+                f"{path}: the file is empty; expected an Arrow IPC file", path=path
+            )
     map_begin, map_end = whole.address, whole.address + size
+    if size >= 8 and (
+        whole.slice(0, 4).to_pybytes() == _PARQUET_MAGIC == whole.slice(size - 4).to_pybytes()
+    ):
+        raise CorpusFormatError(
+            f"{path}: is a Parquet file, not an Arrow IPC file or stream. Parquet is encoded "
+            "and compressed, so it cannot be read in place; convert it once: "
+            f"{_parquet_conversion(path)}",
+            path=path,
+        )
     try:
         if whole.slice(0, min(size, 6)).to_pybytes() == _FILE_MAGIC:
             reader = pa.ipc.open_file(whole)
@@ -236,8 +277,20 @@ def open_ipc_buffer(
         # reader means the input cannot be read.
         raise CorpusFormatError(
             f"{path}: not a readable Arrow IPC file or stream: {exc}. The file is "
-            "corrupt or was cut short; rewrite it."
+            "corrupt or was cut short; rewrite it.",
+            path=path,
         ) from exc
+
+
+def _parquet_conversion(path: Path) -> str:
+    """How to turn the Parquet file ``path`` into an uncompressed Arrow IPC file, in words."""
+    target = path.with_suffix(".arrow")
+    return (
+        f"table = pyarrow.parquet.read_table('{path}'); "
+        f"pyarrow.feather.write_feather(table, '{target}', compression='uncompressed'). "
+        "Parquet of text rather than token ids: 'arrowloader prepare FILE --tokenizer "
+        "TOKENIZER --output DIR' tokenizes it into a corpus."
+    )
 
 
 def _read_whole_file(path: Path) -> tuple[pa.Buffer, os.stat_result]:
@@ -255,13 +308,14 @@ def _read_whole_file(path: Path) -> tuple[pa.Buffer, os.stat_result]:
                 if not count:
                     raise CorpusFileError(
                         f"{path}: the file shrank from {stat.st_size} to {done} bytes while "
-                        "it was read; it is being rewritten. Open it again once written."
+                        "it was read; it is being rewritten. Open it again once written.",
+                        path=path,
                     )
                 done += count
     except OSError as exc:
         if isinstance(exc, CorpusFileError):
             raise
-        raise CorpusFileError(f"{path}: cannot read the file: {exc}") from exc
+        raise CorpusFileError(f"{path}: cannot read the file: {exc}", path=path) from exc
     return pa.py_buffer(data), stat
 
 
@@ -291,7 +345,8 @@ def _read_stream(
                 f"{path}: the Arrow IPC stream has no end-of-stream marker after its "
                 f"{len(batches)} record batches (byte {end_of_messages} of {size}): the file "
                 "was probably cut short and rows are missing. If its writer never writes "
-                "the marker, pass require_end_of_stream=False."
+                "the marker, pass require_end_of_stream=False.",
+                path=path,
             )
         end = end_of_messages + (8 if marker == _END_OF_STREAM else 4)
         if end < size:
@@ -301,7 +356,8 @@ def _read_stream(
                 f"{path}: {size - end} bytes follow the Arrow IPC stream's end-of-stream "
                 f"marker (byte {end_of_messages} of {size}); they would never be read. Is it "
                 "several streams concatenated? Write one stream per file. "
-                "require_end_of_stream=False reads up to the marker and ignores the rest."
+                "require_end_of_stream=False reads up to the marker and ignores the rest.",
+                path=path,
             )
     return OpenedFile(path, "stream", reader.schema, batches, map_begin, map_end, stat, whole)
 
@@ -313,8 +369,39 @@ def _fstat(source: pa.MemoryMappedFile) -> Optional[os.stat_result]:
         return None
 
 
+def column_index(
+    opened: OpenedFile, column: str, *, list_column: bool, narrow: bool = False
+) -> int:
+    """The index of ``column`` in the schema of ``opened``, once it is known to be there
+    with a type arrowloader reads (a token list type when ``list_column``, see
+    :func:`check_token_type`, int8 and uint8 values too when ``narrow``; else an integer
+    type).
+
+    Raises:
+        CorpusFormatError: the column is missing or has another type.
+    """
+    index = opened.schema.get_field_index(column)
+    if index < 0:
+        names = ", ".join(repr(name) for name in opened.schema.names)
+        raise CorpusFormatError(
+            f"{opened.path}: column {column!r} not found; the file has columns [{names}]",
+            path=opened.path,
+            column=column,
+        )
+    field_type = opened.schema.field(index).type
+    if list_column:
+        check_token_type(opened.path, column, field_type, narrow=narrow)
+    elif not pa.types.is_integer(field_type):
+        raise CorpusFormatError(
+            f"{opened.path}: column {column!r} has type {field_type}; expected an integer type",
+            path=opened.path,
+            column=column,
+        )
+    return index
+
+
 def iter_column_chunks(
-    opened: OpenedFile, column: str, *, list_column: bool
+    opened: OpenedFile, column: str, *, list_column: bool, narrow: bool = False
 ) -> Iterator[tuple[pa.Array, int]]:
     """Yields ``(array, first_row_in_file)`` for every record batch's ``column``.
 
@@ -329,19 +416,7 @@ def iter_column_chunks(
             structure, or its buffers were copied out of the mapping (IPC buffer
             compression).
     """
-    index = opened.schema.get_field_index(column)
-    if index < 0:
-        names = ", ".join(repr(name) for name in opened.schema.names)
-        raise CorpusFormatError(
-            f"{opened.path}: column {column!r} not found; the file has columns [{names}]"
-        )
-    field_type = opened.schema.field(index).type
-    if list_column:
-        check_token_type(opened.path, column, field_type)
-    elif not pa.types.is_integer(field_type):
-        raise CorpusFormatError(
-            f"{opened.path}: column {column!r} has type {field_type}; expected an integer type"
-        )
+    index = column_index(opened, column, list_column=list_column, narrow=narrow)
     row = 0
     for batch in opened.batches:
         array = batch.column(index)
@@ -351,7 +426,9 @@ def iter_column_chunks(
                 raise CorpusFormatError(
                     f"{opened.path}: column {column!r} (rows from {row}) holds {len(array)} "
                     f"rows but its record batch declares {batch.num_rows}; the file is "
-                    "corrupt. Regenerate it from its source."
+                    "corrupt. Regenerate it from its source.",
+                    path=opened.path,
+                    column=column,
                 )
             buffers = array.buffers()
             _check_in_mapping(opened, column, buffers, row)
@@ -388,19 +465,39 @@ def _validation_complaint(array: pa.Array) -> Optional[str]:
 def _corrupt(path: Path, column: str, row: int, what: str) -> CorpusFormatError:
     return CorpusFormatError(
         f"{path}: column {column!r} (rows from {row}): {what}; the file is corrupt. "
-        "Regenerate it from its source."
+        "Regenerate it from its source.",
+        path=path,
+        column=column,
     )
 
 
-def check_token_type(path: Path, column: str, field_type: pa.DataType) -> None:
-    """Raises CorpusFormatError unless ``field_type`` is a supported token list type."""
+#: The value types of token lists, and those a narrow list column (a mask or token type
+#: ids beside the tokens) may have besides.
+TOKEN_VALUE_TYPES = (pa.int32(), pa.int64(), pa.uint16(), pa.uint32())
+NARROW_VALUE_TYPES = (pa.int8(), pa.uint8())
+
+
+def check_token_type(
+    path: Path, column: str, field_type: pa.DataType, *, narrow: bool = False
+) -> None:
+    """Raises CorpusFormatError unless ``field_type`` is a supported token list type (or,
+    with ``narrow``, a list of int8 or uint8).
+
+    This is the check whose message users see. ``TokenColumn.add_chunk`` checks the
+    Arrow format string again where the array crosses into C++ (csrc/columns.cpp): a
+    second line of defence for arrays that reach the native side some other way, never
+    the first to object to a file opened through :func:`column_index`.
+    """
+    allowed = TOKEN_VALUE_TYPES + (NARROW_VALUE_TYPES if narrow else ())
     ok = (pa.types.is_list(field_type) or pa.types.is_large_list(field_type)) and (
-        field_type.value_type in (pa.int32(), pa.int64(), pa.uint16(), pa.uint32())
+        field_type.value_type in allowed
     )
     if not ok:
         raise CorpusFormatError(
             f"{path}: column {column!r} has type {field_type}; expected list or large_list "
-            "of int32, int64, uint16 or uint32"
+            f"of {', '.join(map(str, allowed[:-1]))} or {allowed[-1]}",
+            path=path,
+            column=column,
         )
 
 
@@ -411,12 +508,71 @@ def _check_in_mapping(
         if buffer is None or buffer.size == 0:
             continue
         if not (opened.map_begin <= buffer.address < opened.map_end):
-            raise CorpusFormatError(
-                f"{opened.path}: column {column!r} (rows from {row}) is not stored "
-                "uncompressed, so it cannot be read in place from the memory mapping "
-                "(the file uses IPC buffer compression). Rewrite it without compression, "
-                "e.g. pyarrow.ipc.new_file(path, schema) with default IpcWriteOptions."
+            codec = _ipc_compression(opened) or "lz4 or zstd"
+            read = (
+                f"pyarrow.feather.read_table('{opened.path}')"
+                if opened.format == "file"
+                else f"pyarrow.ipc.open_stream('{opened.path}').read_all()"
             )
+            raise CorpusFormatError(
+                f"{opened.path}: column {column!r} (rows from {row}) is compressed with "
+                f"{codec} (Arrow IPC buffer compression, which pyarrow.feather.write_feather "
+                "applies unless told otherwise), so it cannot be read in place from the "
+                f"memory mapping. Rewrite it uncompressed: table = {read}; "
+                "pyarrow.feather.write_feather(table, NEW_PATH, compression='uncompressed'), "
+                "or write with pyarrow.ipc.new_file and the default IpcWriteOptions.",
+                path=opened.path,
+                column=column,
+            )
+
+
+#: Arrow's ``CompressionType`` codes (format/Message.fbs).
+_CODECS = {0: "lz4", 1: "zstd"}
+
+
+def _ipc_compression(opened: OpenedFile) -> Optional[str]:
+    """The codec (``"lz4"``, ``"zstd"``) of the first record batch of ``opened``, read
+    from its message header, or None where the batch is not compressed or the header
+    cannot be read. For messages only: it is read on the error path."""
+    if opened.mapping is None:
+        return None
+    start = 8 if opened.format == "file" else 0  # after "ARROW1" and its padding
+    try:
+        reader = pa.ipc.MessageReader.open_stream(pa.BufferReader(opened.mapping.slice(start)))
+        for _ in range(64):  # the schema, dictionaries, then the first record batch
+            message = reader.read_next_message()
+            if message.type == "record batch":
+                return _batch_codec(message.metadata.to_pybytes())
+    except (StopIteration, pa.ArrowException, ValueError, IndexError, struct.error):
+        pass
+    return None
+
+
+def _batch_codec(metadata: bytes) -> Optional[str]:
+    """The codec named by a RecordBatch message's flatbuffer (``Message.header`` ->
+    ``RecordBatch.compression`` -> ``BodyCompression.codec``), or None."""
+
+    def table(position: int) -> int:  # a table at the uoffset stored at position
+        return position + struct.unpack_from("<I", metadata, position)[0]
+
+    def field(table_at: int, index: int) -> Optional[int]:  # where field index lies
+        vtable = table_at - struct.unpack_from("<i", metadata, table_at)[0]
+        vtable_size = struct.unpack_from("<H", metadata, vtable)[0]
+        if 4 + 2 * index + 2 > vtable_size:
+            return None
+        offset = struct.unpack_from("<H", metadata, vtable + 4 + 2 * index)[0]
+        return table_at + offset if offset else None
+
+    message = table(0)
+    header = field(message, 2)  # Message.header (a RecordBatch)
+    if header is None:
+        return None
+    compression = field(table(header), 3)  # RecordBatch.compression
+    if compression is None:
+        return None
+    codec = field(table(compression), 0)  # BodyCompression.codec, default LZ4_FRAME
+    code = 0 if codec is None else metadata[codec]
+    return _CODECS.get(code, f"codec {code}")
 
 
 def _check_alignment(
@@ -437,7 +593,9 @@ def _check_alignment(
                 f"{path}: column {column!r} (rows from {row}): the {name} buffer is not "
                 f"aligned to {width} bytes, as Arrow IPC requires; the file is corrupt. "
                 "Regenerate it from its source (bytes in memory: copy them into a new "
-                "buffer, which is aligned)."
+                "buffer, which is aligned).",
+                path=path,
+                column=column,
             )
 
 
@@ -475,5 +633,7 @@ def _check_buffer_sizes(
             raise CorpusFormatError(
                 f"{path}: column {column!r} (rows from {row}): the {name} buffer holds "
                 f"{have} bytes but the declared lengths need {need}; the file is corrupt. "
-                "Regenerate it from its source."
+                "Regenerate it from its source.",
+                path=path,
+                column=column,
             )
