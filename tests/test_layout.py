@@ -139,3 +139,18 @@ def test_the_loader_names_no_dataset_and_the_contract_imports_no_dataset() -> No
     assert not graph[f"{ROOT}.native"] & (kinds | {f"{ROOT}.loader"})
     for kind in kinds:
         assert f"{ROOT}.loader" not in graph[kind], f"{kind} imports the loader"
+
+
+def test_the_readme_layout_table_names_every_top_level_module() -> None:
+    """The README's "How the code is laid out" table has a row for each module and
+    subpackage directly under python/arrowloader, so a new module cannot go unlisted."""
+    readme = (PACKAGE.parent.parent / "README.md").read_text()
+    section = readme[readme.index("## How the code is laid out"):]
+    section = section[:section.index("\n## ", 1)]
+    listed = {line.split("|")[1].strip().strip("`") for line in section.splitlines()
+              if line.startswith("| `")}
+    present = {path.name for path in PACKAGE.glob("*.py")}
+    present |= {f"{path.name}/" for path in PACKAGE.iterdir()
+                if path.is_dir() and (path / "__init__.py").exists()}
+    assert present - listed == set(), "modules missing from the README's layout table"
+    assert listed - present == set(), "the README's layout table names modules that are gone"
