@@ -1,5 +1,5 @@
-"""Corpora and fixtures the ``test_bench_*`` modules share (a test module asks for the
-fixtures with ``pytest_plugins = ["bench_corpora"]``).
+"""Corpora and fixtures the ``test_bench_*`` modules share (registered as a plugin by
+``conftest.py``, so its fixtures are there for every test module).
 """
 
 from __future__ import annotations

@@ -40,6 +40,17 @@ UNDER_SANITIZER = any(
     name in os.environ.get("LD_PRELOAD", "") for name in ("libasan", "libtsan")
 )
 
+#: gcc's AddressSanitizer allocator takes no lock around fork(): a worker process forked
+#: while another thread of the test process (pyarrow's or torch's pools) is inside
+#: malloc waits on that allocator lock forever. Under ASan, torch's worker processes
+#: therefore start from a clean forkserver; tests that ask for "fork" still get it.
+if "libasan" in os.environ.get("LD_PRELOAD", "") or os.environ.get(
+    "ARROWLOADER_TEST_FORKSERVER"
+):
+    import multiprocessing
+
+    multiprocessing.set_start_method("forkserver", force=True)
+
 
 def token_list_type(value_type: pa.DataType, *, large: bool = False) -> pa.DataType:
     """``list<value_type>`` or ``large_list<value_type>``."""
@@ -316,3 +327,7 @@ def assert_batches_equal(
 # corpus prepared from that text, for the tests of what reads prepared corpus folders.
 from prepared_corpus import prepared  # noqa: E402, F401
 from text_corpus import bpe, bpe_path, stdlib_corpus  # noqa: E402, F401
+
+#: The bench tests' shared corpora and fixtures, registered here (the root conftest) so
+#: that any one bench test module also runs alone.
+pytest_plugins = ["bench_corpora"]

@@ -11,7 +11,6 @@ from arrowloader.bench import cache
 from arrowloader.bench.mapped_arrow import MappedTokenColumn
 
 #: The shared fixtures (tiny corpora, an isolated cache) of tests/bench_corpora.py.
-pytest_plugins = ["bench_corpora"]
 
 
 def test_cache_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

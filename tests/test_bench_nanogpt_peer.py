@@ -19,7 +19,6 @@ from arrowloader.bench.pack import check_pack_batch
 from bench_corpora import W2, write_small_batches
 
 #: The shared fixtures (tiny corpora, an isolated cache) of tests/bench_corpora.py.
-pytest_plugins = ["bench_corpora"]
 
 
 def test_nanogpt_stream_and_batches(

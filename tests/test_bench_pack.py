@@ -25,7 +25,6 @@ from arrowloader.cli import main
 from bench_corpora import TINY_DOCUMENTS, W2, tiny_lengths, write_small_batches
 
 #: The shared fixtures (tiny corpora, an isolated cache) of tests/bench_corpora.py.
-pytest_plugins = ["bench_corpora"]
 
 
 def all_pack_peers(corpus: Path, stream_folder: Path) -> list[Peer]:

@@ -30,7 +30,6 @@ from arrowloader.cli import main
 from bench_corpora import TINY_DOCUMENTS, tiny_lengths
 
 #: The shared fixtures (tiny corpora, an isolated cache) of tests/bench_corpora.py.
-pytest_plugins = ["bench_corpora"]
 
 
 #: Batches per epoch of the tiny corpus at batch 32: 63 (the last one has 16 rows).

@@ -14,7 +14,6 @@ from arrowloader.bench.report import SUMMARISED_FIGURES
 from arrowloader.cli import main
 
 #: The shared fixtures (tiny corpora, an isolated cache) of tests/bench_corpora.py.
-pytest_plugins = ["bench_corpora"]
 
 
 def test_bench_cli_thread_sweep_stall_and_plot(

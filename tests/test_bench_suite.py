@@ -11,7 +11,6 @@ import pytest
 from arrowloader.cli import main
 
 #: The shared fixtures (tiny corpora, an isolated cache) of tests/bench_corpora.py.
-pytest_plugins = ["bench_corpora"]
 
 
 def test_bench_rejects_a_missing_corpus(

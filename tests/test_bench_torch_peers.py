@@ -14,7 +14,6 @@ from arrowloader.bench.torch_peers import MappedArrowBlocks
 from bench_corpora import W2, write_small_batches
 
 #: The shared fixtures (tiny corpora, an isolated cache) of tests/bench_corpora.py.
-pytest_plugins = ["bench_corpora"]
 
 
 def test_torch_blocks_equal_the_reference_packer(
