@@ -16,9 +16,9 @@ from arrowloader import synthetic
 from arrowloader.bench import hf_peers
 from arrowloader.bench.harness import kept_lengths
 from arrowloader.bench.mapped_arrow import MappedTokenColumn
-from arrowloader.bench.nanogpt_peer import TokenStreamFile, write_token_stream
 from arrowloader.bench.pack import PackOptions
 from arrowloader.bench.pad import PadOptions
+from arrowloader.bench.token_stream import TokenStreamFile, write_token_stream
 
 #: Documents of the benchmark corpus: a tenth of the reference corpus.
 BENCH_DOCUMENTS = 20_000

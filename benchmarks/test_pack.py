@@ -24,8 +24,9 @@ import pytest
 import torch
 from arrowloader import _C, Corpus
 from arrowloader.bench.harness import WARMUP_BATCHES, EpochCycler, Peer
-from arrowloader.bench.nanogpt_peer import TokenStreamFile, nanogpt_pack_peer
+from arrowloader.bench.nanogpt_peer import nanogpt_pack_peer
 from arrowloader.bench.pack import PackOptions, arrowloader_pack_peers
+from arrowloader.bench.token_stream import TokenStreamFile
 from arrowloader.bench.torch_peers import torch_pack_peers
 
 BATCHES_PER_ROUND = 100
@@ -35,10 +36,13 @@ BLOCKS_SEED = 1
 
 #: Row kinds, with test ids that ``-k`` can select.
 ROWS = [
-    pytest.param("torch (workers 0)", id="torch-workers0"),
-    pytest.param("torch (workers 2)", id="torch-workers2"),
+    pytest.param("torch flat stream (workers 0)", id="torch-flat-workers0"),
+    pytest.param("torch flat stream (workers 2)", id="torch-flat-workers2"),
+    pytest.param("torch from documents (workers 0)", id="torch-documents-workers0"),
+    pytest.param("torch from documents (workers 2)", id="torch-documents-workers2"),
     pytest.param("nanogpt", id="nanogpt"),
     pytest.param("arrowloader", id="arrowloader"),
+    pytest.param("arrowloader in order", id="arrowloader-documents-in-order"),
     pytest.param("arrowloader positions", id="arrowloader-positions-cu_seqlens"),
     pytest.param("arrowloader int32", id="arrowloader-int32"),
 ]
@@ -47,16 +51,20 @@ ROWS = [
 def build_peer(
     kind: str, corpus: Path, options: PackOptions, request: pytest.FixtureRequest
 ) -> Peer:
-    """The W2 row of that kind (the nanoGPT row needs the ``nanogpt_stream`` fixture)."""
-    if kind == "nanogpt":
+    """The W2 row of that kind (the stream readers need the ``nanogpt_stream`` fixture)."""
+    if kind == "nanogpt" or kind.startswith("torch flat"):
         stream: TokenStreamFile = request.getfixturevalue("nanogpt_stream")
-        return nanogpt_pack_peer(stream, options)
+        if kind == "nanogpt":
+            return nanogpt_pack_peer(stream, options)
+        peers = torch_pack_peers(corpus, options, stream)
+        return next(p for p in peers if p.name == kind.replace("stream", f"stream {stream.dtype}"))
     if kind.startswith("torch"):
         return next(p for p in torch_pack_peers(corpus, options) if p.name == kind)
-    main, positions, int32 = arrowloader_pack_peers(corpus, options)
-    return {"arrowloader": main, "arrowloader positions": positions, "arrowloader int32": int32}[
-        kind
-    ]
+    main, in_order, positions, int32 = arrowloader_pack_peers(corpus, options)
+    return {
+        "arrowloader": main, "arrowloader in order": in_order,
+        "arrowloader positions": positions, "arrowloader int32": int32,
+    }[kind]
 
 
 @pytest.mark.benchmark(group="W2 pack: 100 batches of 8 x 2048")

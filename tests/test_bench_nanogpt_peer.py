@@ -9,13 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from arrowloader.bench.nanogpt_peer import (
-    TokenStreamFile,
-    nanogpt_pack_peer,
-    stream_dtype,
-    write_token_stream,
-)
+from arrowloader.bench.nanogpt_peer import nanogpt_pack_peer
 from arrowloader.bench.pack import check_pack_batch
+from arrowloader.bench.token_stream import TokenStreamFile, stream_dtype, write_token_stream
 from bench_corpora import W2, write_small_batches
 
 #: The shared fixtures (tiny corpora, an isolated cache) of tests/bench_corpora.py.

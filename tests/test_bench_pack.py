@@ -17,9 +17,10 @@ import torch
 from arrowloader import PackedDataset, reference
 from arrowloader.bench.harness import BenchmarkError, EpochCycler, Peer
 from arrowloader.bench.mapped_arrow import MappedTokenColumn
-from arrowloader.bench.nanogpt_peer import TokenStreamFile, nanogpt_pack_peer, write_token_stream
+from arrowloader.bench.nanogpt_peer import nanogpt_pack_peer
 from arrowloader.bench.pack import arrowloader_pack_peers, check_pack_batch
 from arrowloader.bench.report import STALL_FIGURES, SUMMARISED_FIGURES
+from arrowloader.bench.token_stream import TokenStreamFile, write_token_stream
 from arrowloader.bench.torch_peers import torch_pack_peers
 from arrowloader.cli import main
 from bench_corpora import TINY_DOCUMENTS, W2, tiny_lengths, write_small_batches
@@ -28,15 +29,15 @@ from bench_corpora import TINY_DOCUMENTS, W2, tiny_lengths, write_small_batches
 
 
 def all_pack_peers(corpus: Path, stream_folder: Path) -> list[Peer]:
-    """Every W2 row over ``corpus``: torch, nanoGPT (stream written to ``stream_folder``),
-    and the three arrowloader rows."""
+    """Every W2 row over ``corpus``: torch (flat stream and from documents), nanoGPT (the
+    stream written to ``stream_folder``), and the four arrowloader rows."""
     stream_folder.mkdir(parents=True, exist_ok=True)
     stream = TokenStreamFile(
         write_token_stream(corpus, W2.column, W2.eos_token_id, stream_folder / "train.bin"),
         np.dtype(np.uint16),
     )
     return [
-        *torch_pack_peers(corpus, W2),
+        *torch_pack_peers(corpus, W2, stream),
         nanogpt_pack_peer(stream, W2),
         *arrowloader_pack_peers(corpus, W2),
     ]
@@ -60,13 +61,16 @@ def test_bench_cli_pack_end_to_end(
     report = whole["workloads"]["pack"]
 
     names = [row["name"] for row in report["rows"]]
-    assert names[:3] == [
-        "torch (workers 0)", "torch (workers 2)", "nanoGPT get_batch (memmap uint16)",
+    assert names[:5] == [
+        "torch flat stream uint16 (workers 0)", "torch flat stream uint16 (workers 2)",
+        "torch from documents (workers 0)", "torch from documents (workers 2)",
+        "nanoGPT get_batch (memmap uint16)",
     ]
-    ours = names[3:]
-    assert len(ours) == 3 and all(name.startswith("arrowloader") for name in ours)
-    assert "+position_ids +cu_seqlens" in ours[1] and "int32" in ours[2]
-    assert [row["headline"] for row in report["rows"]] == [True] * 4 + [False] * 2
+    ours = names[5:]
+    assert len(ours) == 4 and all(name.startswith("arrowloader") for name in ours)
+    assert "documents in order" in ours[1]
+    assert "+position_ids +cu_seqlens" in ours[2] and "int32" in ours[3]
+    assert [row["headline"] for row in report["rows"]] == [True] * 6 + [False] * 3
     header = next(line for line in printed.splitlines() if line.startswith("loader "))
     for column in ("real Mtok/s", "vs torch best", "batches/s", "CPU s/Mtok", "anon RSS MiB",
                    "first batch ms", "padding"):
@@ -125,12 +129,12 @@ def test_bench_cli_pack_end_to_end(
             summary.append(f"W2 pack: {row['name']} / torch best: {ratio:.1f}x")
     assert report["arrowloader_row"] == ours[0]
     assert report["ratios"]["arrowloader_over_torch_best"] == pytest.approx(
-        report["rows"][3]["median"]["tokens_per_s"] / best
+        report["rows"][5]["median"]["tokens_per_s"] / best
     )
     assert report["ratios"]["arrowloader_over_nanogpt_best"] == pytest.approx(
-        report["rows"][3]["median"]["tokens_per_s"] / report["rows"][2]["median"]["tokens_per_s"]
+        report["rows"][5]["median"]["tokens_per_s"] / report["rows"][4]["median"]["tokens_per_s"]
     )
-    assert printed.rstrip().splitlines()[-3:] == summary
+    assert printed.rstrip().splitlines()[-4:] == summary
     assert whole["summary"] == summary
 
 
@@ -150,7 +154,7 @@ def test_arrowloader_pack_rows_are_concat_blocks(
     ``document_order(0, seed)``, rows ``block_order(0, seed, n)[:8]``; the variants add
     the reference's position_ids and cu_seqlens, or give the same ids as int32."""
     seed = 4
-    main_row, positions_row, int32_row = arrowloader_pack_peers(small_corpus, W2)
+    main_row, _, positions_row, int32_row = arrowloader_pack_peers(small_corpus, W2)
     dataset = main_row.open_dataset(seed)
     order = dataset.document_order(0, seed)
     want = reference.pack_concat(

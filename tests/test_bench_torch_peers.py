@@ -1,16 +1,19 @@
-"""The torch peers' W2 dataset (arrowloader.bench.torch_peers.MappedArrowBlocks) against the
-reference packer. (The W1 torch rows are checked with every W1 row in test_bench_pad.py.)
+"""The torch peers' W2 datasets (arrowloader.bench.torch_peers: MappedArrowBlocks,
+FlatStreamBlocks) against the reference packer and each other. (The W1 torch rows are
+checked with every W1 row in test_bench_pad.py.)
 """
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from arrowloader import PackedDataset, reference
-from arrowloader.bench.torch_peers import MappedArrowBlocks
+from arrowloader.bench.token_stream import TokenStreamFile, write_token_stream
+from arrowloader.bench.torch_peers import FlatStreamBlocks, MappedArrowBlocks, torch_pack_peers
 from bench_corpora import W2, write_small_batches
 
 #: The shared fixtures (tiny corpora, an isolated cache) of tests/bench_corpora.py.
@@ -54,3 +57,40 @@ def test_torch_blocks_across_record_batches(tmp_path: Path, seq_len: int) -> Non
         assert block[1:].tolist() == row["labels"], i
     with pytest.raises(IndexError):
         dataset.block(len(dataset))
+
+
+def test_flat_stream_blocks_equal_the_document_blocks(small_corpus: Path, tmp_path: Path) -> None:
+    """The flat-stream peer's block i (sliced from the stream file) is the from-documents
+    peer's block i, both are int64 [seq_len], and every torch row of W2 draws the same
+    batches for the same seed (so "torch best" compares the same work)."""
+    for dtype in (np.uint16, np.int32):
+        stream = TokenStreamFile(
+            write_token_stream(small_corpus, W2.column, W2.eos_token_id,
+                               tmp_path / f"{np.dtype(dtype).name}.bin", dtype),
+            np.dtype(dtype),
+        )
+        flat = FlatStreamBlocks(stream.path, stream.dtype, W2.seq_len)
+        documents = MappedArrowBlocks(small_corpus, W2.column, W2.seq_len, W2.eos_token_id)
+        assert len(flat) == len(documents) > W2.batch_size
+        for i in range(len(flat)):
+            ours, theirs = flat[i], documents[i]
+            assert ours["input_ids"].dtype == torch.int64
+            assert torch.equal(ours["input_ids"], theirs["input_ids"]), i
+            assert torch.equal(ours["labels"], theirs["labels"]), i
+        with pytest.raises(IndexError):
+            flat[len(flat)]
+        restored = pickle.loads(pickle.dumps(flat))  # what a worker process receives
+        assert torch.equal(restored[1]["input_ids"], flat[1]["input_ids"])
+
+        peers = [p for p in torch_pack_peers(small_corpus, W2, stream) if p.num_workers == 0]
+        assert [p.name for p in peers] == [
+            f"torch flat stream {np.dtype(dtype).name} (workers 0)",
+            "torch from documents (workers 0)",
+        ]
+        assert [p.reads_stream for p in peers] == [True, False]
+        first, second = ([b for b, _ in zip(p.make_loader(p.open_dataset(3), 3), range(4))]
+                         for p in peers)
+        assert len(first) == len(second) == 4
+        for a, b in zip(first, second):
+            assert torch.equal(a["input_ids"], b["input_ids"])
+            assert torch.equal(a["labels"], b["labels"])

@@ -80,6 +80,8 @@ class Peer:
             arrowloader rows with other outputs are not headline rows).
         dtype: dtype of the id outputs (``input_ids``, ``labels``, ``position_ids``).
         extra_outputs: outputs beyond the workload's own (e.g. ``position_ids``).
+        reads_stream: whether the row reads W2's flat stream file rather than the
+            corpus (its token bytes are the stream's).
     """
 
     name: str
@@ -90,6 +92,7 @@ class Peer:
     headline: bool = True
     dtype: torch.dtype = torch.int64
     extra_outputs: tuple[str, ...] = ()
+    reads_stream: bool = False
 
 
 @dataclass(frozen=True)

@@ -6,18 +6,20 @@ blocks of ``seq_len + 1`` tokens; a block gives ``input_ids = block[:-1]`` and
 ``labels = block[1:]``. Every row yields ``input_ids`` and ``labels``
 ``[batch_size, seq_len]``, always full batches:
 
-- ``torch``: ``torch.utils.data.DataLoader`` over per-block numpy slices of the mapped
-  Arrow buffers (documents in corpus order), the block order shuffled by a seeded
-  ``RandomSampler``, ``drop_last=True``
+- ``torch``: ``torch.utils.data.DataLoader`` over per-block slices of a flat stream file
+  with the EOS ids in it (the strongest plain-torch form), and over blocks built per item
+  from the mapped Arrow buffers; documents in corpus order, the block order shuffled by a
+  seeded ``RandomSampler``, ``drop_last=True``
   (:func:`~arrowloader.bench.torch_peers.torch_pack_peers`);
 - ``nanogpt``: nanoGPT's ``get_batch`` over ``np.memmap`` of a raw token stream file
   (:mod:`arrowloader.bench.nanogpt_peer`);
 - ``arrowloader``: ``arrowloader.DataLoader(PackedDataset(...), shuffle=True)`` with
-  ``input_ids`` and ``labels`` only (the headline row), then with ``position_ids`` and
-  ``cu_seqlens`` on, then with int32 outputs (:func:`arrowloader_pack_peers`).
+  ``input_ids`` and ``labels`` only (the headline row), then without the per-epoch
+  document shuffle (the flat-stream peers' work), with ``position_ids`` and
+  ``cu_seqlens`` on, and with int32 outputs (:func:`arrowloader_pack_peers`).
 
-:class:`PackWorkload` opens the corpus, writes the nanoGPT peer's raw token stream (once,
-into the benchmark cache, for the reference corpus) and builds those rows. Every W2 batch
+:class:`PackWorkload` opens the corpus, writes the flat token stream file (once, into the
+benchmark cache, for the reference corpus) and builds those rows. Every W2 batch
 is full (``batch_size`` blocks of ``seq_len`` positions, no padding), so a run's tokens
 are its batches times ``batch_size * seq_len``; the warm-up batches check the shapes.
 
@@ -46,15 +48,15 @@ from arrowloader.bench.cache import (
 )
 from arrowloader.bench.harness import Batch, BenchmarkError, Peer, read_meminfo_bytes
 from arrowloader.bench.mapped_arrow import MappedTokenColumn
-from arrowloader.bench.nanogpt_peer import (
+from arrowloader.bench.nanogpt_peer import nanogpt_pack_peer
+from arrowloader.bench.report import BenchWorkload, Traffic
+from arrowloader.bench.token_stream import (
     TokenStreamFile,
     max_token_id,
-    nanogpt_pack_peer,
     stream_dtype,
     write_token_stream,
 )
-from arrowloader.bench.report import BenchWorkload, Traffic
-from arrowloader.bench.torch_peers import MappedArrowBlocks, torch_pack_peers
+from arrowloader.bench.torch_peers import FlatStreamBlocks, MappedArrowBlocks, torch_pack_peers
 from arrowloader.native import default_num_threads
 from arrowloader.sources import Source
 from arrowloader.wording import plural
@@ -162,7 +164,8 @@ class PackWorkload(BenchWorkload):
 
     def check_dataset(self, peer: Peer, dataset: Any) -> None:
         # len() of a PackedDataset would plan an epoch, which belongs to the first batch.
-        if isinstance(dataset, MappedArrowBlocks) and len(dataset) != self.blocks:
+        blocks = isinstance(dataset, (MappedArrowBlocks, FlatStreamBlocks))
+        if blocks and len(dataset) != self.blocks:
             raise BenchmarkError(
                 f"{peer.name}: the dataset has {len(dataset)} blocks, expected {self.blocks}"
             )
@@ -191,7 +194,7 @@ class PackWorkload(BenchWorkload):
     def description(self) -> list[str]:
         options = self.options
         stream = (
-            f"; nanoGPT reads a {self._stream.dtype.name} copy of the stream "
+            f"; the stream readers read a {self._stream.dtype.name} copy of the stream "
             f"({self._stream.path})"
             if self._stream is not None
             else ""
@@ -213,11 +216,14 @@ class PackWorkload(BenchWorkload):
             f"        {plural(self.documents, 'document')}, {self.tokens / 1e6:.1f}M tokens; "
             f"stream of {self.stream_tokens / 1e6:.1f}M tokens = {plural(self.blocks, 'block')} "
             f"= {plural(per_epoch, 'batch', 'batches')} per epoch",
-            "peers: torch slices block i of the stream (corpus order) from the mapped Arrow "
-            "buffers per item, blocks shuffled by a seeded RandomSampler, drop_last; "
-            "nanoGPT draws random offsets into np.memmap of the raw stream; arrowloader "
-            "(PackedDataset, concat) also shuffles the documents before packing each epoch, "
-            f"and plans each epoch natively (epoch 0's plan is in its first batch){stream}",
+            "peers: torch flat stream slices block i out of np.memmap of the stream file "
+            "(EOS ids already in it) per item; torch from documents builds block i from the "
+            "mapped Arrow buffers per item, putting the EOS ids in; both in corpus order, "
+            "blocks shuffled by a seeded RandomSampler, drop_last; nanoGPT draws random "
+            "offsets into np.memmap of the stream file; arrowloader (PackedDataset, concat) "
+            "also shuffles the documents before packing each epoch (the row 'documents in "
+            "order' does not: the flat-stream peers' work), and plans each epoch natively "
+            f"(epoch 0's plan is in its first batch){stream}",
         ]
 
     def settings(self) -> dict[str, Any]:
@@ -250,11 +256,12 @@ class PackWorkload(BenchWorkload):
         }
 
     def traffic(self, peer: Peer) -> Traffic:
-        # Token bytes read once (nanoGPT reads its stream's; EOS ids are written, not
-        # read); input_ids and labels (and position_ids) written over every position.
-        # cu_seqlens (a few int32 per row) is left out.
+        # Token bytes read once (the stream readers read the stream file's, EOS ids
+        # included; the others write the EOS ids, not read them); input_ids and labels
+        # (and position_ids) written over every position. cu_seqlens (a few int32 per
+        # row) is left out.
         read = self.token_itemsize
-        if peer.family == "nanogpt" and self._stream is not None:
+        if peer.reads_stream and self._stream is not None:
             read = self._stream.dtype.itemsize
         itemsize = torch.empty(0, dtype=peer.dtype).element_size()
         outputs = 3 if "position_ids" in peer.extra_outputs else 2
@@ -268,17 +275,20 @@ class PackWorkload(BenchWorkload):
     def _build_peers(self, requested: tuple[str, ...]) -> list[Peer]:
         options = self.options
         peers: list[Peer] = []
-        if "torch" in requested:
-            peers.extend(torch_pack_peers(self.source, options))
-        if "nanogpt" in requested:
+        if "torch" in requested or "nanogpt" in requested:
             self._stream = self._stream_file()
+        if "torch" in requested:
+            peers.extend(torch_pack_peers(self.source, options, self._stream))
+        if "nanogpt" in requested:
+            assert self._stream is not None
             peers.append(nanogpt_pack_peer(self._stream, options))
         peers.extend(arrowloader_pack_peers(self.source, options, self.threads))
         return peers
 
     def _stream_file(self) -> TokenStreamFile:
-        """nanoGPT's ``train.bin`` of the corpus: cached for the reference corpus, else
-        written for this run and removed after it."""
+        """The corpus as a flat stream file (nanoGPT's ``train.bin``), read by the torch
+        flat-stream and nanoGPT peers: cached for the reference corpus, else written for
+        this run and removed after it."""
         options = self.options
         if self.reference:
             # make_corpus draws ids below 50257, so GPT-2's uint16 holds them (and the EOS).
@@ -306,7 +316,7 @@ class PackWorkload(BenchWorkload):
                 self.source, options.column, options.eos_token_id, path, dtype
             ),
             watch=path.with_name(path.name + ".partial"),
-            description="writing the nanoGPT token stream",
+            description="writing the flat token stream",
             show_progress=self.show_progress,
             result=path,
         )
@@ -314,9 +324,11 @@ class PackWorkload(BenchWorkload):
 
 
 #: The arrowloader rows: (name suffix, PackedDataset keyword arguments, headline, extra
-#: outputs). The first has the torch peer's outputs.
+#: outputs). The first has the torch peer's outputs; the second does the flat-stream
+#: peers' work (no document shuffle), to show what the per-epoch shuffle costs.
 ARROWLOADER_VARIANTS: tuple[tuple[str, dict[str, Any], bool, tuple[str, ...]], ...] = (
     ("", {}, True, ()),
+    (" documents in order", {"shuffle_documents": False}, False, ()),
     (
         " +position_ids +cu_seqlens",
         {"return_position_ids": True, "return_cu_seqlens": True},

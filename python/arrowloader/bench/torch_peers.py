@@ -5,8 +5,10 @@ better row of a workload is its "torch best".
 
 - W1 ("pad"): :class:`MappedArrowDocuments` (a document's first ``max_length`` tokens and
   its label per item), collated with ``pad_sequence`` (:class:`PadCollate`).
-- W2 ("pack"): :class:`MappedArrowBlocks` (block ``i`` of the corpus's token stream,
-  documents in corpus order, per item), stacked by the default collate, ``drop_last``.
+- W2 ("pack"): :class:`FlatStreamBlocks` (block ``i`` sliced from a flat stream file
+  with the EOS ids in it, the strongest form) and :class:`MappedArrowBlocks` (block ``i``
+  built from the documents, EOS ids put in per item), stacked by the default collate,
+  ``drop_last``.
 
 Both draw their items from :func:`~arrowloader.bench.harness.seeded_sampler`, through
 :class:`~arrowloader.bench.harness.SeededLoaderFactory`.
@@ -14,7 +16,8 @@ Both draw their items from :func:`~arrowloader.bench.harness.seeded_sampler`, th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 import torch
@@ -23,6 +26,7 @@ from torch.utils.data import Dataset
 
 from arrowloader.bench.harness import PEER_WORKER_COUNTS, Batch, Peer, SeededLoaderFactory
 from arrowloader.bench.mapped_arrow import MappedTokenColumn
+from arrowloader.bench.token_stream import TokenStreamFile
 from arrowloader.sources import Source
 
 if TYPE_CHECKING:  # the workload modules import this one
@@ -214,18 +218,67 @@ class MappedArrowBlocks(Dataset):
         return {"input_ids": block[:-1], "labels": block[1:]}
 
 
-def torch_pack_peers(source: Source, options: PackOptions) -> list[Peer]:
-    """The torch rows of W2: one per worker count in
-    :data:`~arrowloader.bench.harness.PEER_WORKER_COUNTS`."""
+class FlatStreamBlocks(Dataset):
+    """Map-style dataset of the blocks of a flat token stream file, as the strongest
+    plain-torch W2 loader is written: the corpus stored once as one stream with the EOS
+    ids already in it (nanoGPT's ``train.bin``, Megatron's ``.bin``, litdata's
+    ``TokensLoader`` chunks), item ``i`` one slice of ``np.memmap`` of it, cast to int64.
 
-    def open_dataset(seed: int = 0) -> MappedArrowBlocks:
+    Item ``i`` is ``{"input_ids": block[:-1], "labels": block[1:]}`` (int64
+    ``[seq_len]``) of ``block = stream[i * (seq_len + 1) : (i + 1) * (seq_len + 1)]``, the
+    same block :class:`MappedArrowBlocks` builds from the documents. The mapping is made
+    once per process (the dataset pickles as its path, for worker processes).
+    """
+
+    def __init__(self, path: Path, dtype: np.dtype, seq_len: int) -> None:
+        self._args = (path, dtype, seq_len)
+        self.block_size = seq_len + 1
+        self.stream = np.memmap(path, dtype=dtype, mode="r")
+        self.num_blocks = len(self.stream) // self.block_size
+
+    def __getstate__(self) -> tuple:
+        return self._args
+
+    def __setstate__(self, args: tuple) -> None:
+        self.__init__(*args)
+
+    def __len__(self) -> int:
+        return self.num_blocks
+
+    def __getitem__(self, index: int) -> Batch:
+        if not 0 <= index < self.num_blocks:
+            raise IndexError(f"block {index} is out of range for {self.num_blocks} blocks")
+        start = index * self.block_size
+        block = torch.from_numpy(self.stream[start : start + self.block_size].astype(np.int64))
+        return {"input_ids": block[:-1], "labels": block[1:]}
+
+
+def torch_pack_peers(
+    source: Source, options: PackOptions, stream: Optional[TokenStreamFile] = None
+) -> list[Peer]:
+    """The torch rows of W2, one per worker count in
+    :data:`~arrowloader.bench.harness.PEER_WORKER_COUNTS` each: blocks sliced from a flat
+    stream file (:class:`FlatStreamBlocks`, when ``stream`` is given), then blocks built
+    from the documents of the mapped Arrow buffers (:class:`MappedArrowBlocks`). Every row
+    draws its blocks with the same seeded sampler, so all yield the same batches."""
+
+    def open_documents(seed: int = 0) -> MappedArrowBlocks:
         return MappedArrowBlocks(source, options.column, options.seq_len, options.eos_token_id)
 
+    def open_stream(seed: int = 0) -> FlatStreamBlocks:
+        assert stream is not None
+        return FlatStreamBlocks(stream.path, stream.dtype, options.seq_len)
+
+    rows: list[tuple[str, Callable[[int], Dataset], bool]] = []
+    if stream is not None:
+        rows.append((f"torch flat stream {stream.dtype.name}", open_stream, True))
+    rows.append(("torch from documents", open_documents, False))
     # drop_last: full batches only, as the other W2 loaders yield.
     return [
         Peer(
-            f"torch (workers {n})", "torch", n, open_dataset,
-            SeededLoaderFactory(options.batch_size, n, drop_last=True),
+            f"{name} (workers {n})", "torch", n, opener,
+            SeededLoaderFactory(options.batch_size, n, drop_last=True), reads_stream=reads,
         )
+        for name, opener, reads in rows
         for n in PEER_WORKER_COUNTS
     ]
