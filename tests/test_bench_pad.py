@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from arrowloader.bench import hf_peers
+from arrowloader.bench import hf_peers, torchdata_peers
 from arrowloader.bench.harness import (
     BenchmarkError,
     EpochCycler,
@@ -43,7 +43,8 @@ def tiny_kept(tiny_corpus: Path) -> np.ndarray:
 
 
 def all_peers(corpus: Path, saved_copy_folder: Path) -> list[Peer]:
-    """Every W1 row over ``corpus``: torch, hf (if installed) and arrowloader."""
+    """Every W1 row over ``corpus``: torch, hf and torchdata (if installed) and
+    arrowloader."""
     options = PadOptions()
     peers = torch_pad_peers(corpus, options)
     if not hf_peers.missing_modules():
@@ -51,6 +52,8 @@ def all_peers(corpus: Path, saved_copy_folder: Path) -> list[Peer]:
             corpus, ["input_ids", "label"], saved_copy_folder, show_progress=False
         )
         peers += hf_peers.hf_pad_peers(saved, options)
+    if not torchdata_peers.missing_modules():
+        peers += torchdata_peers.torchdata_pad_peers(corpus, options)
     peers.append(arrowloader_pad_peer(corpus, options))
     return peers
 
@@ -76,6 +79,8 @@ def test_bench_cli_end_to_end(
     expected = ["torch (workers 0)", "torch (workers 2)"]
     if not hf_peers.missing_modules():
         expected += ["hf collator (workers 0)", "hf collator (workers 2)"]
+    if not torchdata_peers.missing_modules():
+        expected += [f"torchdata StatefulDataLoader (workers {n})" for n in (0, 2)]
     assert names[:-1] == expected
     assert names[-1].startswith("arrowloader (threads ")
     header = next(line for line in printed.splitlines() if line.startswith("loader "))

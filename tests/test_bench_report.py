@@ -32,8 +32,9 @@ def test_bench_cli_thread_sweep_stall_and_plot(
     whole = json.loads(out.read_text())
     report = whole["workloads"]["pack"]
     rows = {row["name"]: row for row in report["rows"]}
-    assert list(rows)[2:] == [
+    assert list(rows)[4:] == [
         "arrowloader (threads 1)", "arrowloader (threads 2)",
+        "arrowloader documents in order (threads 1)",
         "arrowloader +position_ids +cu_seqlens (threads 1)", "arrowloader int32 (threads 1)",
     ]
     assert whole["settings"]["threads"] == [1, 2] and whole["settings"]["consumer_ms"] == 0.5

@@ -38,11 +38,11 @@ def test_bench_cli_all_workloads_without_peers(
     printed = capsys.readouterr().out
     whole = json.loads(out.read_text())
     assert list(whole["workloads"]) == ["pad", "pack"]
-    assert [len(w["rows"]) for w in whole["workloads"].values()] == [1, 3]
+    assert [len(w["rows"]) for w in whole["workloads"].values()] == [1, 4]
     assert whole["workloads"]["pack"]["torch_best"] is None
     lines = printed.rstrip().splitlines()
-    assert lines[-4].startswith("W1 pad: arrowloader") and lines[-4].endswith("n/a (no torch row)")
-    assert all(line.startswith("W2 pack: arrowloader") for line in lines[-3:])
+    assert lines[-5].startswith("W1 pad: arrowloader") and lines[-5].endswith("n/a (no torch row)")
+    assert all(line.startswith("W2 pack: arrowloader") for line in lines[-4:])
     assert printed.index("W1 pad: shuffled documents") < printed.index("W2 pack: the corpus")
 
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 import arrowloader
+from arrowloader.bench import torchdata_peers
 from arrowloader.bench.cache import (
     REFERENCE_DOCUMENTS,
     REFERENCE_SEED,
@@ -62,7 +63,7 @@ from arrowloader.sources import Source
 from arrowloader.wording import plural
 
 #: Peers of W2 besides arrowloader (which always runs).
-KNOWN_PEERS = ("torch", "nanogpt")
+KNOWN_PEERS = ("torch", "nanogpt", "torchdata")
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class PackWorkload(BenchWorkload):
 
     key = "pack"
     title = "W2 pack"
-    other_families = ("nanogpt",)
+    other_families = ("nanogpt", "torchdata")
 
     def __init__(
         self,
@@ -275,13 +276,22 @@ class PackWorkload(BenchWorkload):
     def _build_peers(self, requested: tuple[str, ...]) -> list[Peer]:
         options = self.options
         peers: list[Peer] = []
-        if "torch" in requested or "nanogpt" in requested:
+        torchdata = "torchdata" in requested and not torchdata_peers.missing_modules()
+        if "torchdata" in requested and not torchdata:
+            self.skipped.append({
+                "peer": "torchdata",
+                "reason": f"{', '.join(torchdata_peers.missing_modules())} not installed "
+                          f"({torchdata_peers.INSTALL_HINT})",
+            })
+        if "torch" in requested or "nanogpt" in requested or torchdata:
             self._stream = self._stream_file()
         if "torch" in requested:
             peers.extend(torch_pack_peers(self.source, options, self._stream))
         if "nanogpt" in requested:
             assert self._stream is not None
             peers.append(nanogpt_pack_peer(self._stream, options))
+        if torchdata:
+            peers.extend(torchdata_peers.torchdata_pack_peers(self.source, options, self._stream))
         peers.extend(arrowloader_pack_peers(self.source, options, self.threads))
         return peers
 

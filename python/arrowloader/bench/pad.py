@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 import arrowloader
-from arrowloader.bench import hf_peers
+from arrowloader.bench import hf_peers, torchdata_peers
 from arrowloader.bench.cache import REFERENCE_DOCUMENTS, REFERENCE_SEED, cache_dir
 from arrowloader.bench.harness import (
     Batch,
@@ -53,7 +53,7 @@ from arrowloader.sources import Source
 from arrowloader.wording import plural
 
 #: Peers of W1 besides arrowloader (which always runs).
-KNOWN_PEERS = ("torch", "hf")
+KNOWN_PEERS = ("torch", "hf", "torchdata")
 #: Bytes per element of W1's outputs (int64 input_ids, attention_mask and labels).
 _OUTPUT_ITEMSIZE = 8
 
@@ -112,7 +112,7 @@ class PadWorkload(BenchWorkload):
 
     key = "pad"
     title = "W1 pad"
-    other_families = ("hf",)
+    other_families = ("hf", "torchdata")
 
     def __init__(
         self,
@@ -232,6 +232,16 @@ class PadWorkload(BenchWorkload):
                 })
             else:
                 peers.extend(hf_peers.hf_pad_peers(self._saved_copy(), options))
+        if "torchdata" in requested:
+            missing = torchdata_peers.missing_modules()
+            if missing:
+                self.skipped.append({
+                    "peer": "torchdata",
+                    "reason": f"{', '.join(missing)} not installed "
+                              f"({torchdata_peers.INSTALL_HINT})",
+                })
+            else:
+                peers.extend(torchdata_peers.torchdata_pad_peers(self.source, options))
         peers.extend(arrowloader_pad_peer(self.source, options, n) for n in self.threads)
         return peers
 

@@ -21,6 +21,7 @@ FAMILY_COLOURS = {
     "torch": "#ff7f0e",
     "hf": "#9467bd",
     "nanogpt": "#2ca02c",
+    "torchdata": "#d62728",
     "custom": "#8c564b",
 }
 

@@ -53,7 +53,11 @@ FIRST_BATCH_NOTE = (
     "batch (worker start-up and any epoch planning included)"
 )
 #: Names of the non-torch peer families in ratio lines.
-FAMILY_LABELS = {"hf": "hf collator", "nanogpt": "nanoGPT get_batch"}
+FAMILY_LABELS = {
+    "hf": "hf collator",
+    "nanogpt": "nanoGPT get_batch",
+    "torchdata": "torchdata StatefulDataLoader",
+}
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ WORKLOADS = ("pad", "pack")
 #: Peers each workload can compare against (arrowloader always runs).
 WORKLOAD_PEERS = {"pad": pad.KNOWN_PEERS, "pack": pack.KNOWN_PEERS}
 #: Every peer name ``peers`` accepts.
-KNOWN_PEERS = ("torch", "hf", "nanogpt")
+KNOWN_PEERS = ("torch", "hf", "nanogpt", "torchdata")
 
 
 @dataclass(frozen=True)

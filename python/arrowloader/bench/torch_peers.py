@@ -16,6 +16,7 @@ Both draw their items from :func:`~arrowloader.bench.harness.seeded_sampler`, th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -32,6 +33,19 @@ from arrowloader.sources import Source
 if TYPE_CHECKING:  # the workload modules import this one
     from arrowloader.bench.pack import PackOptions
     from arrowloader.bench.pad import PadOptions
+
+
+@dataclass(frozen=True)
+class LoaderKind:
+    """Which DataLoader class builds a family's rows, and their names in the table."""
+
+    label: str
+    family: str
+    loader_class: type[torch.utils.data.DataLoader]
+
+
+#: torch's own ``torch.utils.data.DataLoader``.
+TORCH_LOADER = LoaderKind("torch", "torch", torch.utils.data.DataLoader)
 
 
 # --------------------------------------------------------------------------- W1 pad
@@ -95,9 +109,12 @@ class PadCollate:
         return batch
 
 
-def torch_pad_peers(source: Source, options: PadOptions) -> list[Peer]:
+def torch_pad_peers(
+    source: Source, options: PadOptions, loader: LoaderKind = TORCH_LOADER
+) -> list[Peer]:
     """The torch rows of W1: one per worker count in
-    :data:`~arrowloader.bench.harness.PEER_WORKER_COUNTS`."""
+    :data:`~arrowloader.bench.harness.PEER_WORKER_COUNTS`, built by ``loader``'s class
+    (torch's DataLoader, or a drop-in of it such as torchdata's StatefulDataLoader)."""
 
     def open_dataset(seed: int = 0) -> MappedArrowDocuments:
         return MappedArrowDocuments(
@@ -108,8 +125,10 @@ def torch_pad_peers(source: Source, options: PadOptions) -> list[Peer]:
 
     return [
         Peer(
-            f"torch (workers {n})", "torch", n, open_dataset,
-            SeededLoaderFactory(options.batch_size, n, collate_fn=collate),
+            f"{loader.label} (workers {n})", loader.family, n, open_dataset,
+            SeededLoaderFactory(
+                options.batch_size, n, collate_fn=collate, loader_class=loader.loader_class
+            ),
         )
         for n in PEER_WORKER_COUNTS
     ]
@@ -254,13 +273,17 @@ class FlatStreamBlocks(Dataset):
 
 
 def torch_pack_peers(
-    source: Source, options: PackOptions, stream: Optional[TokenStreamFile] = None
+    source: Source,
+    options: PackOptions,
+    stream: Optional[TokenStreamFile] = None,
+    loader: LoaderKind = TORCH_LOADER,
 ) -> list[Peer]:
     """The torch rows of W2, one per worker count in
     :data:`~arrowloader.bench.harness.PEER_WORKER_COUNTS` each: blocks sliced from a flat
     stream file (:class:`FlatStreamBlocks`, when ``stream`` is given), then blocks built
-    from the documents of the mapped Arrow buffers (:class:`MappedArrowBlocks`). Every row
-    draws its blocks with the same seeded sampler, so all yield the same batches."""
+    from the documents of the mapped Arrow buffers (:class:`MappedArrowBlocks`), built by
+    ``loader``'s class. Every row draws its blocks with the same seeded sampler, so all
+    yield the same batches."""
 
     def open_documents(seed: int = 0) -> MappedArrowBlocks:
         return MappedArrowBlocks(source, options.column, options.seq_len, options.eos_token_id)
@@ -271,13 +294,16 @@ def torch_pack_peers(
 
     rows: list[tuple[str, Callable[[int], Dataset], bool]] = []
     if stream is not None:
-        rows.append((f"torch flat stream {stream.dtype.name}", open_stream, True))
-    rows.append(("torch from documents", open_documents, False))
+        rows.append((f"{loader.label} flat stream {stream.dtype.name}", open_stream, True))
+    rows.append((f"{loader.label} from documents", open_documents, False))
     # drop_last: full batches only, as the other W2 loaders yield.
     return [
         Peer(
-            f"{name} (workers {n})", "torch", n, opener,
-            SeededLoaderFactory(options.batch_size, n, drop_last=True), reads_stream=reads,
+            f"{name} (workers {n})", loader.family, n, opener,
+            SeededLoaderFactory(
+                options.batch_size, n, drop_last=True, loader_class=loader.loader_class
+            ),
+            reads_stream=reads,
         )
         for name, opener, reads in rows
         for n in PEER_WORKER_COUNTS

@@ -21,7 +21,7 @@ from arrowloader.cli.args import (
 
 #: Peer names ``--peers`` accepts (arrowloader.bench.suite.KNOWN_PEERS, without importing
 #: the benchmark modules for --help).
-PEER_NAMES = ("torch", "hf", "nanogpt")
+PEER_NAMES = ("torch", "hf", "nanogpt", "torchdata")
 #: ``--workload`` choices.
 WORKLOAD_CHOICES = ("pad", "pack", "all")
 
@@ -43,13 +43,15 @@ columns of the table (figures are the median [min-max] of the --repeats runs):
 
 workloads:
   pad   W1: shuffled documents, truncated to --max-length, padded to the longest of each
-        batch (default batch 32); peers torch, hf
+        batch (default batch 32); peers torch, hf, torchdata
   pack  W2: the corpus as one token stream (--eos-token-id after every document), cut into
         blocks of --seq-len + 1 tokens, blocks shuffled (default batch 8); outputs
-        input_ids = block[:-1], labels = block[1:]; peers torch, nanogpt; arrowloader runs
-        three rows: input_ids + labels, + position_ids and cu_seqlens, int32 outputs
-  all   pad, then pack. With the defaults (5 s x 3 repeats, every peer: 11 rows) this
-        takes about 3 minutes on a 2-core machine: pad about 85 s, pack about 95 s
+        input_ids = block[:-1], labels = block[1:]; peers torch (from a flat stream file
+        and from the documents), nanogpt, torchdata; arrowloader runs four rows:
+        input_ids + labels, the same without the document shuffle, + position_ids and
+        cu_seqlens, int32 outputs
+  all   pad, then pack. With the defaults (5 s x 3 repeats, every peer installed: 7 pad
+        rows and 11 pack rows) each row takes about 16 s, about 5 minutes in all
 
 W3 (W2 on a corpus larger than memory, >= 1.25 x physical RAM; not run in CI):
   python benchmarks/make_big_corpus.py --size-gb 32 --out /data/w3-corpus
@@ -147,7 +149,8 @@ def add_bench_parser(commands: Any) -> None:
     )
     bench.add_argument(
         "--peers", type=_peer_list, default=None,
-        help="comma list of torch,hf,nanogpt, or none; each workload uses those it knows "
+        help="comma list of torch,hf,nanogpt,torchdata, or none; each workload uses those "
+             "it knows "
              "(default: every installed peer)",
     )
     bench.add_argument(
