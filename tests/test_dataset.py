@@ -10,6 +10,7 @@ import os
 import pickle
 import subprocess
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,7 +222,10 @@ def test_truncation_is_counted(
     loader = arrowloader.DataLoader(
         ds, batch_size=batch_size, shuffle=True, drop_last=drop_last, generator=generator
     )
-    served_rows = [len(b["input_ids"]) for b in loader]
+    # An epoch whose every document drop_last drops says so (test_empty_epochs.py).
+    empty = drop_last and 0 < len(rows) < batch_size
+    with pytest.warns(UserWarning, match="yields no batch") if empty else nullcontext():
+        served_rows = [len(b["input_ids"]) for b in loader]
     # Which rows were served: replay torch's sampler with the same seed.
     replay = torch.utils.data.DataLoader(
         range(len(rows)),
@@ -518,7 +522,7 @@ def test_a_rank_split_loader_resumes_exactly_and_refuses_another_world_size(
     it = iter(loader)
     first = [next(it)["labels"].tolist() for _ in range(2)]
     state = loader.state_dict()
-    assert (state["epoch"], state["batches"], state["world_size"], state["seed"]) == (1, 2, 3, 2)
+    assert (state["epoch"], state["samples"], state["world_size"], state["seed"]) == (1, 8, 3, 2)
     fresh = make(3)
     fresh.load_state_dict(state)
     rest = [batch["labels"].tolist() for batch in fresh]

@@ -124,12 +124,13 @@ def test_a_thousand_short_epochs(tmp_path: Path) -> None:
 
 
 def test_a_thousand_short_packed_epochs(files: WrittenCorpus) -> None:
-    """PackedDataset epochs advance by themselves; 1,000 of them, each a permutation of
-    that epoch's blocks (checked against the dataset's own block order), resources flat."""
+    """A loader's epochs over a PackedDataset advance by themselves (the loader counts
+    them; the dataset stays at epoch 0); 1,000 of them, each a permutation of that
+    epoch's blocks (checked against the dataset's own block order), resources flat."""
     ds = PackedDataset(files.paths[:1], seq_len=32, eos_token_id=0)
     loader = arrowloader.DataLoader(ds, batch_size=2, shuffle=True, num_workers=2)
     for epoch in range(1000):
-        assert ds.epoch == epoch
+        assert loader.state_dict()["epoch"] == epoch and ds.epoch == 0
         plan_blocks = ds.plan(epoch, ds.seed).num_blocks
         order = ds.block_order(epoch, ds.seed, plan_blocks)
         got = list(loader)

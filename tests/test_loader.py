@@ -3,6 +3,7 @@ the same sampler or generator; native threads and their shutdown."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import subprocess
 import sys
@@ -46,7 +47,17 @@ def ds(module_corpus: WrittenCorpus) -> TokenDataset:
 def native(ds: Any, **kwargs: Any) -> list[dict[str, torch.Tensor]]:
     loader = arrowloader.DataLoader(ds, **kwargs)
     assert loader.native
-    return list(loader)
+    with expect_empty_epoch_warning(ds, kwargs):
+        return list(loader)
+
+
+def expect_empty_epoch_warning(ds: Any, kwargs: dict[str, Any]) -> Any:
+    """pytest.warns where drop_last drops every sample of an epoch (the loader says so,
+    see test_epochs.py; torch's yields the same nothing silently), else nothing."""
+    size = kwargs.get("batch_size", 1)
+    if kwargs.get("drop_last") and "sampler" not in kwargs and size and 0 < len(ds) < size:
+        return pytest.warns(UserWarning, match="yields no batch")
+    return contextlib.nullcontext()
 
 
 def reference(ds: TokenDataset, **kwargs: Any) -> list[dict[str, torch.Tensor]]:
@@ -224,8 +235,10 @@ def test_torch_worker_processes_give_the_native_batches(ds: TokenDataset, contex
 def test_len_matches_torch(ds: TokenDataset, kwargs: dict[str, Any]) -> None:
     ours = arrowloader.DataLoader(ds, **kwargs)
     theirs = torch.utils.data.DataLoader(ds, collate_fn=ds.collate, **kwargs)
-    assert len(ours) == len(theirs) == len(list(ours))
-    assert len(iter(ours)) == len(ours)
+    with expect_empty_epoch_warning(ds, kwargs):
+        assert len(ours) == len(theirs) == len(list(ours))
+    with expect_empty_epoch_warning(ds, kwargs):
+        assert len(iter(ours)) == len(ours)
 
 
 def test_collate_fn_of_the_dataset_keeps_the_native_path(ds: TokenDataset) -> None:

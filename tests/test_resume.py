@@ -111,10 +111,10 @@ def bad_states(good: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
 
     return [
         ({**good, "format": "other"}, "not an arrowloader"),
-        (without("batches"), "missing 'batches'"),
+        (without("samples"), "missing 'samples'"),
         (without("generator_states"), "missing 'generator_states'"),
-        ({**good, "batches": -1}, "'batches' must be a non-negative int"),
-        ({**good, "batches": True}, "'batches' must be a non-negative int"),
+        ({**good, "samples": -1}, "'samples' must be a non-negative int"),
+        ({**good, "samples": True}, "'samples' must be a non-negative int"),
         ({**good, "generator_states": []}, "must hold 1 generator states"),
         ({**good, "generator_states": ["x"]}, "not a state of this loader"),
         ({**good, "fingerprint": {**good["fingerprint"], "documents": 1}}, "another corpus"),

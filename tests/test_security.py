@@ -288,7 +288,14 @@ def test_token_state_cannot_claim_more_batches_than_an_epoch_has(tmp_path: Path)
     paths = corpus_with_lengths(tmp_path / "c", LENGTHS)
     loader, _, state = one_batch_in(paths, "token")
     fresh = loaders(paths, "token")
+    documents = len(loader.dataset)
+    for samples in (documents + 1, 2**62):
+        with pytest.raises(ValueError, match=f"beyond the {documents} samples"):
+            fresh.load_state_dict({**state, "samples": samples})
+    fresh.load_state_dict({**state, "samples": documents})  # the end of an epoch is fine
+    # A state from before positions counted samples counts batches.
+    old = {key: value for key, value in state.items() if key != "samples"}
     for batches in (len(loader) + 1, 2**62):
         with pytest.raises(ValueError, match="beyond the 6 batches"):
-            fresh.load_state_dict({**state, "batches": batches})
-    fresh.load_state_dict({**state, "batches": len(loader)})  # the end of an epoch is fine
+            fresh.load_state_dict({**old, "batches": batches})
+    fresh.load_state_dict({**old, "batches": len(loader)})

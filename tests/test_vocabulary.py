@@ -136,3 +136,24 @@ def test_negative_ids_are_refused(tmp_path: Path) -> None:
         arrowloader.PackedDataset(path, seq_len=4, eos_token_id=9, vocab_size=9)
     with pytest.raises(TypeError, match="pad_token_id must be an int"):
         arrowloader.TokenDataset(path, pad_token_id=np.float32(1.0))
+
+
+@pytest.mark.parametrize(
+    "cls, name",
+    [("TokenDataset", "pad_token_id"), ("PackedDataset", "eos_token_id"),
+     ("PackedDataset", "pad_token_id")],
+)
+def test_every_id_argument_is_checked(tmp_path: Path, cls: str, name: str) -> None:
+    """Each id argument of each dataset: negative, at the vocabulary size, or not an int,
+    refused naming the argument (MixedDataset takes no id of its own: its datasets'
+    are checked as they are built)."""
+    path = write_tokens(tmp_path / "c.arrow", [[1, 2]])
+    base = {"seq_len": 4, "eos_token_id": 0} if cls == "PackedDataset" else {}
+    make = getattr(arrowloader, cls)
+    with pytest.raises(ValueError, match=rf"{name}=-3 is negative"):
+        make(path, **{**base, name: -3})
+    with pytest.raises(ValueError, match=rf"{name}=12 is outside the vocabulary \[0, 12\)"):
+        make(path, **{**base, name: 12}, vocab_size=12)
+    with pytest.raises(TypeError, match=rf"{name} must be an int"):
+        make(path, **{**base, name: True})
+    make(path, **{**base, name: 11}, vocab_size=12)  # the last id of the vocabulary is one

@@ -18,6 +18,7 @@ from arrowloader import _C
 from arrowloader.corpus_index import CorpusIndexCache, IndexCacheOption
 from arrowloader.errors import CorpusChangedError, CorpusFormatError
 from arrowloader.manifest import Manifest, has_manifest, read_manifest
+from arrowloader.mapping_limit import check_room_for_mappings
 from arrowloader.shard import open_shard
 from arrowloader.sources import Source, expand_path, resolve_source
 from arrowloader.table_sources import table_source
@@ -130,10 +131,13 @@ class Corpus:
         column: the token column.
         label_column: an integer column, or None.
         require_end_of_stream: reject IPC streams without the end-of-stream marker.
-        mmap: True (default): memory-map every file and read it in place. False: read
-            each file into memory once, at open (for file systems where files can be cut
-            short or rewritten while in use: a mapped file cut short kills the process
-            with SIGBUS). The corpus then costs its size in memory.
+        mmap: True (default): memory-map every file and read it in place, one mapping
+            per file for as long as the corpus lives (a corpus of more files than
+            ``vm.max_map_count`` leaves room for is refused before any is opened: see
+            :mod:`arrowloader.mapping_limit`). False: read each file into memory once, at
+            open (for file systems where files can be cut short or rewritten while in
+            use: a mapped file cut short kills the process with SIGBUS). The corpus then
+            costs its size in memory.
         vocab_size: if set, every token id must lie in ``[0, vocab_size)``; a batch or
             item holding one outside raises CorpusFormatError naming file, column and
             row. Checked as tokens are copied, so opening stays a pass over offsets only.
@@ -175,6 +179,10 @@ class Corpus:
         source = table_source(source, (column, label_column))
         memory = _memory_buffer(source)
         paths = [Path(MEMORY_NAME)] if memory is not None else resolve_source(source)
+        # Each mapped file holds one mapping while the corpus lives: a corpus of more
+        # files than the process may map is refused before the first is opened.
+        if memory is None and mmap:
+            check_room_for_mappings(len(paths), _source_name(source, paths))
         if memory is not None:
             index_cache = None  # nothing on disk to vouch for
         self.manifest: Optional[Manifest] = None
@@ -361,6 +369,13 @@ def check_vocab_size(vocab_size: object) -> int:
     if vocab_size < 1:
         raise ValueError(f"vocab_size must be positive, got {vocab_size}")
     return vocab_size
+
+
+def _source_name(source: Any, paths: Sequence[Path]) -> str:
+    """A source as a message names it: its path or glob, else its first file and count."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return f"{paths[0]} and {len(paths) - 1} more" if len(paths) > 1 else str(paths[0])
 
 
 def _memory_buffer(source: Union[Source, pa.Buffer, bytes]) -> Optional[pa.Buffer]:

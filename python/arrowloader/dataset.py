@@ -24,6 +24,7 @@ from arrowloader.native import (
     Item,
     LoaderSettings,
     Position,
+    next_epoch,
 )
 from arrowloader.padded_epoch import (
     PaddedEpoch,
@@ -34,6 +35,7 @@ from arrowloader.padded_epoch import (
     finish_batch,
     sampling_generators,
 )
+from arrowloader.plan import counts_samples
 from arrowloader.ranks import rank_share, resolve_distributed
 from arrowloader.sources import Source
 from arrowloader.vocabulary import (
@@ -508,35 +510,26 @@ class TokenDataset(Dataset):
 
     def native_state(self, settings: LoaderSettings, position: Optional[Position]) -> dict:
         if self._split(settings) is not None:
-            position = position or {"epoch": self._epoch_after(None), "batches": 0}
+            position = position or {"epoch": next_epoch(self._pinned_epoch, None), "samples": 0}
             return {
                 "seed": settings.seed(0),
                 "world_size": self.world_size,
                 "epoch": position["epoch"],
-                "batches": position["batches"],
+                "samples": position["samples"],
             }
         if position is None:
+            counted = "samples" if counts_samples(settings.batch_sampler) else "batches"
             position = {
                 "generator_states": [g.get_state() for g in sampling_generators(settings)],
                 "draws_base_seed": settings.first_iterator,
-                "batches": 0,
+                counted: 0,
             }
         return dict(position)
 
     def native_load_state(self, settings: LoaderSettings, state: Any) -> Position:
         if self._split(settings) is not None:
             return check_split_state(state, self, settings)
-        try:
-            num_batches: Optional[int] = len(settings.batch_sampler)
-        except TypeError:  # a sampler without a length
-            num_batches = None
-        return check_token_state(state, self, sampling_generators(settings), num_batches)
-
-    def _epoch_after(self, previous: Optional[Position]) -> int:
-        """The epoch a rank-split pass plays: the pinned one, else the loader's next."""
-        if self._pinned_epoch is not None:
-            return self._pinned_epoch
-        return 0 if previous is None else previous["epoch"]
+        return check_token_state(state, self, settings)
 
     def native_rewound(self, position: Optional[Position]) -> None:
         """Nothing to undo: the position lives in the loader alone."""

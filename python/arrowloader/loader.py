@@ -166,6 +166,7 @@ class DataLoader(torch.utils.data.DataLoader[T_co]):
             # and none on later epochs: sampler-driven orders must advance the same way.
             first_iterator=not (persistent and self._native_iterators),
             drop_last=self.drop_last,
+            position=self._position,
         )
 
     def check_worker_number_rationality(self) -> None:
@@ -252,10 +253,13 @@ class DataLoader(torch.utils.data.DataLoader[T_co]):
         batches it handed to the training loop, not those it fetched ahead.
 
         For a TokenDataset the state holds the random generators' states at the start of
-        the epoch and the batches delivered since (torch's samplers draw an epoch's order
-        from them); for packed and mixed datasets, the epoch and the blocks delivered (a
-        mixed one also each dataset's epoch, "source_epochs", so that resuming packs none of
-        the epochs before).
+        the epoch and the samples delivered since (torch's samplers draw an epoch's order
+        from them; split between ranks, the epoch and the samples of this rank's share);
+        for packed and mixed datasets, the epoch and the blocks delivered (a mixed one
+        also each dataset's epoch, "source_epochs", so that resuming packs none of the
+        epochs before). The epoch is this loader's own count of its passes, unless the
+        dataset's ``set_epoch`` pins it; a state loaded into a loader of another batch
+        size continues at its next sample (see :mod:`arrowloader.native`).
 
         Raises:
             NotImplementedError: the loader is not on the native path.

@@ -19,10 +19,13 @@ from arrowloader.native import (
     LoaderSettings,
     NativeJob,
     Position,
+    next_epoch,
+    pass_epoch,
 )
 from arrowloader.packed import PackedDataset
 from arrowloader.packed_epoch import check_packed_state, packed_state
 from arrowloader.ranks import resolve_distributed
+from arrowloader.wording import plural
 
 
 def prefix_error_bounds(num_datasets: int) -> tuple[float, float]:
@@ -65,12 +68,16 @@ class MixedDataset(Dataset):
     shuffled epochs: a dataset that runs out moves on to its next epoch while the others
     continue (see :meth:`epochs_consumed`).
 
-    ``len()`` is one pass over every dataset's current epoch; the native DataLoader
-    carries on from where the previous pass stopped, splits every global batch between
-    ranks like :class:`PackedDataset`, and resumes from ``state_dict()`` without packing or
-    reading what it skips: the blending position is recomputed from the sample count
-    alone (the rule's loop, about 10 ns per sample skipped), and each dataset's epoch from
-    the state's ``source_epochs`` (concat epochs all have the same size).
+    ``len()`` is one pass over every dataset's current epoch. A native DataLoader's epoch
+    ``e`` (its ``e``-th pass, counted by the loader: see :mod:`arrowloader.native`) is the
+    mixed samples ``[e * P, (e + 1) * P)``, ``P`` being ``len(loader)`` global batches; a
+    pass broken off part-way is carried on by the next one, and :meth:`set_epoch` pins
+    the passes to one epoch. The loader splits every global batch between ranks like
+    :class:`PackedDataset`, and resumes from ``state_dict()`` (also with another batch
+    size: at the next sample) without packing or reading what it skips: the blending
+    position is recomputed from the sample count alone (the rule's loop, about 10 ns per
+    sample skipped), and each dataset's epoch from the state's ``source_epochs`` (concat
+    epochs all have the same size).
 
     Args:
         datasets: name -> PackedDataset; all share ``seq_len``, ``dtype`` and the
@@ -128,6 +135,8 @@ class MixedDataset(Dataset):
         self._concat_sizes: dict[tuple[int, int], int] = {}
         self._starts: dict[tuple[int, int], tuple[int, list[int]]] = {}
         self._orders: dict[tuple[int, int], tuple[int, np.ndarray]] = {}  # latest epoch's
+        #: The epoch (pass) set_epoch() pinned every loader to, or None.
+        self._pinned_epoch: Optional[int] = None
 
     @property
     def rank(self) -> int:
@@ -136,6 +145,20 @@ class MixedDataset(Dataset):
     @property
     def world_size(self) -> int:
         return resolve_distributed(self._rank, self._world_size)[1]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pins every DataLoader pass over the dataset to its epoch ``epoch`` (mixed
+        samples ``[epoch * P, (epoch + 1) * P)``, see the class docstring), as
+        ``DistributedSampler.set_epoch`` does; without it each loader counts its own."""
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        self._pinned_epoch = epoch
+
+    def samples_per_pass(self, settings: LoaderSettings) -> int:
+        """Mixed samples in one pass of a loader with ``settings``: ``P`` of the class
+        docstring (whole global batches)."""
+        global_batch = settings.batch_size * self.world_size
+        return len(self) // global_batch * global_batch
 
     def source_seed(self, d: int, seed: Optional[int] = None) -> int:
         """Shuffling seed of dataset ``d``."""
@@ -278,7 +301,10 @@ class MixedDataset(Dataset):
         return MixedEpoch(self, settings, start)
 
     def native_state(self, settings: LoaderSettings, position: Optional[Position]) -> dict:
-        return packed_state(self, settings, position or {"epoch": 0})
+        if position is None:
+            epoch = next_epoch(self._pinned_epoch, None)
+            position = {"epoch": epoch, "samples_consumed": epoch * self.samples_per_pass(settings)}
+        return packed_state(self, settings, position)
 
     def native_load_state(self, settings: LoaderSettings, state: Any) -> Position:
         # One stream over all passes: no epoch bounds the samples consumed.
@@ -310,19 +336,44 @@ class MixedEpoch:
         self._rank, world_size = dataset.rank, dataset.world_size
         self._global = self._batch_size * world_size
         self.seed = settings.seed(dataset.seed)
-        self.epoch = 0  # passes are not epochs of the datasets; kept for the loader's record
-        resume = start.resume
-        # A loaded state, else where the previous pass of this loader stopped.
-        position = resume if resume is not None else start.previous
-        if position is None or "samples_consumed" not in position:
-            position = {"samples_consumed": 0}
+        # Passes are consecutive runs of len(loader) global batches of the one stream, so a
+        # run resumed mid-pass ends that pass where the uninterrupted run would; pass e is
+        # the loader's epoch e (positions saved before epochs were counted say 0 for all).
+        per_pass = self._per_pass = dataset.samples_per_pass(settings)
+        if per_pass == 0:
+            largest = len(dataset) // world_size
+            fix = (f"Use batch_size <= {largest}, a shorter seq_len or larger corpora."
+                   if largest else "Use a shorter seq_len or larger corpora.")
+            raise ValueError(
+                f"MixedDataset: no pass of this DataLoader yields a batch: one pass is "
+                f"{plural(len(dataset), 'block')} (every dataset's epoch), fewer than one "
+                f"global batch of {self._global} (batch_size={self._batch_size} x "
+                f"world_size={world_size}), so all are dropped. {fix}"
+            )
+
+        def counted(position: Optional[Position]) -> Optional[Position]:
+            if position is None or "samples_consumed" not in position:
+                return None
+            return {**position, "epoch": position["samples_consumed"] // per_pass}
+
+        start = EpochStart(start.pin, counted(start.resume), counted(start.previous))
+        self.epoch, resume = pass_epoch(
+            dataset._pinned_epoch, start,
+            lambda position: position["samples_consumed"] % per_pass != 0,
+        )
+        # A loaded state, else where the previous pass of this loader stopped if it is
+        # in this epoch (a pass broken off is carried on), else the epoch's start.
+        position = resume
+        if position is None and start.resume is None and start.previous is not None and (
+            start.previous["epoch"] == self.epoch
+        ):
+            position = start.previous
+        if position is None:
+            position = {"samples_consumed": self.epoch * per_pass}
         dataset._seed_source_epochs(position.get("source_epochs"), self.seed)
         self.samples_consumed = position["samples_consumed"]
         self._next = self.samples_consumed
-        # Passes are consecutive runs of len(loader) global batches of the one stream, so a
-        # run resumed mid-pass ends that pass where the uninterrupted run would.
-        per_pass = len(dataset) // self._global * self._global
-        self._end = (self._next // per_pass + 1) * per_pass if per_pass else self._next
+        self._end = (self.epoch + 1) * per_pass
         # Samples of each dataset among the first self._next mixed samples, so that each
         # batch costs O(batch), not O(samples before it); counted once after a load, then
         # handed from pass to pass.
@@ -337,7 +388,7 @@ class MixedEpoch:
         """The loader's record after ``samples`` mixed samples (self._taken their counts;
         state_dict() leaves "counts" out)."""
         return {
-            "epoch": 0,
+            "epoch": samples // self._per_pass,
             "samples_consumed": samples,
             "source_epochs": self._dataset.source_epochs(self._taken, self.seed),
             "counts": self._taken.copy(),

@@ -21,12 +21,33 @@ A *position* is a small dict the dataset defines (never changed in place once ha
 out): where a run is, enough for :meth:`NativeDataset.native_state` to write a state and
 for the next :meth:`NativeDataset.native_epoch` to continue from. The loader only stores
 it.
+
+Epochs (every dataset kind, the one place this is written down): the epoch is a property
+of a loader's iteration, never state of the dataset. Each loader counts its own: its
+first pass plays epoch 0, and a pass that ends (every batch delivered) leaves the
+loader's position at the next epoch, so two fresh loaders over one dataset, built with
+the same arguments and generator seed, give the same batches, as torch's DataLoader
+does. A pass broken off part-way leaves the count where it was: the next iterator plays
+that epoch again from its start (a mixed dataset continues its stream instead).
+``set_epoch(e)`` on the dataset pins every pass of every loader over it to epoch ``e``,
+as ``DistributedSampler.set_epoch`` pins its sampler's, until it is called again; a
+loaded state continues mid-epoch only a pass of its own epoch (a pin to another epoch
+starts that one from its start, and says so). ``state_dict()`` records the epoch of the
+loader's position (:func:`pass_epoch` applies these rules). A TokenDataset that follows
+the loader's own sampler has no epoch number: its order comes from the generators, as
+torch's does.
+
+Positions count samples (rows or blocks) where the dataset can, so that a state resumes
+into a loader of another batch size at exactly the next sample: the samples delivered
+before the state, then batches of the new size over the rest of the epoch (the last
+incomplete one dropped where the old one would have been).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, runtime_checkable
 
@@ -89,6 +110,8 @@ class LoaderSettings:
             later passes of a persistent-workers loader, whose reused iterator draws none):
             sampler-driven orders follow torch's draws.
         drop_last: the loader's ``drop_last``.
+        position: the loader's position now (where its next pass starts, see
+            :func:`next_epoch`), None before its first batch or loaded state.
     """
 
     batch_sampler: Any
@@ -99,6 +122,7 @@ class LoaderSettings:
     persistent_workers: bool
     first_iterator: bool = True
     drop_last: bool = False
+    position: Optional[Position] = None
 
     def seed(self, default: int) -> int:
         """The shuffling seed of a dataset that plans its own order: the generator's
@@ -212,6 +236,53 @@ class NativeDataset(Protocol):
 
     def check_files(self) -> None:
         """Raises ``CorpusChangedError`` if a file changed since the dataset opened it."""
+
+
+def next_epoch(pinned: Optional[int], position: Optional[Position]) -> int:
+    """The epoch a loader's next pass plays (see the module docstring): ``pinned`` (the
+    dataset's ``set_epoch``), else the epoch of the loader's ``position``, else 0 (also
+    for a position that names none)."""
+    if pinned is not None:
+        return pinned
+    return 0 if position is None else int(position.get("epoch", 0))
+
+
+def pass_epoch(
+    pinned: Optional[int], start: EpochStart, under_way: Callable[[Position], bool]
+) -> tuple[int, Optional[Position]]:
+    """The epoch a pass plays and the loaded position it continues (None: the epoch's
+    start), by the rules of the module docstring.
+
+    Args:
+        pinned: the epoch ``set_epoch`` pinned on the dataset, or None.
+        start: how the pass begins (a loaded state's position, the loader's).
+        under_way: whether a position lies after the start of its epoch.
+
+    Warns:
+        UserWarning: a loaded state is mid-way through an epoch the pin overrides.
+    """
+    resume = start.resume
+    epoch = next_epoch(pinned, resume if resume is not None else start.previous)
+    if resume is None or int(resume["epoch"]) == epoch:
+        return epoch, resume
+    if under_way(resume):
+        warnings.warn(
+            f"the loaded state is part-way through epoch {resume['epoch']}, but set_epoch() "
+            f"pinned the dataset to epoch {epoch}: this pass plays epoch {epoch} from its "
+            f"start. Call set_epoch({resume['epoch']}) (or nothing) before iterating to "
+            "continue the saved run.",
+            UserWarning,
+            stacklevel=6,  # the caller of iter(loader)
+        )
+    return epoch, None
+
+
+def warn_empty_epoch(what: str) -> None:
+    """Warns that a pass yields no batch: ``what`` names the samples of the epoch, the
+    batch size and what is dropped (an epoch of zero batches is almost always a batch
+    size too large for the corpus, which would otherwise go unnoticed)."""
+    # stacklevel: the caller of iter(loader), past the epoch, the dataset and the loader.
+    warnings.warn(f"this DataLoader pass yields no batch: {what}", UserWarning, stacklevel=6)
 
 
 def check_state(state: Any, keys: Sequence[str]) -> None:

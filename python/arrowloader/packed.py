@@ -22,6 +22,7 @@ from arrowloader.native import (
     Item,
     LoaderSettings,
     Position,
+    next_epoch,
 )
 from arrowloader.packed_epoch import PackedEpoch, check_packed_state, packed_state
 from arrowloader.ranks import resolve_distributed
@@ -64,10 +65,12 @@ class PackedDataset(Dataset):
       rest of a block is ``pad_token_id`` with label -100, and labels never cross from one
       document into the next.
 
-    ``ds[i]`` is block ``i`` of the current epoch's packing (set with :meth:`set_epoch`);
-    :class:`arrowloader.DataLoader` assembles whole batches natively, shuffles the block
-    order per epoch, splits every global batch between distributed ranks and can resume
-    mid-epoch from ``state_dict()``.
+    ``ds[i]`` is block ``i`` of the packing of :attr:`epoch` (0 unless :meth:`set_epoch`
+    pinned another); :class:`arrowloader.DataLoader` assembles whole batches natively,
+    shuffles the block order per epoch, counts its own epochs (see
+    :mod:`arrowloader.native`: two loaders over one dataset do not move each other on),
+    splits every global batch between distributed ranks and can resume mid-epoch from
+    ``state_dict()``, also into a loader of another batch size (at the next block).
 
     Args:
         source: anything :class:`TokenDataset` accepts (for a folder written by
@@ -195,7 +198,9 @@ class PackedDataset(Dataset):
         self.prefetch_pages: bool = bool(prefetch)
         if self.prefetch_pages:
             self.corpus.tokens.advise_random_access()
-        self.epoch = 0
+        #: The epoch set_epoch() pinned every loader's passes to, or None: each loader
+        #: counts its own (see arrowloader.native).
+        self._pinned_epoch: Optional[int] = None
         self._plans: dict[tuple[int, int], Any] = {}
 
     def _check_id(self, name: str, value: Optional[int], vocab_size: Optional[int]) -> None:
@@ -241,12 +246,12 @@ class PackedDataset(Dataset):
 
     # Pickling by arguments: workers reopen and remap the files.
     def __getstate__(self) -> dict[str, Any]:
-        return {"args": self._args, "epoch": self.epoch}
+        return {"args": self._args, "epoch": self._pinned_epoch}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._args = dict(state["args"])
         self._configure()
-        self.epoch = state["epoch"]
+        self._pinned_epoch = state.get("epoch")
 
     def __repr__(self) -> str:
         return (
@@ -264,11 +269,19 @@ class PackedDataset(Dataset):
         """Processes sharing every global batch (explicit, else torch.distributed's, else 1)."""
         return resolve_distributed(self._rank, self._world_size)[1]
 
+    @property
+    def epoch(self) -> int:
+        """The epoch ``ds[i]`` and ``len(ds)`` refer to: the one :meth:`set_epoch` pinned,
+        else 0. A DataLoader's passes play their own count unless pinned."""
+        return 0 if self._pinned_epoch is None else self._pinned_epoch
+
     def set_epoch(self, epoch: int) -> None:
-        """Selects the epoch whose document order (and block order) is used."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = int(epoch)
+        """Pins the epoch whose document order (and block order) ``ds[i]`` and every
+        DataLoader pass over the dataset use, as ``DistributedSampler.set_epoch`` does
+        (see :mod:`arrowloader.native`); without it each loader counts its own."""
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        self._pinned_epoch = epoch
 
     def document_order(self, epoch: int, seed: Optional[int] = None) -> np.ndarray:
         """The order documents are packed in for ``epoch``: int64 ``[documents]``."""
@@ -294,12 +307,9 @@ class PackedDataset(Dataset):
         return plan
 
     def __len__(self) -> int:
-        """Blocks (rows) in the current epoch."""
-        if self.mode == "concat":
-            # The stream's length does not depend on the order: no epoch to plan (torch's
-            # samplers ask for len() when a DataLoader is built, before its seed is known).
-            return (self.corpus.num_tokens + self.corpus.num_rows) // self.block_len
-        return self.plan().num_blocks
+        """Blocks (rows) in :attr:`epoch` (torch's samplers ask for len() when a
+        DataLoader is built, before its seed is known: the dataset's seed is used)."""
+        return self.blocks_in_epoch(self.epoch, self.seed)
 
     def __getitem__(self, index: int) -> Item:
         """Block ``index`` of the current epoch: ``input_ids``, ``labels`` and
@@ -461,31 +471,31 @@ class PackedDataset(Dataset):
     def native_supported(self, settings: LoaderSettings) -> bool:
         return settings.stock_shuffle() is not None
 
+    def blocks_in_epoch(self, epoch: int, seed: int) -> int:
+        """Blocks of ``epoch``'s packing shuffled with ``seed`` (concat: every epoch's)."""
+        if self.mode == "concat":
+            # The stream's length does not depend on the order: no epoch to plan.
+            return (self.corpus.num_tokens + self.corpus.num_rows) // self.block_len
+        return self.plan(epoch, seed).num_blocks
+
     def native_num_batches(self, settings: LoaderSettings) -> int:
-        blocks = (
-            len(self)
-            if self.mode == "concat"
-            else self.plan(self.epoch, settings.seed(self.seed)).num_blocks
-        )
+        epoch = next_epoch(self._pinned_epoch, settings.position)
+        blocks = self.blocks_in_epoch(epoch, settings.seed(self.seed))
         return blocks // (settings.batch_size * self.world_size)
 
     def native_epoch(self, settings: LoaderSettings, start: EpochStart) -> PackedEpoch:
         return PackedEpoch(self, settings, start)
 
     def native_state(self, settings: LoaderSettings, position: Optional[Position]) -> dict:
-        return packed_state(self, settings, position or {"epoch": self.epoch})
+        if position is None:
+            position = {"epoch": next_epoch(self._pinned_epoch, None), "samples_consumed": 0}
+        return packed_state(self, settings, position)
 
     def native_load_state(self, settings: LoaderSettings, state: Any) -> Position:
-        position = check_packed_state(
-            state, self, settings, lambda epoch, seed: self.plan(epoch, seed).num_blocks
-        )
-        self.set_epoch(position["epoch"])
-        return position
+        return check_packed_state(state, self, settings, self.blocks_in_epoch)
 
     def native_rewound(self, position: Optional[Position]) -> None:
-        """A packed epoch that a prefetcher finished but its consumer did not is not over."""
-        if position is not None:
-            self.set_epoch(position["epoch"])
+        """Nothing to undo: the position lives in the loader alone."""
 
 
 def larger_than_half_of_memory(corpus: Corpus) -> bool:

@@ -20,7 +20,10 @@ from arrowloader.native import (
     check_fingerprint,
     check_state,
     check_state_int,
+    pass_epoch,
+    warn_empty_epoch,
 )
+from arrowloader.wording import plural
 
 if TYPE_CHECKING:  # the dataset module imports this one
     from arrowloader.packed import PackedDataset
@@ -63,11 +66,9 @@ def check_packed_fields(state: Any) -> None:
         check_state_int(state, key)
     if state["global_batch_size"] < 1:
         raise ValueError("loader state: 'global_batch_size' must be positive")
-    if state["samples_consumed"] % state["global_batch_size"]:
-        raise ValueError(
-            f"loader state: 'samples_consumed' ({state['samples_consumed']}) is not a "
-            f"multiple of 'global_batch_size' ({state['global_batch_size']})"
-        )
+    # 'samples_consumed' need not be a multiple of 'global_batch_size': a state resumed
+    # into a loader of another batch size continues at its next block, so the states
+    # taken after that count blocks of both sizes.
 
 
 def check_packed_state(
@@ -126,7 +127,9 @@ class PackedEpoch:
         self._rank, self._world_size = dataset.rank, dataset.world_size
         self._global = self._batch_size * self._world_size
         self.seed = settings.seed(dataset.seed)
-        self.epoch = dataset.epoch
+        self.epoch, resumed = pass_epoch(
+            dataset._pinned_epoch, start, lambda position: position["samples_consumed"] > 0
+        )
         self._plan = dataset.plan(self.epoch, self.seed)
         num_blocks = self._plan.num_blocks
         self._order = (
@@ -134,26 +137,47 @@ class PackedEpoch:
             if settings.stock_shuffle()
             else np.arange(num_blocks, dtype=np.int64)
         )
-        resume = (
-            start.resume["samples_consumed"]
-            if start.resume is not None and start.resume["epoch"] == self.epoch
-            else 0
-        )
+        # Blocks, not batches: a state resumes at its next block whatever the batch size.
+        resume = 0 if resumed is None else resumed["samples_consumed"]
         self.samples_consumed = resume  # blocks of global batches already yielded
         self._next = resume  # start of the next global batch to submit
         self._end = resume + (num_blocks - resume) // self._global * self._global
         self.position: Position = {"epoch": self.epoch, "samples_consumed": resume}
         self._ended = False  # the loader was told this epoch is over
+        if resume == 0 and 0 < num_blocks < self._global:
+            self._no_batch(num_blocks, settings.batch_size)
         # Start of the next global batch whose pages to prefetch (prefetch_pages only).
         self._prefetched = resume
+
+    def _no_batch(self, num_blocks: int, batch_size: int) -> None:
+        """An epoch of blocks, none of them in a batch: a concat epoch, as long as every
+        other, can only be a mistake (raise); a bestfit epoch may differ from the next
+        by a few blocks (warn)."""
+        dataset = self._dataset
+        what = (
+            f"epoch {self.epoch} packs into {plural(num_blocks, 'block')} of "
+            f"{dataset.block_len} tokens, fewer than one global batch of {self._global} "
+            f"(batch_size={batch_size} x world_size={self._world_size}), so all "
+            f"{num_blocks} are dropped"
+        )
+        largest = num_blocks // self._world_size
+        fix = (
+            f"Use batch_size <= {largest}, a shorter seq_len or a larger corpus."
+            if largest else "Use a shorter seq_len or a larger corpus."
+        )
+        if dataset.mode == "concat":
+            raise ValueError(
+                f"PackedDataset: no epoch of this DataLoader yields a batch: {what} (every "
+                f"concat epoch packs as many). {fix}"
+            )
+        warn_empty_epoch(f"{what} (bestfit epochs differ by a few blocks). {fix}")
 
     def __len__(self) -> int:
         return (self._end - self.samples_consumed) // self._global
 
     def _end_epoch(self) -> None:
-        """The next iterator starts the next epoch."""
+        """The loader's next pass starts the next epoch (unless the dataset is pinned)."""
         self._ended = True
-        self._dataset.set_epoch(self.epoch + 1)
         self.position = {"epoch": self.epoch + 1, "samples_consumed": 0}
 
     def exhausted(self) -> None:

@@ -24,9 +24,12 @@ from arrowloader.native import (
     check_fingerprint,
     check_state,
     check_state_int,
+    pass_epoch,
+    warn_empty_epoch,
 )
-from arrowloader.plan import EpochPlan
-from arrowloader.ranks import rank_order
+from arrowloader.plan import EpochPlan, count_batches, counts_samples
+from arrowloader.ranks import rank_order, rank_share
+from arrowloader.wording import plural
 
 if TYPE_CHECKING:  # the dataset module imports this one
     from arrowloader.dataset import TokenDataset
@@ -51,15 +54,17 @@ class PaddedEpoch:
         # Batches per native job (see GROUP_BATCHES); pinned batches keep one job each,
         # as for packed datasets.
         self.group = 1 if start.pin else GROUP_BATCHES
-        # Set by subclasses: (rows, width) of every batch still to submit, the batches of
-        # the whole pass, those delivered (skipped ones included) and the position.
+        # Set by subclasses: (rows, width) of every batch still to submit and the
+        # batches of this pass; counted here: the batches of the pass delivered, and the
+        # samples and batches of the epoch delivered (those before a resume included).
         self._batches: Iterator[tuple[np.ndarray, int]] = iter(())
         self._total = 0
-        self._delivered = self._skipped = 0
+        self._delivered = 0
+        self._epoch_samples = self._epoch_batches = 0
         self.position: Position = {}
 
     def __len__(self) -> int:
-        return self._total - self._skipped
+        return self._total
 
     def submit(self, pool: Any) -> Optional[NativeJob]:
         planned = list(itertools.islice(self._batches, self.group))
@@ -120,16 +125,19 @@ class PaddedEpoch:
     def finish(self, job: NativeJob, index: int, figures: BatchFigures) -> Batch:
         truncated_tokens, _ = figures
         self._dataset._truncated_in_batches += truncated_tokens
+        batch = job.batches[index]
         self._delivered += 1
+        self._epoch_batches += 1
+        self._epoch_samples += int(batch["input_ids"].shape[0])
         if self._delivered == self._total:
             # After the last batch a state resumes into the next epoch, not an empty rest.
             self.exhausted()
         else:
-            self.position = self._position_after(self._delivered)
-        batch = job.batches[index]
+            self.position = self._position_now()
         return finish_batch(self._dataset, batch) if self._dataset._extras else batch
 
-    def _position_after(self, delivered: int) -> Position:
+    def _position_now(self) -> Position:
+        """The position after the samples and batches of the epoch delivered so far."""
         raise NotImplementedError
 
     def exhausted(self) -> None:
@@ -140,40 +148,61 @@ class SamplerEpoch(PaddedEpoch):
     """A pass whose batch indices come from the loader's own (batch) sampler.
 
     Its position, for ``state_dict()``, is the state of the random generators the sampler
-    draws from, as they were when the epoch began, and the batches delivered since: a
-    resumed epoch restores the generators, draws the same order again and skips that many
-    batches (in O(1) for torch's stock samplers; other samplers are iterated, indices
-    only, up to that point).
+    draws from, as they were when the epoch began, and the samples delivered since
+    (``"samples"``; with a batch sampler of the user's own, whose batches are not runs of
+    one order, the batches: ``"batches"``): a resumed epoch restores the generators,
+    draws the same order again and skips that many samples (in O(1) for torch's stock
+    samplers; other samplers are iterated, indices only, up to that point), then cuts
+    the rest into batches of the loader's batch size, whatever the size before.
     """
 
     def __init__(self, dataset: TokenDataset, settings: LoaderSettings, start: EpochStart) -> None:
         super().__init__(dataset, settings, start)
         self._persistent = settings.persistent_workers
         self._generators = sampling_generators(settings)
+        self._by_samples = counts_samples(settings.batch_sampler)
         first_iterator = settings.first_iterator
         skip = 0
         if start.resume is not None:
             for generator, state in zip(self._generators, start.resume["generator_states"]):
                 generator.set_state(state)
-            skip = start.resume["batches"]
+            skip = start.resume["samples" if self._by_samples else "batches"]
             first_iterator = start.resume["draws_base_seed"]
         self._start = {
             "generator_states": [g.get_state() for g in self._generators],
             "draws_base_seed": first_iterator,
         }
-        self._delivered = self._skipped = skip
-        self._total = len(settings.batch_sampler)
         # The same draws, in the same order, as torch's _BaseDataLoaderIter: the sampler
         # iterator is made first (its draws happen lazily, at the first batch), then the
         # base seed is drawn; torch's reused persistent-worker iterator draws none.
         plan = EpochPlan(settings.batch_sampler)
-        self._batches = _batches_with_widths(self._assembler, plan, skip)
+        if self._by_samples:
+            batch_sampler = settings.batch_sampler
+            num_samples = len(batch_sampler.sampler)
+            size = batch_sampler.batch_size
+            self._total = count_batches(num_samples, skip, size, batch_sampler.drop_last)
+            self._batches = _with_widths(self._assembler, plan, skip)
+            self._epoch_samples = skip
+            if skip == 0 and self._total == 0 and num_samples > 0:
+                warn_empty_epoch(
+                    f"drop_last=True drops the last incomplete batch, and the epoch has "
+                    f"{plural(num_samples, 'sample')}, fewer than batch_size={size}, so all "
+                    f"{num_samples} are dropped. Use batch_size <= {num_samples} or "
+                    "drop_last=False."
+                )
+        else:
+            self._total = len(settings.batch_sampler) - skip
+            self._batches = _with_widths(self._assembler, plan, None, skip)
+            self._epoch_batches = skip
         if first_iterator:
             torch.empty((), dtype=torch.int64).random_(generator=settings.generator)
-        self.position = self._position_after(skip)
+        self.position = self._position_now()
 
-    def _position_after(self, delivered: int) -> Position:
-        return {**self._start, "batches": delivered}
+    def _count(self, samples: int, batches: int) -> dict[str, int]:
+        return {"samples": samples} if self._by_samples else {"batches": batches}
+
+    def _position_now(self) -> Position:
+        return {**self._start, **self._count(self._epoch_samples, self._epoch_batches)}
 
     def exhausted(self) -> None:
         # The next epoch starts from the generators as this one left them.
@@ -181,45 +210,53 @@ class SamplerEpoch(PaddedEpoch):
             "generator_states": [g.get_state() for g in self._generators],
             # torch's reused persistent-worker iterator draws no base seed.
             "draws_base_seed": not self._persistent,
-            "batches": 0,
+            **self._count(0, 0),
         }
 
 
 class RankSplitEpoch(PaddedEpoch):
     """A pass of one rank of a distributed run: this rank's share of the epoch's order,
     as ``DistributedSampler`` gives it (see :class:`TokenDataset`), in batches of the
-    loader's batch size. Its position is the epoch and the batches delivered in it."""
+    loader's batch size. Its position is the epoch and the samples of this rank's share
+    delivered in it (so a state resumes into another batch size at its next sample)."""
 
     def __init__(
         self, dataset: TokenDataset, settings: LoaderSettings, start: EpochStart, shuffle: bool
     ) -> None:
         super().__init__(dataset, settings, start)
-        resume = start.resume
-        self.epoch = resume["epoch"] if resume is not None else dataset._epoch_after(
-            start.previous
+        self.epoch, resumed = pass_epoch(
+            dataset._pinned_epoch, start, lambda position: position["samples"] > 0
         )
-        skip = resume["batches"] if resume is not None else 0
+        skip = 0 if resumed is None else resumed["samples"]
         order = rank_order(
             len(dataset), dataset.rank, dataset.world_size, shuffle=shuffle,
             seed=settings.seed(0), epoch=self.epoch, drop_last=settings.drop_last,
         )
+        share = len(order)
         size = settings.batch_size
+        order = order[skip:]
         if settings.drop_last:
             order = order[: len(order) - len(order) % size]
         self._total = -(-len(order) // size)
-        self._delivered = self._skipped = skip
-        order = order[skip * size :]
+        self._epoch_samples = skip
         widths = self._assembler.widths(order, size).tolist()
         self._batches = (
             (order[b * size : (b + 1) * size], width) for b, width in enumerate(widths)
         )
-        self.position = self._position_after(skip)
+        if skip == 0 and self._total == 0 and len(dataset) > 0:
+            warn_empty_epoch(
+                f"drop_last=True: this rank's share of the epoch is "
+                f"{plural(share, 'document')} (of {len(dataset)} over {dataset.world_size} "
+                f"ranks), fewer than batch_size={size}, so all {share} are dropped. Use "
+                f"batch_size <= {max(1, share)} or drop_last=False."
+            )
+        self.position = self._position_now()
 
-    def _position_after(self, delivered: int) -> Position:
-        return {"epoch": self.epoch, "batches": delivered}
+    def _position_now(self) -> Position:
+        return {"epoch": self.epoch, "samples": self._epoch_samples}
 
     def exhausted(self) -> None:
-        self.position = {"epoch": self.epoch + 1, "batches": 0}
+        self.position = {"epoch": self.epoch + 1, "samples": 0}
 
 
 def sampling_generators(settings: LoaderSettings) -> list[torch.Generator]:
@@ -238,23 +275,58 @@ def sampling_generators(settings: LoaderSettings) -> list[torch.Generator]:
 def check_token_state(
     state: Any,
     dataset: TokenDataset,
-    generators: list[torch.Generator],
-    num_batches: Optional[int] = None,
+    settings: LoaderSettings,
 ) -> Position:
-    """Validates a TokenDataset loader state and returns the position it resumes.
-    ``num_batches``: batches in an epoch of the loader (None where its sampler has no
-    length).
+    """Validates a TokenDataset loader state and returns the position it resumes: the
+    samples of the epoch delivered (``"samples"``) for a loader whose batch sampler is
+    torch's ``BatchSampler``, else the batches (``"batches"``). A state from before
+    positions counted samples holds ``"batches"``, taken as batches of this loader's size.
 
     Raises:
-        ValueError: the state is malformed or was taken over another corpus or options.
+        ValueError: the state is malformed, was taken over another corpus or options,
+            lies beyond an epoch of the loader, or counts samples and the loader's batch
+            sampler is one of the user's own.
     """
-    check_state(state, ("generator_states", "draws_base_seed", "batches"))
-    batches = check_state_int(state, "batches", kind="int")
-    if num_batches is not None and batches > num_batches:
-        raise ValueError(
-            f"loader state: 'batches' ({batches}) is beyond the {num_batches} batches of an "
-            "epoch of this loader"
-        )
+    generators = sampling_generators(settings)
+    check_state(state, ("generator_states", "draws_base_seed"))
+    batch_sampler = settings.batch_sampler
+    by_samples = counts_samples(batch_sampler)
+    if "samples" in state:
+        samples = check_state_int(state, "samples", kind="int")
+        if not by_samples:
+            raise ValueError(
+                "loader state counts samples (it was taken from a loader with a "
+                "batch_size), but this loader has a batch_sampler of its own, whose batches "
+                "need not be runs of one sample order; resume it into a loader built with "
+                "batch_size (and the same sampler)"
+            )
+    elif "batches" in state:
+        batches = check_state_int(state, "batches", kind="int")
+        try:
+            num_batches: Optional[int] = len(batch_sampler)
+        except TypeError:  # a sampler without a length
+            num_batches = None
+        if num_batches is not None and batches > num_batches:
+            raise ValueError(
+                f"loader state: 'batches' ({batches}) is beyond the {num_batches} batches of "
+                "an epoch of this loader"
+            )
+        # The last batch of an epoch may be short: its end is the end of the order.
+        samples = batches * batch_sampler.batch_size if by_samples else 0
+        if by_samples and num_batches is not None and batches == num_batches:
+            samples = len(batch_sampler.sampler)
+    else:
+        raise ValueError("loader state: missing 'samples'")
+    if by_samples:
+        try:
+            num_samples: Optional[int] = len(batch_sampler.sampler)
+        except TypeError:
+            num_samples = None
+        if num_samples is not None and samples > num_samples:
+            raise ValueError(
+                f"loader state: 'samples' ({samples}) is beyond the {num_samples} samples of "
+                "an epoch of this loader"
+            )
     if not isinstance(state["draws_base_seed"], bool):
         raise ValueError(
             f"loader state: 'draws_base_seed' must be a bool, got {state['draws_base_seed']!r}"
@@ -275,23 +347,31 @@ def check_token_state(
             raise ValueError("loader state: 'generator_states' holds something that is not a "
                              "state of this loader's generators")
     check_fingerprint(state["fingerprint"], dataset.fingerprint())
-    return {
+    position: Position = {
         "generator_states": list(states),
         "draws_base_seed": state["draws_base_seed"],
-        "batches": batches,
     }
+    if by_samples:
+        position["samples"] = samples
+    else:
+        position["batches"] = batches
+    return position
 
 
 def check_split_state(state: Any, dataset: TokenDataset, settings: LoaderSettings) -> Position:
     """Validates the state of a rank-split TokenDataset loader and returns the position
-    it resumes.
+    it resumes (the epoch, and the samples of this rank's share delivered; a state from
+    before positions counted samples holds batches of this loader's size).
 
     Raises:
         ValueError: the state is malformed, was taken with another world size or seed,
             or over another corpus or options.
     """
-    check_state(state, ("seed", "world_size", "epoch", "batches"))
-    for key in ("seed", "world_size", "epoch", "batches"):
+    check_state(state, ("seed", "world_size", "epoch"))
+    counted = "samples" if "samples" in state or "batches" not in state else "batches"
+    for key in ("seed", "world_size", "epoch", counted):
+        if key not in state:
+            raise ValueError(f"loader state: missing {key!r}")
         check_state_int(state, key)
     if state["world_size"] != dataset.world_size:
         raise ValueError(
@@ -305,27 +385,45 @@ def check_split_state(state: Any, dataset: TokenDataset, settings: LoaderSetting
             f"{seed}; pass the same generator seed to resume the same order"
         )
     check_fingerprint(state["fingerprint"], dataset.fingerprint())
-    num_batches = dataset.native_num_batches(settings)
-    if state["batches"] > num_batches:
+    if counted == "batches":
+        num_batches = dataset.native_num_batches(settings)
+        if state["batches"] > num_batches:
+            raise ValueError(
+                f"loader state: 'batches' ({state['batches']}) is beyond the {num_batches} "
+                "batches of an epoch of this rank"
+            )
+    share = rank_share(len(dataset), dataset.world_size, settings.drop_last)
+    if counted == "batches":
+        # The last batch of an epoch may be short: its end is the end of the share.
+        samples = min(share, state["batches"] * settings.batch_size)
+    else:
+        samples = state["samples"]
+    if samples > share:
         raise ValueError(
-            f"loader state: 'batches' ({state['batches']}) is beyond the {num_batches} "
-            "batches of an epoch of this rank"
+            f"loader state: 'samples' ({samples}) is beyond the {share} samples of this "
+            "rank's share of an epoch"
         )
-    return {"epoch": state["epoch"], "batches": state["batches"]}
+    return {"epoch": state["epoch"], "samples": samples}
 
 
-def _batches_with_widths(
-    assembler: Any, plan: EpochPlan, skip: int = 0
+def _with_widths(
+    assembler: Any, plan: EpochPlan, samples: Optional[int], batches: int = 0
 ) -> Iterator[tuple[np.ndarray, int]]:
-    """Yields (rows int64 [batch], padded width) for every batch of the epoch after the
-    first ``skip``: widths of a vectorised plan in one native call, else batch by batch."""
-    order = plan.order()
+    """Yields (rows int64 [batch], padded width) for every batch of the epoch after its
+    first ``samples`` samples (or, with ``samples`` None, its first ``batches`` batches):
+    widths of a vectorised plan in one native call, else batch by batch."""
+    order = plan.order(samples or 0)
     if order is None:
+        if samples is not None:
+            for rows in plan.batches_after(samples):
+                yield rows, assembler.width(rows)
+            return
         for b, rows in enumerate(plan):
-            if b >= skip:
+            if b >= batches:
                 yield rows, assembler.width(rows)
         return
-    order = order[skip * plan.batch_size :]
+    if samples is None:
+        order = order[batches * plan.batch_size :]
     widths = assembler.widths(order, plan.batch_size).tolist()
     for b, width in enumerate(widths):
         yield order[b * plan.batch_size : (b + 1) * plan.batch_size], width

@@ -9,8 +9,9 @@ by the tests); any other sampler is iterated batch by batch, as torch does.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -43,19 +44,22 @@ class EpochPlan:
             self.batch_size = index_sampler.batch_size
             self.drop_last = index_sampler.drop_last
 
-    def order(self) -> Optional[np.ndarray]:
+    def order(self, skip: int = 0) -> Optional[np.ndarray]:
+        """The epoch's indices after its first ``skip`` samples, int64 ``[samples]``
+        (with ``drop_last``, cut to whole batches of the rest), or None when the sampler
+        is not vectorised."""
         if not self.vectorised:
             return None
         if self._order is None:
             sampler = self._index_sampler.sampler
             if type(sampler) is SequentialSampler:
-                order = np.arange(len(sampler.data_source), dtype=np.int64)
+                self._order = np.arange(len(sampler.data_source), dtype=np.int64)
             else:
-                order = random_sampler_order(sampler)
-            if self.drop_last:
-                order = order[: len(order) - len(order) % self.batch_size]
-            self._order = order
-        return self._order
+                self._order = random_sampler_order(sampler)
+        order = self._order[skip:]
+        if self.drop_last:
+            order = order[: len(order) - len(order) % self.batch_size]
+        return order
 
     def __iter__(self) -> Iterator[np.ndarray]:
         order = self.order()
@@ -65,6 +69,39 @@ class EpochPlan:
             return
         for begin in range(0, len(order), self.batch_size):
             yield order[begin : begin + self.batch_size]
+
+    def batches_after(self, skip: int) -> Iterator[np.ndarray]:
+        """The epoch's batches after its first ``skip`` samples: the sampler's order from
+        there in runs of ``batch_size`` (torch's ``BatchSampler`` cuts that order the same
+        way), int64 ``[batch]`` each. Only for a ``BatchSampler`` (see
+        :func:`counts_samples`)."""
+        batch_sampler = self._index_sampler
+        order = self.order(skip)
+        if order is not None:
+            for begin in range(0, len(order), self.batch_size):
+                yield order[begin : begin + self.batch_size]
+            return
+        size = batch_sampler.batch_size
+        indices = itertools.islice(iter(batch_sampler.sampler), skip, None)
+        while True:
+            batch = list(itertools.islice(indices, size))
+            if not batch or (batch_sampler.drop_last and len(batch) < size):
+                return
+            yield np.asarray(batch, dtype=np.int64)
+
+
+def counts_samples(batch_sampler: Any) -> bool:
+    """Whether a loader with ``batch_sampler`` has batches that are runs of one sample
+    order (torch's ``BatchSampler``, over any sampler), so that a position can count
+    samples and resume into another batch size."""
+    return type(batch_sampler) is BatchSampler
+
+
+def count_batches(num_samples: int, skip: int, batch_size: int, drop_last: bool) -> int:
+    """Batches of ``batch_size`` over an order of ``num_samples`` after its first
+    ``skip`` (the last one short, or dropped with ``drop_last``)."""
+    rest = max(0, num_samples - skip)
+    return rest // batch_size if drop_last else -(-rest // batch_size)
 
 
 def random_sampler_order(sampler: RandomSampler) -> np.ndarray:
