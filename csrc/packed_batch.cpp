@@ -304,12 +304,17 @@ void write_batch(const SourceOf& source_of, int64_t n, int64_t S, const PackedOu
       }
     } else {
       // The model shifts: label i is token i, -100 on padding and (when masking) on every
-      // document's first token, the target no earlier position may be trained towards.
+      // document's first token, the target no earlier position may be trained towards;
+      // in bestfit mode on every segment's first token, as DataCollatorWithFlattening
+      // writes its examples (a chunk of a split document placed after other segments
+      // follows another document). A concat row opening with the rest of a document
+      // keeps that label: the model's shift drops a row's first label anyway.
       std::memcpy(labels, ids, static_cast<size_t>(S) * sizeof(Dst));
       if (valid < S) fill(labels + valid, S - valid, label_pad);
       if (opt.mask_across_documents) {
         for (size_t k = 0; k < starts.size(); ++k) {
-          if (segments[k].start == 0 && starts[k] < S) labels[starts[k]] = label_pad;
+          const bool boundary = segments[k].start == 0 || opt.bestfit;
+          if (boundary && starts[k] < S) labels[starts[k]] = label_pad;
         }
       }
     }

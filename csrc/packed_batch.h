@@ -9,8 +9,9 @@
 //   is padding and, in "bestfit" mode or when asked, whose target starts another document;
 // - unshifted (Hugging Face's, whose models shift inside the loss): blocks of seq_len
 //   positions; input_ids = labels = block, -100 on labels of padding and, in "bestfit"
-//   mode or when asked, of every document's first token (so that no position is trained
-//   to predict across a document boundary, as DataCollatorWithFlattening marks them).
+//   mode or when asked, of every document's first token (in "bestfit" mode, of every
+//   segment's, split chunks included), so that no position is trained to predict across
+//   a document boundary, as DataCollatorWithFlattening marks them.
 // position_ids restart at 0 at every segment start (and at the padding); cu_seqlens marks
 // the segment starts over the flattened batch.
 //
