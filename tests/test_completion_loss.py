@@ -516,3 +516,17 @@ def test_bad_loss_arguments_name_the_argument(tmp_path: Path) -> None:
         TokenDataset(path, causal_labels=True, loss_mask_column=3)
     with pytest.raises(ValueError, match="one role"):
         TokenDataset(path, causal_labels=True, loss_mask_column="m", extra_columns={"m": 0})
+
+
+def test_bool_list_columns_are_read_in_place_bit_by_bit(corpus: list[Path]) -> None:
+    """A list<bool> column (bit-packed, rows starting at any bit) carried as an extra
+    column gives pyarrow's values, truncated and padded as the tokens are."""
+    ds = TokenDataset(corpus, max_length=13, extra_columns={"mask_bool": 0})
+    expected = [[int(v) for v in row][:13] for row in pyarrow_rows(corpus, "mask_bool")]
+    at = 0
+    for batch in arrowloader.DataLoader(ds, batch_size=7):
+        for row, mask in zip(batch["mask_bool"].tolist(), batch["attention_mask"]):
+            assert row[: int(mask.sum())] == expected[at]
+            at += 1
+    assert at == len(expected)
+    assert [ds[i]["mask_bool"].tolist() for i in range(len(ds))] == expected

@@ -136,7 +136,7 @@ def piece_in_loss(
         tokens = [i >= prompt_length for i in range(length)]
     else:
         return [True] * (length + 1)
-    return tokens + [bool(tokens) and tokens[-1]]
+    return [*tokens, bool(tokens) and tokens[-1]]
 
 
 def pack_concat(
