@@ -622,7 +622,7 @@ def _check_options(
     prompt_length_column: Optional[str] = None,
 ) -> None:
     check_loss_mask_columns(column, loss_mask_column, prompt_length_column)
-    if (loss_mask_column or prompt_length_column) is not None and not causal_labels:
+    if (loss_mask_column is not None or prompt_length_column is not None) and not causal_labels:
         which = "loss_mask_column" if loss_mask_column is not None else "prompt_length_column"
         raise ValueError(
             f"{which} masks causal labels; pass causal_labels=True (labels = input_ids with "

@@ -257,13 +257,12 @@ class PackedDataset(Dataset):
         change which documents are too long."""
         if self.mode != "bestfit":
             return 0, 0
-        pieces = np.diff(self.corpus.tokens.token_offsets()) + 1
-        over = pieces[pieces > self.block_len]
+        # A piece is longer than a block when its document has more than block_len - 1
+        # tokens; truncating it leaves out exactly the tokens beyond that, EOS for one.
+        beyond, documents = self.corpus.tokens.truncation_loss(self.block_len - 1)
         if self.overlong == "drop":
-            return len(over), int(over.sum())
-        if self.overlong == "truncate":
-            return len(over), int((over - self.block_len).sum())
-        return len(over), 0
+            return documents, beyond + documents * self.block_len
+        return documents, beyond if self.overlong == "truncate" else 0
 
     def _announce_overlong(self) -> None:
         documents, tokens = self._overlong_counts
