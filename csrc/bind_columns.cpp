@@ -12,6 +12,7 @@
 #include "bind_checks.h"
 #include "bindings.h"
 #include "columns.h"
+#include "loss_mask.h"
 #include "permutation.h"
 
 namespace arrowloader {
@@ -24,7 +25,7 @@ void register_token_column(py::module_& m) {
       "A list<int32|int64|uint16|uint32> (or large_list) column spread over many Arrow "
       "arrays, read in place.")
       .def(py::init<std::string, bool>(), py::arg("name"), py::arg("narrow") = false,
-           "narrow=True also accepts list<int8|uint8> (a mask or token type ids beside "
+           "narrow=True also accepts list<int8|uint8|bool> (a mask or token type ids beside "
            "the tokens).")
       .def(
           "add_chunk",
@@ -168,11 +169,42 @@ void register_scalar_column(py::module_& m) {
       .def_property_readonly("num_rows", &ScalarColumn::num_rows);
 }
 
+void register_loss_mask(py::module_& m) {
+  py::class_<LossMask, std::shared_ptr<LossMask>>(
+      m, "LossMask",
+      "Which tokens of each row are in the loss (completion-only loss): a per-token mask "
+      "column (1/true: in the loss, 0/false: label -100) or a per-row prompt length (the "
+      "first tokens left out). A packed row's EOS counts as the row's last token does.")
+      .def(py::init([](std::shared_ptr<TokenColumn> tokens, std::shared_ptr<TokenColumn> mask,
+                       std::shared_ptr<ScalarColumn> prompt_lengths) {
+             if ((mask == nullptr) == (prompt_lengths == nullptr)) {
+               throw std::invalid_argument("LossMask takes one of mask and prompt_lengths");
+             }
+             tokens->freeze();
+             if (mask != nullptr) {
+               mask->freeze();
+               return std::make_shared<LossMask>(tokens, mask);
+             }
+             prompt_lengths->freeze();
+             py::gil_scoped_release release;  // checks every row
+             return std::make_shared<LossMask>(tokens, prompt_lengths);
+           }),
+           py::arg("tokens").none(false), py::arg("mask") = py::none(),
+           py::arg("prompt_lengths") = py::none(),
+           "tokens: the token column; mask: a narrow list column row-aligned with it (its "
+           "row lengths checked by the caller), or prompt_lengths: an integer column, every "
+           "row checked here (CorpusFormatError for one below 0 or beyond its row). Freezes "
+           "the columns.")
+      .def_property_readonly("column", &LossMask::column,
+                             "The column the mask comes from.");
+}
+
 }  // namespace
 
 void register_columns(py::module_& m) {
   register_token_column(m);
   register_scalar_column(m);
+  register_loss_mask(m);
   m.def(
       "seeded_permutation",
       [](uint64_t seed, uint64_t stream, int64_t n) {

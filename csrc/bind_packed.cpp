@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
+#include <string>
 #include <utility>
 
 #include "bind_checks.h"
@@ -20,7 +21,11 @@ void register_packed(py::module_& m) {
       m, "PackPlan", "The blocks of one packed epoch, for one document order.")
       .def_property_readonly("num_blocks", &PackPlan::num_blocks)
       .def_property_readonly("dropped_tokens", &PackPlan::dropped_tokens,
-                             "Tokens (EOS included) left out of every block: the concat tail.");
+                             "Tokens (EOS included) left out of every block: the concat tail, "
+                             "or what bestfit's overlong policy truncates or drops.")
+      .def_property_readonly("overlong_pieces", &PackPlan::overlong_pieces,
+                             "Pieces (document + EOS) longer than a block that bestfit split, "
+                             "truncated or dropped.");
 
   py::class_<PackedBatchAssembler, std::shared_ptr<PackedBatchAssembler>>(
       m, "PackedBatchAssembler",
@@ -28,19 +33,37 @@ void register_packed(py::module_& m) {
       "batches of them.")
       .def(py::init([](std::shared_ptr<TokenColumn> tokens, int64_t seq_len, int64_t eos_token_id,
                        bool bestfit, bool mask_across_documents, int64_t pad_token_id,
-                       int64_t label_pad_id, bool shift_labels) {
+                       int64_t label_pad_id, bool shift_labels, int64_t max_pieces_per_block,
+                       const std::string& overlong, std::shared_ptr<LossMask> loss_mask) {
+             Overlong policy;
+             if (overlong == "split") {
+               policy = Overlong::kSplit;
+             } else if (overlong == "truncate") {
+               policy = Overlong::kTruncate;
+             } else if (overlong == "drop") {
+               policy = Overlong::kDrop;
+             } else {
+               throw std::invalid_argument("overlong must be 'split', 'truncate' or 'drop', got '" +
+                                           overlong + "'");
+             }
              tokens->freeze();
-             PackOptions options{seq_len,      eos_token_id, bestfit,     mask_across_documents,
-                                 pad_token_id, label_pad_id, shift_labels};
-             return std::make_shared<PackedBatchAssembler>(tokens, options);
+             PackOptions options{seq_len,      eos_token_id, bestfit,      mask_across_documents,
+                                 pad_token_id, label_pad_id, shift_labels, max_pieces_per_block,
+                                 policy};
+             return std::make_shared<PackedBatchAssembler>(tokens, options, loss_mask);
            }),
            py::arg("tokens").none(false), py::arg("seq_len"), py::arg("eos_token_id"),
            py::arg("bestfit") = false, py::arg("mask_across_documents") = false,
            py::arg("pad_token_id") = 0, py::arg("label_pad_id") = -100,
-           py::arg("shift_labels") = true,
+           py::arg("shift_labels") = true, py::arg("max_pieces_per_block") = 0,
+           py::arg("overlong") = "split", py::arg("loss_mask") = py::none(),
            "bestfit=False packs in 'concat' mode. shift_labels=True: blocks of seq_len + 1, "
            "labels = block[1:]; False: blocks of seq_len, labels = input_ids (the model "
-           "shifts), -100 on padding and masked document starts. Freezes the column.")
+           "shifts), -100 on padding and masked document starts. bestfit only: "
+           "max_pieces_per_block (0: no cap) closes a block holding that many pieces; "
+           "overlong ('split', 'truncate' or 'drop') is what becomes of a piece longer than "
+           "a block. loss_mask (a LossMask over the same tokens): -100 on labels whose "
+           "target it leaves out. Freezes the column.")
       .def(
           "plan",
           [](const PackedBatchAssembler& self, const Rows& order) {

@@ -42,9 +42,9 @@ std::unique_ptr<Ticket> submit_padded_batches(const std::shared_ptr<PaddedBatchA
                     py::tuple(std::move(keepalive)));
 }
 
-// PaddedBatchAssembler.gather().
+// PaddedBatchAssembler.gather() (labels = false) and gather_labels().
 auto gather_kept_tokens(const PaddedBatchAssembler& self, const Rows& rows,
-                        const py::dtype& dtype) {
+                        const py::dtype& dtype, bool labels) {
   const int64_t n = rows.shape(0);
   const int64_t* r = rows.data();
   py::array_t<int64_t> lengths(n);
@@ -59,7 +59,11 @@ auto gather_kept_tokens(const PaddedBatchAssembler& self, const Rows& rows,
   void* data = flat.mutable_data();
   {
     py::gil_scoped_release release;
-    self.gather(r, n, type, data);
+    if (labels) {
+      self.gather_labels(r, n, type, data);
+    } else {
+      self.gather(r, n, type, data);
+    }
   }
   return py::make_tuple(flat, lengths);
 }
@@ -73,21 +77,23 @@ void register_padded(py::module_& m) {
       .def(py::init([](std::shared_ptr<TokenColumn> tokens, std::shared_ptr<ScalarColumn> labels,
                        int64_t max_length, bool truncate_left, bool pad_left,
                        bool pad_to_max_length, int64_t pad_to_multiple_of, int64_t pad_token_id,
-                       int64_t label_pad_id) {
+                       int64_t label_pad_id, std::shared_ptr<LossMask> loss_mask) {
              tokens->freeze();
              if (labels) labels->freeze();
              PadOptions options{max_length,         truncate_left, pad_left,
                                 pad_to_max_length, pad_to_multiple_of,
                                 pad_token_id,       label_pad_id};
-             return std::make_shared<PaddedBatchAssembler>(tokens, labels, options);
+             return std::make_shared<PaddedBatchAssembler>(tokens, labels, options, loss_mask);
            }),
            py::arg("tokens").none(false), py::arg("labels") = py::none(),
            py::arg("max_length") = -1,
            py::arg("truncate_left") = false, py::arg("pad_left") = false,
            py::arg("pad_to_max_length") = false, py::arg("pad_to_multiple_of") = 0,
            py::arg("pad_token_id") = 0, py::arg("label_pad_id") = -100,
-           "max_length < 0 keeps whole rows; pad_to_multiple_of 0 does not round. Freezes the "
-           "columns.")
+           py::arg("loss_mask") = py::none(),
+           "max_length < 0 keeps whole rows; pad_to_multiple_of 0 does not round. loss_mask "
+           "(a LossMask over the same tokens): causal labels are label_pad_id where it leaves "
+           "a token out. Freezes the columns.")
       .def(
           "width",
           [](const PaddedBatchAssembler& self, const Rows& rows) {
@@ -152,9 +158,24 @@ void register_padded(py::module_& m) {
            "Queue several batches as one job: batches is a sequence of (rows, input_ids, "
            "attention_mask, causal_labels, labels) tuples, each as submit() takes them. "
            "Returns a Ticket whose result(batch=j) is batch j's (truncated tokens, 0).")
-      .def("gather", &gather_kept_tokens, py::arg("rows"), py::arg("dtype"),
-           "Kept (truncated, unpadded) tokens of rows (int64 [n]) back to back: returns "
-           "(flat: dtype [sum(lengths)], lengths: int64 [n]).")
+      .def(
+          "gather",
+          [](const PaddedBatchAssembler& self, const Rows& rows, const py::dtype& dtype) {
+            return gather_kept_tokens(self, rows, dtype, false);
+          },
+          py::arg("rows"), py::arg("dtype"),
+          "Kept (truncated, unpadded) tokens of rows (int64 [n]) back to back: returns "
+          "(flat: dtype [sum(lengths)], lengths: int64 [n]).")
+      .def(
+          "gather_labels",
+          [](const PaddedBatchAssembler& self, const Rows& rows, const py::dtype& dtype) {
+            return gather_kept_tokens(self, rows, dtype, true);
+          },
+          py::arg("rows"), py::arg("dtype"),
+          "Causal labels of the kept tokens of rows (int64 [n]) back to back, as gather() "
+          "lays them out: the tokens, label_pad_id where the loss mask leaves them out. "
+          "Counts no truncated tokens. Returns (flat: dtype [sum(lengths)], lengths: int64 "
+          "[n]).")
       .def_property_readonly("truncated_tokens", &PaddedBatchAssembler::truncated_tokens,
                              "Tokens dropped by truncation in gather() calls so far.")
       .def_property_readonly("num_rows", &PaddedBatchAssembler::num_rows);

@@ -96,6 +96,7 @@ bool parse_token_type(const char* format, bool narrow, TokenType* out) {
     case 'I': *out = TokenType::kUInt32; return true;
     case 'c': *out = TokenType::kInt8; return narrow;
     case 'C': *out = TokenType::kUInt8; return narrow;
+    case 'b': *out = TokenType::kBool; return narrow;
     default: return false;
   }
 }
@@ -184,6 +185,7 @@ const char* token_type_name(TokenType type) {
     case TokenType::kUInt32: return "uint32";
     case TokenType::kInt8: return "int8";
     case TokenType::kUInt8: return "uint8";
+    case TokenType::kBool: return "bool";
   }
   return "?";
 }
@@ -243,8 +245,10 @@ void TokenColumn::add_chunk(ArrowSchema* schema_in, ArrowArray* array_in,
     const auto* validity = static_cast<const uint8_t*>(array.buffers[0]);
     int64_t bit = first_cleared_bit(validity, array.offset, array.offset + array.length);
     fail_at(origin, name_, bit - array.offset,
-            "null where a list of tokens was expected; the token column must not "
-            "contain nulls (drop or fill those rows when writing the corpus)");
+            narrow_ ? "null where a list was expected; a per-token column must not "
+                      "contain nulls (fill those rows when writing the corpus)"
+                    : "null where a list of tokens was expected; the token column must not "
+                      "contain nulls (drop or fill those rows when writing the corpus)");
   }
   check_null_count(origin, name_, "rows", array.null_count, null_rows);
 
@@ -290,8 +294,13 @@ void TokenColumn::add_chunk(ArrowSchema* schema_in, ArrowArray* array_in,
                    child.null_count,
                    count_cleared_bits(child.buffers[0], child.offset, child.offset + child.length));
   if (child.buffers[1] != nullptr) {
-    chunk.values =
-        static_cast<const char*>(child.buffers[1]) + child.offset * token_size(chunk.type);
+    if (chunk.type == TokenType::kBool) {
+      chunk.values = child.buffers[1];
+      chunk.value_bit_offset = child.offset;
+    } else {
+      chunk.values =
+          static_cast<const char*>(child.buffers[1]) + child.offset * token_size(chunk.type);
+    }
   }
 
   // The bytes the column will ever read of this chunk. If a held region covers
@@ -306,7 +315,9 @@ void TokenColumn::add_chunk(ArrowSchema* schema_in, ArrowArray* array_in,
       (child.buffers[0] == nullptr ||
        in_region(child.buffers[0], bitmap_bytes(child.offset + child.length))) &&
       (child.length == 0 ||
-       in_region(chunk.values, chunk.num_values * static_cast<int64_t>(vsize)));
+       in_region(chunk.values, chunk.type == TokenType::kBool
+                                   ? bitmap_bytes(child.offset + chunk.num_values)
+                                   : chunk.num_values * static_cast<int64_t>(vsize)));
 
   num_tokens_ += last - first;
   if (check_offsets) ++checked_chunks_;
@@ -448,6 +459,9 @@ TokenRow TokenColumn::row(int64_t global) const {
   int64_t end = 0;
   const ListChunk& chunk = chunks_[span_of(global, &begin, &end)];
   const char* base = static_cast<const char*>(chunk.values);
+  if (chunk.type == TokenType::kBool) {
+    return TokenRow{base, end - begin, chunk.type, chunk.value_bit_offset + begin};
+  }
   return TokenRow{base == nullptr ? nullptr : base + begin * token_size(chunk.type),
                   end - begin, chunk.type};
 }
@@ -471,9 +485,13 @@ void TokenColumn::set_vocab_size(int64_t vocab_size) {
 }
 
 std::string TokenColumn::describe_row(int64_t global) const {
+  return describe_row(global, name_);
+}
+
+std::string TokenColumn::describe_row(int64_t global, const std::string& column) const {
   const size_t c = chunk_of(global);
   std::ostringstream msg;
-  msg << origins_[c].file << ": column '" << name_ << "' row "
+  msg << origins_[c].file << ": column '" << column << "' row "
       << origins_[c].first_row_in_file + (global - starts_[c]);
   return msg.str();
 }

@@ -47,14 +47,18 @@ struct ChunkOrigin {
   int64_t first_row_in_file = 0;  // row of the file where this chunk starts
 };
 
-// kInt8 and kUInt8 only in narrow columns (masks, token type ids beside the tokens).
-enum class TokenType : uint8_t { kInt32, kInt64, kUInt16, kUInt32, kInt8, kUInt8 };
+// kInt8, kUInt8 and kBool only in narrow columns (masks, token type ids beside the
+// tokens). kBool values are bit-packed, as Arrow stores booleans: a row of them starts at
+// a bit, not a byte (TokenRow::first_bit).
+enum class TokenType : uint8_t { kInt32, kInt64, kUInt16, kUInt32, kInt8, kUInt8, kBool };
 
 const char* token_type_name(TokenType type);
 // Bytes of one token of `type`. Inline and a table load, no branch: the copy loops ask it
-// for every row (a switch here compiles to a bounds check as well on that path).
+// for every row (a switch here compiles to a bounds check as well on that path). 0 for
+// kBool, whose values are bits: every reader of them goes through first_bit, and a path
+// that forgot to would read the row's first byte again, never past it.
 constexpr size_t token_size(TokenType type) {
-  constexpr size_t kBytes[] = {4, 8, 2, 4, 1, 1};  // in TokenType's order
+  constexpr size_t kBytes[] = {4, 8, 2, 4, 1, 1, 0};  // in TokenType's order
   return kBytes[static_cast<uint8_t>(type)];
 }
 
@@ -66,6 +70,8 @@ struct ListChunk {
   TokenType type = TokenType::kInt32;
   int64_t rows = 0;
   int64_t num_values = 0;
+  // kBool: `values` is the bitmap's first byte and value i is bit value_bit_offset + i.
+  int64_t value_bit_offset = 0;
 
   int64_t offset_at(int64_t i) const {
     return large_offsets ? static_cast<const int64_t*>(offsets)[i]
@@ -73,17 +79,19 @@ struct ListChunk {
   }
 };
 
-// A view of one row of tokens: `length` elements of `type` at `data`.
+// A view of one row of tokens: `length` elements of `type` at `data` (for kBool: bits
+// first_bit .. first_bit + length of the bitmap at `data`).
 struct TokenRow {
   const void* data;
   int64_t length;
   TokenType type;
+  int64_t first_bit = 0;
 };
 
 // A list<int32|int64|uint16|uint32> (or large_list) column over many chunks.
 class TokenColumn {
  public:
-  // narrow: also accept int8 and uint8 values (a mask or token type ids, not tokens).
+  // narrow: also accept int8, uint8 and bool values (a mask or token type ids, not tokens).
   explicit TokenColumn(std::string name, bool narrow = false)
       : name_(std::move(name)), narrow_(narrow) {}
 
@@ -137,8 +145,10 @@ class TokenColumn {
   int64_t row_length(int64_t global) const;
   // Throws std::out_of_range naming the index unless 0 <= global < num_rows().
   void check_index(int64_t global) const;
-  // "file row N" for messages about global row `global`.
+  // "FILE: column 'NAME' row N" for messages about global row `global`.
   std::string describe_row(int64_t global) const;
+  // The same place in another column of the same files (row-aligned with this one).
+  std::string describe_row(int64_t global, const std::string& column) const;
 
   // Tokens that truncating every row to max_length would drop, and the number
   // of rows it would shorten.

@@ -49,7 +49,10 @@ void check_rows(const TokenColumn& tokens, const int64_t* order, int64_t n) {
 
 PackPlan::PackPlan(const TokenColumn& tokens, const PackOptions& options, const int64_t* order,
                    int64_t n)
-    : block_size_(options.seq_len + (options.shift_labels ? 1 : 0)), bestfit_(options.bestfit) {
+    : block_size_(options.seq_len + (options.shift_labels ? 1 : 0)),
+      bestfit_(options.bestfit),
+      max_pieces_per_block_(options.max_pieces_per_block),
+      overlong_(options.overlong) {
   check_rows(tokens, order, n);
   if (bestfit_) {
     plan_bestfit(tokens, order, n);
@@ -102,26 +105,44 @@ void PackPlan::plan_bestfit(const TokenColumn& tokens, const int64_t* order, int
   std::vector<int64_t> block_of;
   pieces.reserve(static_cast<size_t>(n));
   block_of.reserve(static_cast<size_t>(n));
-  std::vector<int64_t> room;  // remaining positions of each block
-  std::set<std::pair<int64_t, int64_t>> open;  // (room, block) of blocks with room > 0
+  std::vector<int64_t> room;    // remaining positions of each block
+  std::vector<int64_t> filled;  // pieces in each block
+  std::set<std::pair<int64_t, int64_t>> open;  // (room, block) of blocks still open
+  auto place = [&](const Segment& piece) {
+    auto fit = open.lower_bound({piece.length, std::numeric_limits<int64_t>::min()});
+    int64_t block;
+    if (fit == open.end()) {
+      block = static_cast<int64_t>(room.size());
+      room.push_back(block_size_);
+      filled.push_back(0);
+    } else {
+      block = fit->second;
+      open.erase(fit);
+    }
+    room[block] -= piece.length;
+    ++filled[block];
+    const bool capped = max_pieces_per_block_ > 0 && filled[block] >= max_pieces_per_block_;
+    if (room[block] > 0 && !capped) open.insert({room[block], block});
+    pieces.push_back(piece);
+    block_of.push_back(block);
+  };
   for (int64_t i = 0; i < n; ++i) {
     const int64_t row = order[i];
     const int64_t length = piece_length(row);
-    for (int64_t start = 0; start < length; start += block_size_) {
-      const int64_t chunk = std::min(block_size_, length - start);
-      pieces.push_back(Segment{row, start, chunk});
-      auto fit = open.lower_bound({chunk, std::numeric_limits<int64_t>::min()});
-      int64_t block;
-      if (fit == open.end()) {
-        block = static_cast<int64_t>(room.size());
-        room.push_back(block_size_);
-      } else {
-        block = fit->second;
-        open.erase(fit);
+    if (length > block_size_) {
+      ++overlong_pieces_;
+      if (overlong_ == Overlong::kDrop) {
+        dropped_tokens_ += length;
+        continue;
       }
-      room[block] -= chunk;
-      if (room[block] > 0) open.insert({room[block], block});
-      block_of.push_back(block);
+      if (overlong_ == Overlong::kTruncate) {
+        dropped_tokens_ += length - block_size_;
+        place(Segment{row, 0, block_size_});
+        continue;
+      }
+    }
+    for (int64_t start = 0; start < length; start += block_size_) {
+      place(Segment{row, start, std::min(block_size_, length - start)});
     }
   }
   num_blocks_ = static_cast<int64_t>(room.size());
@@ -154,12 +175,17 @@ void PackPlan::segments(const TokenColumn& tokens, int64_t b, std::vector<Segmen
 }
 
 PackedBatchAssembler::PackedBatchAssembler(std::shared_ptr<const TokenColumn> tokens,
-                                           PackOptions options)
-    : tokens_(std::move(tokens)), options_(options) {
+                                           PackOptions options,
+                                           std::shared_ptr<const LossMask> loss_mask)
+    : tokens_(std::move(tokens)), options_(options), loss_mask_(std::move(loss_mask)) {
   if (tokens_ == nullptr) throw std::invalid_argument("tokens must not be None");
   if (options_.seq_len < 1) {
     throw std::invalid_argument("seq_len must be at least 1, got " +
                                 std::to_string(options_.seq_len));
+  }
+  if (options_.max_pieces_per_block < 0) {
+    throw std::invalid_argument("max_pieces_per_block must be >= 0 (0: no cap), got " +
+                                std::to_string(options_.max_pieces_per_block));
   }
   if (options_.bestfit) options_.mask_across_documents = true;
 }
@@ -176,6 +202,7 @@ struct RowSource {
   const PackOptions* options;
   const PackPlan* plan;
   int64_t block;
+  const LossMask* loss_mask;  // or null
 };
 
 // The segments of every row of a batch, row r's at segments[row_begin[r] ..
@@ -277,12 +304,32 @@ void write_batch(const SourceOf& source_of, int64_t n, int64_t S, const PackedOu
       }
     } else {
       // The model shifts: label i is token i, -100 on padding and (when masking) on every
-      // document's first token, the target no earlier position may be trained towards.
+      // document's first token, the target no earlier position may be trained towards;
+      // in bestfit mode on every segment's first token, as DataCollatorWithFlattening
+      // writes its examples (a chunk of a split document placed after other segments
+      // follows another document). A concat row opening with the rest of a document
+      // keeps that label: the model's shift drops a row's first label anyway.
       std::memcpy(labels, ids, static_cast<size_t>(S) * sizeof(Dst));
       if (valid < S) fill(labels + valid, S - valid, label_pad);
       if (opt.mask_across_documents) {
         for (size_t k = 0; k < starts.size(); ++k) {
-          if (segments[k].start == 0 && starts[k] < S) labels[starts[k]] = label_pad;
+          const bool boundary = segments[k].start == 0 || opt.bestfit;
+          if (boundary && starts[k] < S) labels[starts[k]] = label_pad;
+        }
+      }
+    }
+    if (source.loss_mask != nullptr) {
+      // Label i targets block position i + 1 (shifted) or i; a segment's tokens are the
+      // targets of the labels at their positions (less one when shifted).
+      const int64_t back = opt.shift_labels ? 1 : 0;
+      for (size_t k = 0; k < segments.size(); ++k) {
+        const Segment& seg = segments[k];
+        int64_t first = 0;  // the segment's first token with a label in this row
+        if (starts[k] - back < 0) first = back - starts[k];
+        const int64_t end = std::min(seg.length, S + back - starts[k]);
+        if (end > first) {
+          source.loss_mask->apply(seg.row, seg.start + first, end - first,
+                                  labels + starts[k] - back + first, label_pad);
         }
       }
     }
@@ -320,7 +367,7 @@ PackedBatchInfo PackedBatchAssembler::assemble(const PackPlan& plan, const int64
                                                int64_t n, const PackedOutputs& out) const {
   PackedBatchInfo info;
   auto source_of = [&](int64_t r) {
-    return RowSource{tokens_.get(), &options_, &plan, blocks[r]};
+    return RowSource{tokens_.get(), &options_, &plan, blocks[r], loss_mask_.get()};
   };
   if (out.type == OutType::kInt64) {
     write_batch<int64_t>(source_of, n, options_.seq_len, out, &info);
@@ -380,7 +427,8 @@ PackedBatchInfo assemble_mixed(const std::vector<const PackedBatchAssembler*>& s
   PackedBatchInfo info;
   auto source_of = [&](int64_t r) {
     const PackedBatchAssembler* source = sources[plan_of_row[r]];
-    return RowSource{&source->tokens(), &source->options(), plans[plan_of_row[r]], blocks[r]};
+    return RowSource{&source->tokens(), &source->options(), plans[plan_of_row[r]], blocks[r],
+                     source->loss_mask()};
   };
   if (out.type == OutType::kInt64) {
     write_batch<int64_t>(source_of, n, S, out, &info);

@@ -9,18 +9,27 @@
 //   is padding and, in "bestfit" mode or when asked, whose target starts another document;
 // - unshifted (Hugging Face's, whose models shift inside the loss): blocks of seq_len
 //   positions; input_ids = labels = block, -100 on labels of padding and, in "bestfit"
-//   mode or when asked, of every document's first token (so that no position is trained
-//   to predict across a document boundary, as DataCollatorWithFlattening marks them).
+//   mode or when asked, of every document's first token (in "bestfit" mode, of every
+//   segment's, split chunks included), so that no position is trained to predict across
+//   a document boundary, as DataCollatorWithFlattening marks them.
 // position_ids restart at 0 at every segment start (and at the padding); cu_seqlens marks
 // the segment starts over the flattened batch.
 //
 // "concat": pieces in epoch order form one stream cut into consecutive blocks
 //   (Megatron/nanoGPT); a document may cross blocks; the tail shorter than a block is
 //   dropped.
-// "bestfit": pieces longer than a block are cut into block-sized chunks; then each
-//   piece in epoch order goes to the open block with the least remaining room that
-//   still holds it (ties: the block opened first), or opens a new block. Blocks are
-//   numbered in the order they were opened. No piece that fits a block is split.
+// "bestfit": each piece in epoch order goes to the open block with the least remaining
+//   room that still holds it (ties: the block opened first), or opens a new block.
+//   Blocks are numbered in the order they were opened. No piece that fits a block is
+//   split. A block holding max_pieces_per_block pieces (when > 0) is closed. A piece
+//   longer than a block (an *overlong* one) is, by `overlong`:
+//   - kSplit: cut into block-sized chunks, each placed as a piece (pretraining);
+//   - kTruncate: cut to its first block_size tokens (so it loses its EOS), one block;
+//   - kDrop: left out of the epoch.
+//   The plan counts overlong pieces and the tokens it leaves out.
+//
+// With a loss mask (loss_mask.h), labels whose target token it leaves out are -100 too;
+// the EOS of a piece counts as its row's last token does.
 #pragma once
 
 #include <cstdint>
@@ -29,9 +38,13 @@
 
 #include "columns.h"
 #include "job.h"
+#include "loss_mask.h"
 #include "padded_batch.h"
 
 namespace arrowloader {
+
+// What bestfit packing does with a piece longer than a block (see above).
+enum class Overlong { kSplit, kTruncate, kDrop };
 
 struct PackOptions {
   int64_t seq_len = 2048;
@@ -41,6 +54,8 @@ struct PackOptions {
   int64_t pad_token_id = 0;
   int64_t label_pad_id = -100;
   bool shift_labels = true;  // false: Hugging Face's convention (see above)
+  int64_t max_pieces_per_block = 0;  // bestfit: 0, no cap
+  Overlong overlong = Overlong::kSplit;  // bestfit
 };
 
 // `length` tokens of the piece of document `row` (its tokens, then EOS), from `start`.
@@ -59,8 +74,11 @@ class PackPlan {
   int64_t num_blocks() const { return num_blocks_; }
   // Replaces `out` with block b's segments, in position order.
   void segments(const TokenColumn& tokens, int64_t b, std::vector<Segment>* out) const;
-  // Tokens the plan leaves out of every block (the concat tail).
+  // Tokens (EOS included) the plan leaves out of every block: the concat tail, or what
+  // bestfit's overlong policy truncates or drops.
   int64_t dropped_tokens() const { return dropped_tokens_; }
+  // Pieces longer than a block that bestfit split, truncated or dropped.
+  int64_t overlong_pieces() const { return overlong_pieces_; }
 
  private:
   void plan_concat(const TokenColumn& tokens, const int64_t* order, int64_t n);
@@ -68,8 +86,11 @@ class PackPlan {
 
   int64_t block_size_;  // seq_len + 1 (shifted labels) or seq_len
   bool bestfit_;
+  int64_t max_pieces_per_block_;
+  Overlong overlong_;
   int64_t num_blocks_ = 0;
   int64_t dropped_tokens_ = 0;
+  int64_t overlong_pieces_ = 0;
   // concat: the epoch's document order and where each block starts in it.
   std::vector<int64_t> order_;
   std::vector<int64_t> block_first_piece_;
@@ -94,10 +115,12 @@ struct PackedBatchInfo {
 
 class PackedBatchAssembler {
  public:
-  PackedBatchAssembler(std::shared_ptr<const TokenColumn> tokens, PackOptions options);
+  PackedBatchAssembler(std::shared_ptr<const TokenColumn> tokens, PackOptions options,
+                       std::shared_ptr<const LossMask> loss_mask = nullptr);
 
   const PackOptions& options() const { return options_; }
   const TokenColumn& tokens() const { return *tokens_; }
+  const LossMask* loss_mask() const { return loss_mask_.get(); }
   std::shared_ptr<const PackPlan> plan(const int64_t* order, int64_t n) const;
   // Writes blocks[0..n) of `plan` as rows of one batch.
   PackedBatchInfo assemble(const PackPlan& plan, const int64_t* blocks, int64_t n,
@@ -110,6 +133,7 @@ class PackedBatchAssembler {
  private:
   std::shared_ptr<const TokenColumn> tokens_;
   PackOptions options_;
+  std::shared_ptr<const LossMask> loss_mask_;  // null: every token in the loss
 };
 
 // Writes a batch whose row r is block blocks[r] of plans[plan_of_row[r]], packed from

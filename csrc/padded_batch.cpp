@@ -17,8 +17,8 @@ namespace {
 
 template <typename Dst>
 int64_t assemble_rows(const TokenColumn& tokens, const ScalarColumn* labels,
-                      const PadOptions& opt, const int64_t* rows, int64_t n,
-                      const PaddedOutputs& out) {
+                      const LossMask* loss_mask, const PadOptions& opt, const int64_t* rows,
+                      int64_t n, const PaddedOutputs& out) {
   const int64_t width = out.width;
   const auto pad_id = static_cast<Dst>(opt.pad_token_id);
   const auto label_pad = static_cast<Dst>(opt.label_pad_id);
@@ -54,6 +54,7 @@ int64_t assemble_rows(const TokenColumn& tokens, const ScalarColumn* labels,
         std::memcpy(causal + data_at, ids + data_at, static_cast<size_t>(keep) * sizeof(Dst));
       }
       fill(causal + pad_at, pad, label_pad);
+      if (loss_mask != nullptr) loss_mask->apply(global, skip, keep, causal + data_at, label_pad);
     }
     if (out.labels != nullptr) out.labels[i] = labels->value(global);
   }
@@ -64,8 +65,12 @@ int64_t assemble_rows(const TokenColumn& tokens, const ScalarColumn* labels,
 
 PaddedBatchAssembler::PaddedBatchAssembler(std::shared_ptr<const TokenColumn> tokens,
                                            std::shared_ptr<const ScalarColumn> labels,
-                                           PadOptions options)
-    : tokens_(std::move(tokens)), labels_(std::move(labels)), options_(options) {
+                                           PadOptions options,
+                                           std::shared_ptr<const LossMask> loss_mask)
+    : tokens_(std::move(tokens)),
+      labels_(std::move(labels)),
+      options_(options),
+      loss_mask_(std::move(loss_mask)) {
   if (tokens_ == nullptr) throw std::invalid_argument("tokens must not be None");
   if (labels_ != nullptr && labels_->num_rows() != tokens_->num_rows()) {
     throw std::invalid_argument("label column '" + labels_->name() + "' has " +
@@ -109,8 +114,10 @@ int64_t PaddedBatchAssembler::assemble(const int64_t* rows, int64_t n,
     throw std::invalid_argument("labels output given but the assembler has no label column");
   }
   return out.type == OutType::kInt64
-             ? assemble_rows<int64_t>(*tokens_, labels_.get(), options_, rows, n, out)
-             : assemble_rows<int32_t>(*tokens_, labels_.get(), options_, rows, n, out);
+             ? assemble_rows<int64_t>(*tokens_, labels_.get(), loss_mask_.get(), options_, rows,
+                                      n, out)
+             : assemble_rows<int32_t>(*tokens_, labels_.get(), loss_mask_.get(), options_, rows,
+                                      n, out);
 }
 
 void PaddedBatchAssembler::gather(const int64_t* rows, int64_t n, OutType type,
@@ -132,6 +139,31 @@ void PaddedBatchAssembler::gather(const int64_t* rows, int64_t n, OutType type,
     truncated += row.length - keep;
   }
   truncated_tokens_.fetch_add(truncated, std::memory_order_relaxed);
+}
+
+void PaddedBatchAssembler::gather_labels(const int64_t* rows, int64_t n, OutType type,
+                                         void* flat) const {
+  const auto ignore = options_.label_pad_id;
+  int64_t at = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t global = rows[i];
+    tokens_->check_index(global);
+    const TokenRow row = tokens_->row(global);
+    const int64_t keep = kept_length(global);
+    const int64_t skip = options_.truncate_left ? row.length - keep : 0;
+    if (type == OutType::kInt64) {
+      auto* dst = static_cast<int64_t*>(flat) + at;
+      copy_row(row, skip, keep, dst, *tokens_, global);
+      if (loss_mask_ != nullptr) loss_mask_->apply(global, skip, keep, dst, ignore);
+    } else {
+      auto* dst = static_cast<int32_t*>(flat) + at;
+      copy_row(row, skip, keep, dst, *tokens_, global);
+      if (loss_mask_ != nullptr) {
+        loss_mask_->apply(global, skip, keep, dst, static_cast<int32_t>(ignore));
+      }
+    }
+    at += keep;
+  }
 }
 
 std::shared_ptr<Job> padded_job(std::shared_ptr<const PaddedBatchAssembler> assembler,

@@ -6,6 +6,7 @@
 // multiple. Rows are padded right or left; the attention mask is 1 on kept
 // tokens, and causal labels repeat the tokens with -100 on padding. Which
 // positions are padding is decided by length alone, never by token values.
+// With a loss mask (loss_mask.h), causal labels are -100 on the tokens it leaves out too.
 #pragma once
 
 #include <atomic>
@@ -15,6 +16,7 @@
 
 #include "columns.h"
 #include "job.h"
+#include "loss_mask.h"
 
 namespace arrowloader {
 
@@ -47,7 +49,8 @@ struct PaddedOutputs {
 class PaddedBatchAssembler {
  public:
   PaddedBatchAssembler(std::shared_ptr<const TokenColumn> tokens,
-                       std::shared_ptr<const ScalarColumn> labels, PadOptions options);
+                       std::shared_ptr<const ScalarColumn> labels, PadOptions options,
+                       std::shared_ptr<const LossMask> loss_mask = nullptr);
 
   const PadOptions& options() const { return options_; }
   bool has_labels() const { return labels_ != nullptr; }
@@ -71,6 +74,10 @@ class PaddedBatchAssembler {
   // dropped tokens to truncated_tokens().
   void gather(const int64_t* rows, int64_t n, OutType type, void* flat) const;
 
+  // Like gather(), but writes the kept tokens' causal labels: the tokens, -100 where the
+  // loss mask leaves them out. Counts no truncation (gather() of the same rows does).
+  void gather_labels(const int64_t* rows, int64_t n, OutType type, void* flat) const;
+
   // Tokens truncation dropped in gather() calls so far.
   int64_t truncated_tokens() const { return truncated_tokens_.load(); }
 
@@ -78,6 +85,7 @@ class PaddedBatchAssembler {
   std::shared_ptr<const TokenColumn> tokens_;
   std::shared_ptr<const ScalarColumn> labels_;
   PadOptions options_;
+  std::shared_ptr<const LossMask> loss_mask_;  // null: every token in the loss
   mutable std::atomic<int64_t> truncated_tokens_{0};
 };
 

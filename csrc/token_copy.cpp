@@ -70,6 +70,7 @@ ARROWLOADER_CLONES int64_t first_outside_vocab(const void* src, TokenType type, 
     case TokenType::kUInt32: return first_outside(static_cast<const uint32_t*>(src), n, bound);
     case TokenType::kInt8: return first_outside(static_cast<const int8_t*>(src), n, bound);
     case TokenType::kUInt8: return first_outside(static_cast<const uint8_t*>(src), n, bound);
+    case TokenType::kBool: return -1;  // never a vocabulary's (narrow columns have none)
   }
   return -1;
 }
@@ -82,6 +83,7 @@ int64_t token_at(const void* src, TokenType type, int64_t i) {
     case TokenType::kUInt32: return static_cast<const uint32_t*>(src)[i];
     case TokenType::kInt8: return static_cast<const int8_t*>(src)[i];
     case TokenType::kUInt8: return static_cast<const uint8_t*>(src)[i];
+    case TokenType::kBool: return bit_at(src, i);
   }
   return 0;
 }
@@ -94,6 +96,7 @@ ARROWLOADER_CLONES void copy_tokens(const void* src, TokenType type, int64_t n, 
     case TokenType::kUInt32: convert_loop(static_cast<const uint32_t*>(src), n, dst); break;
     case TokenType::kInt8: convert_loop(static_cast<const int8_t*>(src), n, dst); break;
     case TokenType::kUInt8: convert_loop(static_cast<const uint8_t*>(src), n, dst); break;
+    case TokenType::kBool: copy_bits(src, 0, n, dst); break;
   }
 }
 
@@ -110,6 +113,9 @@ ARROWLOADER_CLONES int64_t copy_tokens(const void* src, TokenType type, int64_t 
       return -1;
     case TokenType::kUInt8:
       convert_loop(static_cast<const uint8_t*>(src), n, dst);
+      return -1;
+    case TokenType::kBool:
+      copy_bits(src, 0, n, dst);
       return -1;
     case TokenType::kInt64: {
       const auto* s = static_cast<const int64_t*>(src);

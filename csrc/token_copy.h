@@ -20,8 +20,17 @@ void fill(int64_t* dst, int64_t n, int64_t value);
 void fill(int32_t* dst, int64_t n, int32_t value);
 // Index of the first of n tokens outside [0, limit), or -1.
 int64_t first_outside_vocab(const void* src, TokenType type, int64_t n, int64_t limit);
-// Token i of src, as int64 (uint32 and uint16 ids always fit).
+// Token i of src, as int64 (uint32 and uint16 ids always fit; kBool: bit i of src).
 int64_t token_at(const void* src, TokenType type, int64_t i);
+// Bit i of an Arrow bitmap (least significant bit first), as 0 or 1.
+inline int bit_at(const void* bitmap, int64_t i) {
+  return (static_cast<const uint8_t*>(bitmap)[i >> 3] >> (i & 7)) & 1;
+}
+// Bits first_bit .. first_bit + n of an Arrow bitmap, as 0 and 1.
+template <typename Dst>
+void copy_bits(const void* bitmap, int64_t first_bit, int64_t n, Dst* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(bit_at(bitmap, first_bit + i));
+}
 
 // Copies `count` tokens of `row` (global row `global` of `tokens`), starting at token
 // `skip`, converting to Dst. A token that does not fit Dst, or lies outside the column's
@@ -31,6 +40,10 @@ template <typename Dst>
 void copy_row(const TokenRow& row, int64_t skip, int64_t count, Dst* dst,
               const TokenColumn& tokens, int64_t global) {
   if (count <= 0) return;
+  if (row.type == TokenType::kBool) {  // bits of a narrow column: never out of any range
+    copy_bits(row.data, row.first_bit + skip, count, dst);
+    return;
+  }
   const void* src = static_cast<const char*>(row.data) + skip * static_cast<int64_t>(token_size(row.type));
   if (tokens.vocab_size() > 0) {
     const int64_t bad = first_outside_vocab(src, row.type, count, tokens.vocab_size());

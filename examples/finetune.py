@@ -4,6 +4,7 @@ shuffled documents, truncated and padded to the longest of each batch, one label
     python examples/finetune.py                        # synthetic labelled corpus, 200 steps
     python examples/finetune.py --data corpus/ --label-column label --max-length 1024
     python examples/finetune.py --profile trace.json   # a torch.profiler trace of steps 2-4
+    python examples/finetune.py --packed               # packed fine-tuning of a causal model
 
 Runs on the CPU, or on CUDA when available: batches are then assembled into pinned memory
 and copied to the GPU by an arrowloader.CUDAPrefetcher two batches ahead, on a side
@@ -15,6 +16,12 @@ Without --data it writes a synthetic corpus with the reference document lengths 
 a document of class c carries the marker token c + 1 at about one position in ten, so the
 accuracy climbs well above chance within a few hundred steps. Tiny settings for a quick
 check on a CPU: --docs 500 --max-length 64 --batch-size 8 --width 32 --steps 20.
+
+--packed fine-tunes a small causal model instead, on prompt/completion examples packed
+whole into rows of --max-length tokens (PackedDataset, mode="bestfit"), each example
+attending only to itself, with the loss on the completion only (labels -100 on the
+prompt, from a prompt_length column as arrowloader prepare --prompt-field writes it);
+see examples/packed_sft.py for why packing is not applied to the classifier.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from feeding import (
     pick_device,
     report,
 )
+from packed_sft import run_packed
 from torch import nn
 
 #: Token ids 1 .. CLASSES mark the classes; ordinary tokens are drawn above them.
@@ -103,8 +111,21 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=1024, help="vocabulary size of the model")
     parser.add_argument("--max-length", type=int, default=256, help="truncation length")
     parser.add_argument("--batch-size", type=int, default=32, help="documents per batch")
+    parser.add_argument(
+        "--packed", action="store_true",
+        help="packed fine-tuning of a causal model on prompt/completion examples (rows of "
+             "--max-length tokens, --batch-size rows per batch)",
+    )
+    parser.add_argument(
+        "--prompt-length-column", default="prompt_length",
+        help="with --packed and --data: the column of each example's prompt length",
+    )
     add_common_arguments(parser, steps=200)
     args = parser.parse_args()
+    if args.packed:
+        args.workdir = tempfile.mkdtemp(prefix="arrowloader-finetune-packed-")
+        run_packed(args)
+        return
 
     torch.manual_seed(args.seed)
     device = pick_device(args.device)

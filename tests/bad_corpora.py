@@ -262,6 +262,28 @@ def _labels(labels: list[Any], label_type: pa.DataType) -> Callable[[Path], Path
     return build
 
 
+def _loss_column(name: str, values: list[Any], value_type: pa.DataType) -> Callable[[Path], Path]:
+    """Nine documents with a loss mask or prompt-length column ``name`` beside them."""
+
+    def build(folder: Path) -> Path:
+        return _file(folder, extra={name: pa.array(values, value_type)})
+
+    return build
+
+
+def _mask_with(row: int, mask: Any, value: Any = 1) -> list[Any]:
+    """A mask of ``value`` (in the loss) for every one of the nine documents, row
+    ``row``'s replaced by ``mask``."""
+    masks: list[Any] = [[value] * len(doc) for doc in nine_documents()]
+    masks[row] = mask
+    return masks
+
+
+#: The options of a dataset trained on the completion only, by mask or prompt length.
+_MASKED = {"causal_labels": True, "loss_mask_column": "mask"}
+_PROMPTED = {"causal_labels": True, "prompt_length_column": "prompt"}
+
+
 def _empty_table(stream: bool) -> Callable[[Path], Path]:
     def build(folder: Path) -> Path:
         return write_tokens(folder / "c.arrow", [], num_batches=1, stream=stream)
@@ -452,6 +474,26 @@ BAD_CASES: list[BadCase] = [
     BadCase("token id that does not fit int32 output", _ids([[1], [2**31]], pa.int64()),
             at="batch", row=1, options={"dtype": torch.int32}, match="does not fit",
             outcome="CorpusFormatError naming the row when its batch is made"),
+    # completion-only loss
+    BadCase("loss mask shorter than its tokens",
+            _loss_column("mask", _mask_with(6, [1]), pa.list_(pa.uint8())), column="mask",
+            row=6, options=_MASKED, match="1 values beside 2 tokens",
+            outcome="CorpusFormatError at open naming the row"),
+    BadCase("null loss mask", _loss_column("mask", _mask_with(5, None, True), pa.list_(pa.bool_())),
+            column="mask", row=5, options=_MASKED, match="null",
+            outcome="CorpusFormatError at open naming the row"),
+    BadCase("loss mask value other than 0 and 1",
+            _loss_column("mask", _mask_with(3, [1, 2, 1]), pa.list_(pa.int8())), at="batch",
+            column="mask", row=3, options=_MASKED, match="neither 0 nor 1",
+            outcome="CorpusFormatError naming the row when its batch is made"),
+    BadCase("prompt length beyond its document",
+            _loss_column("prompt", [0, 0, 0, 0, 0, 0, 0, 4, 0], pa.int32()), column="prompt",
+            row=7, options=_PROMPTED, match="beyond the 3 tokens",
+            outcome="CorpusFormatError at open naming the row"),
+    BadCase("negative prompt length",
+            _loss_column("prompt", [0, 0, -1, 0, 0, 0, 0, 0, 0], pa.int64()), column="prompt",
+            row=2, options=_PROMPTED, match="is negative",
+            outcome="CorpusFormatError at open naming the row"),
     # several shards
     BadCase("mixed token types across shards", _MIXED_OK, error=None,
             outcome="accepted: each shard read in its own type"),

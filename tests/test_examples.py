@@ -78,6 +78,33 @@ def test_finetune_reports_and_profiles(tmp_path: Path) -> None:
     assert_trace(trace)
 
 
+def test_finetune_packed_trains_on_whole_examples(tmp_path: Path) -> None:
+    """--packed: a causal model on bestfit rows of whole examples, its loss on the
+    completion only; the log reports it with the padding share, and the dataset's count
+    of examples too long for a row."""
+    out = run_example("finetune.py", *TINY_FINETUNE, "--packed", "--steps", "12")
+    assert "step    12" in out and "completion loss" in out and "padding" in out
+    assert "examples," in out and "longer than a row (truncated)" in out
+    assert_feed_report(out, 12)
+
+
+def test_finetune_packed_reads_a_prepared_corpus(tmp_path: Path) -> None:
+    """--packed --data: a corpus with the prompt-length column prepare writes (here
+    written with pyarrow), and its ids bounded by --vocab."""
+    import pyarrow as pa
+
+    corpus = tmp_path / "sft.arrow"
+    ids = [[5, 6, 7, 8, 2, 9, 10], [11, 12, 2, 13], [14, 15, 16, 2, 17, 18, 19]] * 20
+    table = pa.table({"input_ids": pa.array(ids, pa.list_(pa.int32())),
+                      "prompt_length": pa.array([5, 3, 4] * 20, pa.int32())})
+    with pa.OSFile(str(corpus), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    out = run_example("finetune.py", "--packed", "--data", str(corpus), "--vocab", "64",
+                      "--max-length", "16", "--batch-size", "2", "--width", "16",
+                      "--steps", "4", "--log-every", "2")
+    assert "step     4" in out and "packed: 60 examples, 0 longer than a row" in out
+
+
 def test_each_example_help_shows_its_whole_description() -> None:
     """``--help`` of every runnable example shows its docstring whole: complete
     sentences, the usage lines and their comments, not a first line cut mid-sentence."""

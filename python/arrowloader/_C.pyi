@@ -30,8 +30,8 @@ class TokenColumn(metaclass=_Pybind11Type):
     arrays, read in place."""
 
     def __init__(self, name: str, narrow: bool = False) -> None:
-        """narrow=True also accepts list<int8|uint8> (a mask or token type ids beside the
-        tokens)."""
+        """narrow=True also accepts list<int8|uint8|bool> (a mask or token type ids beside
+        the tokens)."""
     def add_chunk(
         self,
         schema: CapsuleType,
@@ -99,6 +99,25 @@ class ScalarColumn(metaclass=_Pybind11Type):
     @property
     def num_rows(self) -> int: ...
 
+class LossMask(metaclass=_Pybind11Type):
+    """Which tokens of each row are in the loss (completion-only loss): a per-token mask
+    column (1/true: in the loss, 0/false: label -100) or a per-row prompt length (the
+    first tokens left out). A packed row's EOS counts as the row's last token does."""
+
+    def __init__(
+        self,
+        tokens: TokenColumn,
+        mask: TokenColumn | None = None,
+        prompt_lengths: ScalarColumn | None = None,
+    ) -> None:
+        """tokens: the token column; mask: a narrow list column row-aligned with it (its
+        row lengths checked by the caller), or prompt_lengths: an integer column, every row
+        checked here (CorpusFormatError for one below 0 or beyond its row). Freezes the
+        columns."""
+    @property
+    def column(self) -> str:
+        """The column the mask comes from."""
+
 class ThreadPool(metaclass=_Pybind11Type):
     """Native threads that assemble batches with the GIL released."""
 
@@ -142,9 +161,11 @@ class PaddedBatchAssembler(metaclass=_Pybind11Type):
         pad_to_multiple_of: int = 0,
         pad_token_id: int = 0,
         label_pad_id: int = -100,
+        loss_mask: LossMask | None = None,
     ) -> None:
-        """max_length < 0 keeps whole rows; pad_to_multiple_of 0 does not round. Freezes the
-        columns."""
+        """max_length < 0 keeps whole rows; pad_to_multiple_of 0 does not round. loss_mask
+        (a LossMask over the same tokens): causal labels are label_pad_id where it leaves a
+        token out. Freezes the columns."""
     def width(self, rows: _Indices) -> int:
         """Padded width of the batch of rows (int64 [n])."""
     def widths(self, rows: _Indices, batch_size: int) -> _Int64Array:
@@ -192,6 +213,12 @@ class PaddedBatchAssembler(metaclass=_Pybind11Type):
     ) -> tuple[_TokenArray, _Int64Array]:
         """Kept (truncated, unpadded) tokens of rows (int64 [n]) back to back: (flat: dtype
         [sum(lengths)], lengths: int64 [n])."""
+    def gather_labels(
+        self, rows: _Indices, dtype: _TokenDtype
+    ) -> tuple[_TokenArray, _Int64Array]:
+        """Causal labels of the kept tokens of rows (int64 [n]), laid out as gather() lays
+        out the tokens: the tokens, label_pad_id where the loss mask leaves them out.
+        Counts no truncated tokens."""
     @property
     def truncated_tokens(self) -> int:
         """Tokens dropped by truncation in gather() calls so far."""
@@ -209,7 +236,12 @@ class PackPlan(metaclass=_Pybind11Type):
     def num_blocks(self) -> int: ...
     @property
     def dropped_tokens(self) -> int:
-        """Tokens (EOS included) left out of every block: the concat tail."""
+        """Tokens (EOS included) left out of every block: the concat tail, or what
+        bestfit's overlong policy truncates or drops."""
+    @property
+    def overlong_pieces(self) -> int:
+        """Pieces (document + EOS) longer than a block that bestfit split, truncated or
+        dropped."""
 
 class PackedBatchAssembler(metaclass=_Pybind11Type):
     """Packs documents (each followed by EOS) into blocks and writes batches of them:
@@ -226,10 +258,16 @@ class PackedBatchAssembler(metaclass=_Pybind11Type):
         pad_token_id: int = 0,
         label_pad_id: int = -100,
         shift_labels: bool = True,
+        max_pieces_per_block: int = 0,
+        overlong: str = "split",
+        loss_mask: LossMask | None = None,
     ) -> None:
         """bestfit=False packs in 'concat' mode. shift_labels=False: labels = input_ids
-        (the model shifts), -100 on padding and masked document starts. Freezes the
-        column."""
+        (the model shifts), -100 on padding and masked document starts. bestfit only:
+        max_pieces_per_block (0: no cap) closes a block holding that many pieces; overlong
+        ('split', 'truncate' or 'drop') is what becomes of a piece longer than a block.
+        loss_mask (a LossMask over the same tokens): -100 on labels whose target it leaves
+        out. Freezes the column."""
     def plan(self, order: _Indices) -> PackPlan:
         """Plan an epoch whose documents come in ``order`` (int64 [n] global rows)."""
     def assemble(

@@ -141,6 +141,14 @@ class Corpus:
         vocab_size: if set, every token id must lie in ``[0, vocab_size)``; a batch or
             item holding one outside raises CorpusFormatError naming file, column and
             row. Checked as tokens are copied, so opening stays a pass over offsets only.
+        list_columns: per-token list columns read beside the tokens (every row as long as
+            its tokens), into :attr:`list_columns`.
+        optional_list_columns: the same, read only when the first file has them.
+        loss_mask_column: a per-token list column (bool, or integers 0 and 1; every row as
+            long as its tokens) saying which tokens are in the loss, into
+            :attr:`loss_mask`.
+        prompt_length_column: an integer column, each row's prompt length (the tokens left
+            out of the loss), into :attr:`prompt_lengths`.
         index_cache: None (default) or False: check every list offset of every file.
             True: after the open, record each file's facts in
             ``<folder>/.arrowloader-index.json``, or in the cache folder
@@ -154,6 +162,8 @@ class Corpus:
         files: the files, in corpus order.
         tokens: the native token column (``_C.TokenColumn``) over all files.
         labels: the native label column (``_C.ScalarColumn``) or None.
+        loss_mask: the native loss-mask column (``_C.TokenColumn``, narrow) or None.
+        prompt_lengths: the native prompt-length column (``_C.ScalarColumn``) or None.
         checked_files: files whose offsets were checked in full by this open.
         vouched_files: files whose offsets pass the index cache made unnecessary.
         index_entries_written: index cache entries this open wrote (or rewrote).
@@ -175,8 +185,13 @@ class Corpus:
         vocab_size: Optional[int] = None,
         list_columns: Sequence[str] = (),
         optional_list_columns: Sequence[str] = (),
+        loss_mask_column: Optional[str] = None,
+        prompt_length_column: Optional[str] = None,
     ) -> None:
-        source = table_source(source, (column, label_column))
+        source = table_source(
+            source,
+            (column, label_column, *list_columns, loss_mask_column, prompt_length_column),
+        )
         memory = _memory_buffer(source)
         paths = [Path(MEMORY_NAME)] if memory is not None else resolve_source(source)
         # Each mapped file holds one mapping while the corpus lives: a corpus of more
@@ -195,6 +210,13 @@ class Corpus:
         if vocab_size is not None:
             self.tokens.vocab_size = check_vocab_size(vocab_size)
         self.labels = _C.ScalarColumn(label_column) if label_column is not None else None
+        self.loss_mask = (
+            _C.TokenColumn(loss_mask_column, narrow=True)
+            if loss_mask_column is not None else None
+        )
+        self.prompt_lengths = (
+            _C.ScalarColumn(prompt_length_column) if prompt_length_column is not None else None
+        )
         #: Per-token list columns beside the tokens, by name (every row as long as its
         #: tokens): those asked for, the optional ones the first file has, and a label
         #: column whose values are lists.
@@ -240,6 +262,13 @@ class Corpus:
             for name, values in self.list_columns.items():
                 shard.add_tokens(values, column=name, narrow=True)
                 self._check_list_lengths(shard, name, values, first_row, num_rows)
+            if self.loss_mask is not None:
+                shard.add_tokens(self.loss_mask, column=self.loss_mask.name, narrow=True)
+                self._check_list_lengths(
+                    shard, self.loss_mask.name, self.loss_mask, first_row, num_rows
+                )
+            if self.prompt_lengths is not None:
+                shard.add_labels(self.prompt_lengths, self.prompt_lengths.name)
             if self.labels is not None and label_column is not None:
                 shard.add_labels(self.labels, label_column)
             if check is not None:
@@ -289,6 +318,21 @@ class Corpus:
                 column=name,
                 row=row,
             )
+
+    def loss_mask_view(self) -> Optional[_C.LossMask]:
+        """The native :class:`_C.LossMask` of the loss-mask or prompt-length column (None
+        without either), which batch assemblers apply to causal labels. Freezes the
+        columns: call once the token facts (``vocab_size``) are set.
+
+        Raises:
+            CorpusFormatError: a prompt length is negative or beyond its row (naming file,
+                column and row).
+        """
+        if self.loss_mask is not None:
+            return _C.LossMask(self.tokens, mask=self.loss_mask)
+        if self.prompt_lengths is not None:
+            return _C.LossMask(self.tokens, prompt_lengths=self.prompt_lengths)
+        return None
 
     def check_unchanged(self) -> None:
         """Raises CorpusChangedError if a file is no longer the one opened: removed,
@@ -360,6 +404,30 @@ class Corpus:
     def num_tokens(self) -> int:
         """Tokens over all documents."""
         return self.tokens.num_tokens
+
+
+def check_loss_mask_columns(
+    column: str, loss_mask_column: Optional[str], prompt_length_column: Optional[str]
+) -> None:
+    """Checks a dataset's ``loss_mask_column`` and ``prompt_length_column`` arguments:
+    strings, at most one of them, neither the token column.
+
+    Raises:
+        TypeError: one is not a string.
+        ValueError: both are given, or one names the token column.
+    """
+    for name, value in (("loss_mask_column", loss_mask_column),
+                        ("prompt_length_column", prompt_length_column)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a column name or None, got {type(value).__name__}")
+        if value == column:
+            raise ValueError(f"{name}={value!r} is the token column; name a column beside "
+                             "the tokens")
+    if loss_mask_column is not None and prompt_length_column is not None:
+        raise ValueError(
+            "loss_mask_column and prompt_length_column both say which tokens are in the "
+            "loss; give one"
+        )
 
 
 def check_vocab_size(vocab_size: object) -> int:

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from arrowloader import _C
 from arrowloader.buffers import NUMPY_DTYPES
-from arrowloader.corpus import Corpus, check_vocab_size
+from arrowloader.corpus import Corpus, check_loss_mask_columns, check_vocab_size
 from arrowloader.corpus_index import IndexCacheOption
 from arrowloader.manifest import check_ids_in_vocabulary
 from arrowloader.native import (
@@ -67,6 +67,9 @@ _CORPUS_ARGS = (
     "source", "require_end_of_stream", "index_cache", "mmap", "vocab_size", "rank", "world_size",
     "tokenizer", "extra_columns",
 )
+#: Arguments added after loader states were first saved: in the fingerprint only when set,
+#: so that states saved before them still load.
+_LATER_ARGS = ("loss_mask_column", "prompt_length_column")
 #: Arguments that change how the files are read, never which batches a run gives: a
 #: loader state resumes across them. (``rank`` and ``world_size`` do change them: a state
 #: of a rank-split run records its world size itself.)
@@ -135,6 +138,17 @@ class TokenDataset(Dataset):
             and ``attention_mask`` (padded with 0; a stored mask is the batch's mask, so pad
             tokens a corpus was tokenized with, ``padding="max_length"``, stay masked, and
             causal labels are -100 where it is 0). ``{}`` carries none.
+        loss_mask_column: completion-only loss (with ``causal_labels=True``): a per-token
+            list column (bool, or integers 0 and 1, every row as long as its tokens; e.g.
+            the ``assistant_masks`` of ``apply_chat_template``) whose 0 / false tokens get
+            label -100, as TRL's completion and assistant masks do. Truncated with the
+            tokens. Applied natively as batches are written; a value other than 0 and 1
+            raises CorpusFormatError naming file, column and row.
+        prompt_length_column: completion-only loss the other way: an integer column, each
+            row's prompt length ``p``; labels of the row's first ``p`` tokens are -100
+            (``0 <= p <=`` the row's length, checked for every row at open). Counted in
+            the row before truncation (with ``truncation_side="left"``, a prompt cut
+            away leaves nothing to mask).
 
     ``vocab_size`` also defaults to the manifest's of a corpus written by ``arrowloader
     prepare``. An argument that disagrees with the tokenizer or the manifest, or a
@@ -183,6 +197,8 @@ class TokenDataset(Dataset):
         world_size: Optional[int] = None,
         tokenizer: Optional[TokenizerLike] = None,
         extra_columns: Optional[Mapping[str, int]] = None,
+        loss_mask_column: Optional[str] = None,
+        prompt_length_column: Optional[str] = None,
     ) -> None:
         self._args = dict(
             source=source,
@@ -205,6 +221,8 @@ class TokenDataset(Dataset):
             world_size=world_size,
             tokenizer=tokenizer,
             extra_columns=None if extra_columns is None else dict(extra_columns),
+            loss_mask_column=loss_mask_column,
+            prompt_length_column=prompt_length_column,
         )
         self._configure(announce_truncation=True)
 
@@ -217,11 +235,13 @@ class TokenDataset(Dataset):
         self._pinned_epoch: Optional[int] = None
         self._open(announce_truncation)
 
-    def _padder(self, tokens: Any, labels: Any, pad: int) -> Any:
-        """A native assembler of ``tokens`` with this dataset's truncation and padding."""
+    def _padder(self, tokens: Any, labels: Any, pad: int, loss_mask: Any = None) -> Any:
+        """A native assembler of ``tokens`` with this dataset's truncation and padding
+        (and, for the tokens' own, the loss mask of their causal labels)."""
         return _C.PaddedBatchAssembler(
             tokens,
             labels,
+            loss_mask=loss_mask,
             max_length=-1 if self.max_length is None else self.max_length,
             truncate_left=self.truncation_side == "left",
             pad_left=self.padding_side == "left",
@@ -308,9 +328,14 @@ class TokenDataset(Dataset):
             optional_list_columns=(
                 tuple(HF_TOKEN_COLUMNS) if self._args.get("extra_columns") is None else ()
             ),
+            loss_mask_column=self._args.get("loss_mask_column"),
+            prompt_length_column=self._args.get("prompt_length_column"),
         )
         self._take_token_facts()
-        self._assembler = self._padder(self.corpus.tokens, self.corpus.labels, self.pad_token_id)
+        self._loss_mask = self.corpus.loss_mask_view()
+        self._assembler = self._padder(
+            self.corpus.tokens, self.corpus.labels, self.pad_token_id, self._loss_mask
+        )
         self._extras = self._extra_columns()
         self._np_dtype = NUMPY_DTYPES[self.dtype]
         # Tokens dropped in batches the native loader delivered (items count natively).
@@ -381,6 +406,10 @@ class TokenDataset(Dataset):
             raise ValueError("indices must be a flat sequence of integers")
         flat, lengths = self._assembler.gather(rows, self._np_dtype)
         split = torch.from_numpy(flat).split(lengths.tolist())
+        masked_labels = None
+        if self.causal_labels and self._loss_mask is not None:
+            flat_labels, _ = self._assembler.gather_labels(rows, self._np_dtype)
+            masked_labels = torch.from_numpy(flat_labels).split(lengths.tolist())
         labels = self.corpus.labels.values(rows) if self.corpus.labels is not None else None
         extras = {}
         for extra in self._extras:
@@ -391,7 +420,9 @@ class TokenDataset(Dataset):
             item = {"input_ids": ids}
             if self.return_attention_mask:
                 item["attention_mask"] = torch.ones_like(ids)
-            if self.causal_labels:
+            if masked_labels is not None:
+                item["labels"] = masked_labels[i]
+            elif self.causal_labels:
                 item["labels"] = ids.clone()
             elif labels is not None:
                 item["labels"] = torch.tensor(int(labels[i]), dtype=torch.int64)
@@ -434,7 +465,8 @@ class TokenDataset(Dataset):
             if mask is not None:
                 mask[row, at] = 1
             if causal is not None:
-                causal[row, at] = item["input_ids"]
+                # Items carry their causal labels (-100 where a loss mask leaves tokens out).
+                causal[row, at] = item["labels"]
         batch = {"input_ids": input_ids}
         if mask is not None:
             batch["attention_mask"] = mask
@@ -461,6 +493,9 @@ class TokenDataset(Dataset):
         # Added after states were first saved: named only when the dataset carries some,
         # so that states saved before still load.
         options.pop("extra_columns", None)
+        for name in _LATER_ARGS:
+            if options.get(name) is None:
+                options.pop(name, None)
         if self._extras:
             options["extra_columns"] = {extra.output: extra.pad for extra in self._extras}
         return {
@@ -576,7 +611,22 @@ def _check_options(
     world_size: Optional[int] = None,
     tokenizer: Optional[TokenizerLike] = None,
     extra_columns: Optional[Mapping[str, int]] = None,
+    loss_mask_column: Optional[str] = None,
+    prompt_length_column: Optional[str] = None,
 ) -> None:
+    check_loss_mask_columns(column, loss_mask_column, prompt_length_column)
+    if (loss_mask_column is not None or prompt_length_column is not None) and not causal_labels:
+        which = "loss_mask_column" if loss_mask_column is not None else "prompt_length_column"
+        raise ValueError(
+            f"{which} masks causal labels; pass causal_labels=True (labels = input_ids with "
+            "-100 on padding and on the tokens left out of the loss)"
+        )
+    for name in (loss_mask_column, prompt_length_column):
+        if name is not None and name in (label_column, *(extra_columns or ())):
+            raise ValueError(
+                f"column {name!r} is the loss mask or prompt length and also "
+                "label_column or an extra column; give each column one role"
+            )
     if max_length is not None and (
         not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1
     ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -12,7 +13,7 @@ from torch.utils.data import Dataset
 
 from arrowloader import _C
 from arrowloader.buffers import NUMPY_DTYPES, BlockPool, output_buffers
-from arrowloader.corpus import Corpus, check_vocab_size
+from arrowloader.corpus import Corpus, check_loss_mask_columns, check_vocab_size
 from arrowloader.manifest import check_ids_in_vocabulary
 from arrowloader.native import (
     IGNORE_INDEX,
@@ -35,7 +36,11 @@ from arrowloader.vocabulary import (
     tokenizer_facts,
 )
 
+logger = logging.getLogger("arrowloader")
+
 MODES = ("concat", "bestfit")
+#: What bestfit packing does with a document longer than a row (see PackedDataset).
+OVERLONG = ("split", "truncate", "drop")
 #: Outputs of a packed batch, in the order the native assembler takes them.
 PACKED_OUTPUTS = ("input_ids", "labels", "position_ids", "cu_seqlens")
 
@@ -61,9 +66,20 @@ class PackedDataset(Dataset):
       (Megatron / nanoGPT); documents may cross blocks; the tail of the stream shorter
       than a block is left out of the epoch (it is elsewhere in the next one).
     - ``mode="bestfit"``: whole documents go, in epoch order, into the open block with the
-      least room that still holds them; only documents longer than a block are split. The
-      rest of a block is ``pad_token_id`` with label -100, and labels never cross from one
-      document into the next.
+      least room that still holds them (ties: the block opened first), and no document
+      that fits a block is ever split. The rest of a block is ``pad_token_id`` with label
+      -100, and labels never cross from one document into the next. A document whose
+      piece (tokens and EOS) is longer than a block is *overlong*; ``overlong`` says what
+      becomes of it. For fine-tuning, where an example must stay whole, use
+      ``shift_labels=False`` with ``flash_attn_kwargs`` / ``return_seq_idx``: each row
+      is then what ``DataCollatorWithFlattening(return_flash_attn_kwargs=True,
+      return_seq_idx=True)`` makes of its documents (with their EOS), followed by
+      padding.
+
+    Completion-only loss (``loss_mask_column`` or ``prompt_length_column``, in either
+    mode): labels whose target token is left out of the loss are -100 as well, as TRL
+    masks prompts; the EOS after a document is in the loss exactly when the document's
+    last token is.
 
     ``ds[i]`` is block ``i`` of the packing of :attr:`epoch` (0 unless :meth:`set_epoch`
     pinned another); :class:`arrowloader.DataLoader` assembles whole batches natively,
@@ -110,6 +126,24 @@ class PackedDataset(Dataset):
             ``vocab_size`` to the manifest's. An argument that disagrees with the tokenizer
             or the manifest, or a tokenizer that disagrees with the manifest, is refused
             with both values named; negative ids are refused.
+        overlong: bestfit mode: what becomes of a document longer than a block (more than
+            ``seq_len`` tokens with its EOS, ``seq_len + 1`` with shifted labels):
+            ``"split"`` (default) cuts it into block-sized chunks packed like documents
+            (pretraining: no token is lost); ``"truncate"`` keeps its first block of tokens
+            as one row (its EOS and the rest are left out, as a tokenizer's ``max_length``
+            truncation would cut them); ``"drop"`` leaves it out of every epoch. Either
+            way they are counted (:meth:`stats`) and, at open, logged once.
+        max_documents_per_row: bestfit mode: a block holding this many documents takes no
+            more (None: no cap), for attention kernels or models with a limit on the
+            segments of a row.
+        loss_mask_column: completion-only loss: a per-token list column beside the tokens
+            (bool, or integers 0 and 1, every row as long as its tokens; e.g. the
+            ``assistant_masks`` of ``apply_chat_template``): labels of its 0 / false
+            tokens are -100. A value other than 0 and 1 raises CorpusFormatError naming
+            file, column and row when a batch holding it is made.
+        prompt_length_column: completion-only loss the other way: an integer column, each
+            document's prompt length ``p``; its first ``p`` tokens are left out of the loss
+            (``0 <= p <=`` the document's length, checked for every row at open).
         prefetch_pages: for corpora larger than memory, read in random block order: tell
             the kernel not to read around each page fault (on some disks it reads
             megabytes around every 8 KiB block) and ask it, as each batch is queued, to
@@ -143,11 +177,15 @@ class PackedDataset(Dataset):
         mmap: bool = True,
         vocab_size: Optional[int] = None,
         tokenizer: Optional[TokenizerLike] = None,
+        overlong: str = "split",
+        max_documents_per_row: Optional[int] = None,
+        loss_mask_column: Optional[str] = None,
+        prompt_length_column: Optional[str] = None,
     ) -> None:
         self._args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        self._configure()
+        self._configure(announce=True)
 
-    def _configure(self) -> None:
+    def _configure(self, announce: bool = False) -> None:
         args = self._args
         if not isinstance(args["seq_len"], int) or args["seq_len"] < 1:
             raise ValueError(f"seq_len must be a positive integer, got {args['seq_len']!r}")
@@ -155,6 +193,12 @@ class PackedDataset(Dataset):
             raise ValueError(f"mode must be one of {MODES}, got {args['mode']!r}")
         if args["dtype"] not in NUMPY_DTYPES:
             raise ValueError(f"dtype must be torch.int64 or torch.int32, got {args['dtype']}")
+        self.overlong: str = args.get("overlong", "split")
+        self.max_documents_per_row: Optional[int] = args.get("max_documents_per_row")
+        _check_bestfit_options(args["mode"], self.overlong, self.max_documents_per_row)
+        self.loss_mask_column: Optional[str] = args.get("loss_mask_column")
+        self.prompt_length_column: Optional[str] = args.get("prompt_length_column")
+        check_loss_mask_columns(args["column"], self.loss_mask_column, self.prompt_length_column)
         vocab_size = args.get("vocab_size")
         if vocab_size is not None:
             check_vocab_size(vocab_size)
@@ -180,8 +224,13 @@ class PackedDataset(Dataset):
             require_end_of_stream=args["require_end_of_stream"],
             mmap=args.get("mmap", True),
             vocab_size=vocab_size,
+            loss_mask_column=self.loss_mask_column,
+            prompt_length_column=self.prompt_length_column,
         )
         self._take_token_facts()
+        self._overlong_counts = self._count_overlong()
+        if announce:
+            self._announce_overlong()
         self._assembler = _C.PackedBatchAssembler(
             self.corpus.tokens,
             seq_len=self.seq_len,
@@ -191,6 +240,9 @@ class PackedDataset(Dataset):
             pad_token_id=self.pad_token_id,
             label_pad_id=IGNORE_INDEX,
             shift_labels=self.shift_labels,
+            max_pieces_per_block=self.max_documents_per_row or 0,
+            overlong=self.overlong,
+            loss_mask=self.corpus.loss_mask_view(),
         )
         prefetch = args.get("prefetch_pages")
         if prefetch is None:
@@ -202,6 +254,52 @@ class PackedDataset(Dataset):
         #: counts its own (see arrowloader.native).
         self._pinned_epoch: Optional[int] = None
         self._plans: dict[tuple[int, int], Any] = {}
+
+    def _count_overlong(self) -> tuple[int, int]:
+        """(documents, tokens left out) of every bestfit epoch: documents whose piece
+        (tokens and EOS) is longer than a block, and the tokens (EOS included) that
+        ``overlong`` truncates or drops of them. The same each epoch: packing order does not
+        change which documents are too long."""
+        if self.mode != "bestfit":
+            return 0, 0
+        # A piece is longer than a block when its document has more than block_len - 1
+        # tokens; truncating it leaves out exactly the tokens beyond that, EOS for one.
+        beyond, documents = self.corpus.tokens.truncation_loss(self.block_len - 1)
+        if self.overlong == "drop":
+            return documents, beyond + documents * self.block_len
+        return documents, beyond if self.overlong == "truncate" else 0
+
+    def _announce_overlong(self) -> None:
+        documents, tokens = self._overlong_counts
+        if documents == 0:
+            return
+        done = {
+            "split": "splits them into row-sized chunks",
+            "truncate": f"truncates them, leaving out {tokens} tokens",
+            "drop": f"drops them, leaving out {tokens} tokens",
+        }[self.overlong]
+        logger.warning(
+            "%d of %d documents are longer than a row (seq_len=%d, EOS included); "
+            "overlong=%r %s each epoch; ds.stats() has the counts.",
+            documents, self.corpus.num_rows, self.seq_len, self.overlong, done,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Counts about the corpus and what packing leaves out, per epoch.
+
+        ``overlong_documents``: documents longer than a row (bestfit mode, EOS included);
+        ``overlong_tokens_left_out``: the tokens (EOS included) that ``overlong`` truncates
+        or drops of them (0 when they are split); ``overlong``: the policy.
+        """
+        documents, tokens = self._overlong_counts
+        return {
+            "documents": self.corpus.num_rows,
+            "tokens": self.corpus.num_tokens,
+            "files": len(self.corpus.files),
+            "overlong": self.overlong,
+            "overlong_documents": documents,
+            "overlong_tokens_left_out": tokens,
+        }
 
     def _check_id(self, name: str, value: Optional[int], vocab_size: Optional[int]) -> None:
         check_token_id(name, value, vocab_size)
@@ -455,8 +553,18 @@ class PackedDataset(Dataset):
             "eos_token_id": self.eos_token_id,
             "shuffle_documents": self.shuffle_documents,
             # Added with the choice of convention; left out when shifted (the default), so
-            # that states saved before it still load.
+            # that states saved before it still load. The same for the options below.
             **({} if self.shift_labels else {"shift_labels": False}),
+            **({} if self.overlong == "split" else {"overlong": self.overlong}),
+            **(
+                {} if self.max_documents_per_row is None
+                else {"max_documents_per_row": self.max_documents_per_row}
+            ),
+            **({"loss_mask_column": self.loss_mask_column} if self.loss_mask_column else {}),
+            **(
+                {"prompt_length_column": self.prompt_length_column}
+                if self.prompt_length_column else {}
+            ),
         }
 
     def check_files(self) -> None:
@@ -496,6 +604,32 @@ class PackedDataset(Dataset):
 
     def native_rewound(self, position: Optional[Position]) -> None:
         """Nothing to undo: the position lives in the loader alone."""
+
+
+def _check_bestfit_options(
+    mode: str, overlong: object, max_documents_per_row: object
+) -> None:
+    """Raises ValueError (TypeError for a non-integer cap), naming the argument, for a
+    bad ``overlong`` or ``max_documents_per_row``, or either set in concat mode, where
+    documents run across blocks and neither applies."""
+    if overlong not in OVERLONG:
+        raise ValueError(f"overlong must be one of {OVERLONG}, got {overlong!r}")
+    if max_documents_per_row is not None:
+        if not isinstance(max_documents_per_row, int) or isinstance(max_documents_per_row, bool):
+            raise TypeError(
+                "max_documents_per_row must be a positive int or None, got "
+                f"{type(max_documents_per_row).__name__}"
+            )
+        if max_documents_per_row < 1:
+            raise ValueError(
+                f"max_documents_per_row must be positive, got {max_documents_per_row}"
+            )
+    if mode != "bestfit" and (overlong != "split" or max_documents_per_row is not None):
+        which = "overlong" if overlong != "split" else "max_documents_per_row"
+        raise ValueError(
+            f"{which} applies to mode='bestfit'; in mode={mode!r} documents run across "
+            "blocks"
+        )
 
 
 def larger_than_half_of_memory(corpus: Corpus) -> bool:

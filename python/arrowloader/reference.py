@@ -83,20 +83,30 @@ def _pieces(documents: Sequence[Sequence[int]], eos_token_id: int) -> list[list[
 
 
 def _packed_row(
-    segments: list[list[int]], seq_len: int, pad_token_id: int, mask_across_documents: bool
+    segments: list[list[int]],
+    seq_len: int,
+    pad_token_id: int,
+    mask_across_documents: bool,
+    trained: Optional[list[list[bool]]] = None,
 ) -> dict[str, list]:
-    """One block (its segments, in position order) as a row of ``seq_len`` positions."""
+    """One block (its segments, in position order) as a row of ``seq_len`` positions;
+    ``trained``: for each segment, whether each of its tokens is in the loss (a label
+    whose target is not is -100)."""
     tokens: list[int] = []
     starts: list[int] = []
-    for segment in segments:
+    flags: list[bool] = []
+    for k, segment in enumerate(segments):
         starts.append(len(tokens))
         tokens.extend(segment)
+        flags.extend(trained[k] if trained is not None else [True] * len(segment))
     valid = len(tokens)
     block = tokens + [pad_token_id] * (seq_len + 1 - valid)
     input_ids = block[:seq_len]
     labels = block[1:]
     for i in range(seq_len):
         if i + 1 >= valid:  # the target is padding
+            labels[i] = IGNORE_INDEX
+        elif not flags[i + 1]:  # the target is left out of the loss
             labels[i] = IGNORE_INDEX
     if mask_across_documents:
         for start in starts[1:]:
@@ -111,6 +121,22 @@ def _packed_row(
         "position_ids": position_ids[:seq_len],
         "segments": [len(segment) for segment in segments],
     }
+
+
+def piece_in_loss(
+    length: int, mask: Optional[Sequence[int]] = None, prompt_length: Optional[int] = None
+) -> list[bool]:
+    """Whether each token of a document of ``length`` tokens, then its EOS, is in the loss
+    (completion-only loss): by its ``mask`` (1 in, 0 out), or out for the first
+    ``prompt_length``; every token without either. The EOS is in when the last token is
+    (never after an empty document)."""
+    if mask is not None:
+        tokens = [bool(m) for m in mask]
+    elif prompt_length is not None:
+        tokens = [i >= prompt_length for i in range(length)]
+    else:
+        return [True] * (length + 1)
+    return [*tokens, bool(tokens) and tokens[-1]]
 
 
 def pack_concat(
@@ -144,36 +170,79 @@ def pack_concat(
     return [_packed_row(b, seq_len, 0, mask_across_documents) for b in blocks]
 
 
-def pack_bestfit(
-    documents: Sequence[Sequence[int]], seq_len: int, eos_token_id: int, pad_token_id: int
-) -> list[dict[str, list]]:
-    """Rows of "bestfit" packing: pieces longer than a block are cut into chunks of
-    ``seq_len + 1`` tokens (the last one shorter); each chunk, in order, goes to the open
-    block with the least room that still holds it (ties: the block opened first) or opens a
-    new one. Blocks come in opening order, padded with ``pad_token_id``; labels never cross
-    into the next segment.
+def bestfit_blocks(
+    piece_lengths: Sequence[int],
+    block_size: int,
+    max_documents_per_block: Optional[int] = None,
+    overlong: str = "split",
+) -> list[list[tuple[int, int, int]]]:
+    """The blocks of "bestfit" packing of pieces of these lengths, in the given order:
+    each block a list of ``(piece index, start, length)`` segments in position order.
 
-    Returns rows as :func:`pack_concat` does.
+    A piece longer than ``block_size`` is, by ``overlong``: ``"split"`` into chunks of
+    ``block_size`` (the last shorter), each placed like a piece; ``"truncate"``d to its
+    first ``block_size`` tokens; ``"drop"``ped. Each piece (chunk), in order, goes to the
+    open block with the least room that still holds it (ties: the block opened first) or
+    opens a new one; a block with ``max_documents_per_block`` pieces is closed.
     """
-    block_size = seq_len + 1
-    chunks: list[list[int]] = []
-    for piece in _pieces(documents, eos_token_id):
-        for start in range(0, len(piece), block_size):
-            chunks.append(piece[start : start + block_size])
-    blocks: list[list[list[int]]] = []
+    chunks: list[tuple[int, int, int]] = []
+    for index, length in enumerate(piece_lengths):
+        if length > block_size and overlong == "drop":
+            continue
+        if length > block_size and overlong == "truncate":
+            chunks.append((index, 0, block_size))
+            continue
+        for start in range(0, length, block_size):
+            chunks.append((index, start, min(block_size, length - start)))
+    blocks: list[list[tuple[int, int, int]]] = []
     rooms: list[int] = []
     for chunk in chunks:
         best = -1
         for k in range(len(blocks)):
-            if rooms[k] >= len(chunk) and (best < 0 or rooms[k] < rooms[best]):
+            closed = max_documents_per_block is not None and (
+                len(blocks[k]) >= max_documents_per_block
+            )
+            if not closed and rooms[k] >= chunk[2] and (best < 0 or rooms[k] < rooms[best]):
                 best = k
         if best < 0:
             blocks.append([])
             rooms.append(block_size)
             best = len(blocks) - 1
         blocks[best].append(chunk)
-        rooms[best] -= len(chunk)
-    return [_packed_row(b, seq_len, pad_token_id, True) for b in blocks]
+        rooms[best] -= chunk[2]
+    return blocks
+
+
+def pack_bestfit(
+    documents: Sequence[Sequence[int]],
+    seq_len: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    max_documents_per_row: Optional[int] = None,
+    overlong: str = "split",
+    in_loss: Optional[Sequence[Sequence[bool]]] = None,
+) -> list[dict[str, list]]:
+    """Rows of "bestfit" packing (shifted labels: blocks of ``seq_len + 1`` tokens) of
+    the pieces of ``documents``, placed by :func:`bestfit_blocks`. Blocks come in opening
+    order, padded with ``pad_token_id``; labels never cross into the next segment, and
+    are -100 where their target is not ``in_loss`` (per document, per piece token, see
+    :func:`piece_in_loss`).
+
+    Returns rows as :func:`pack_concat` does.
+    """
+    block_size = seq_len + 1
+    pieces = _pieces(documents, eos_token_id)
+    blocks = bestfit_blocks(
+        [len(piece) for piece in pieces], block_size, max_documents_per_row, overlong
+    )
+    rows = []
+    for block in blocks:
+        segments = [pieces[d][start : start + length] for d, start, length in block]
+        trained = None
+        if in_loss is not None:
+            trained = [list(in_loss[d][start : start + length]) for d, start, length in block]
+        rows.append(_packed_row(segments, seq_len, pad_token_id, True, trained))
+    return rows
 
 
 def packed_cu_seqlens(rows: Sequence[dict[str, list]], seq_len: int) -> tuple[list[int], int]:

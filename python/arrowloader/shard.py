@@ -104,7 +104,7 @@ class Shard:
                 every record batch are checked all the same.
             column: another list column of the file to append instead (a mask, token
                 type ids or per-token labels beside the tokens).
-            narrow: accept int8 and uint8 values too (``tokens`` must be narrow).
+            narrow: accept int8, uint8 and bool values too (``tokens`` must be narrow).
 
         Raises:
             CorpusFormatError: the column's structure, offsets or nulls are corrupt

@@ -374,7 +374,7 @@ def column_index(
 ) -> int:
     """The index of ``column`` in the schema of ``opened``, once it is known to be there
     with a type arrowloader reads (a token list type when ``list_column``, see
-    :func:`check_token_type`, int8 and uint8 values too when ``narrow``; else an integer
+    :func:`check_token_type`, int8, uint8 and bool values too when ``narrow``; else an integer
     type).
 
     Raises:
@@ -474,14 +474,14 @@ def _corrupt(path: Path, column: str, row: int, what: str) -> CorpusFormatError:
 #: The value types of token lists, and those a narrow list column (a mask or token type
 #: ids beside the tokens) may have besides.
 TOKEN_VALUE_TYPES = (pa.int32(), pa.int64(), pa.uint16(), pa.uint32())
-NARROW_VALUE_TYPES = (pa.int8(), pa.uint8())
+NARROW_VALUE_TYPES = (pa.int8(), pa.uint8(), pa.bool_())
 
 
 def check_token_type(
     path: Path, column: str, field_type: pa.DataType, *, narrow: bool = False
 ) -> None:
     """Raises CorpusFormatError unless ``field_type`` is a supported token list type (or,
-    with ``narrow``, a list of int8 or uint8).
+    with ``narrow``, a list of int8, uint8 or bool).
 
     This is the check whose message users see. ``TokenColumn.add_chunk`` checks the
     Arrow format string again where the array crosses into C++ (csrc/columns.cpp): a
@@ -583,8 +583,9 @@ def _check_alignment(
     bytes; an IPC reader hands a misaligned one through as it is."""
     if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
         width = 8 if pa.types.is_large_list(array.type) else 4
+        # Bit-packed booleans are read byte by byte: no alignment to check.
         typed = [("list offsets", buffers[1], width),
-                 ("values", buffers[3], array.type.value_type.bit_width // 8)]
+                 ("values", buffers[3], max(1, array.type.value_type.bit_width // 8))]
     else:
         typed = [("values", buffers[1], array.type.bit_width // 8)]
     for name, buffer, width in typed:
@@ -613,12 +614,12 @@ def _check_buffer_sizes(
     if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
         width = 8 if pa.types.is_large_list(array.type) else 4
         values = array.values
-        value_width = values.type.bit_width // 8
+        value_bits = (values.offset + len(values)) * values.type.bit_width
         needs = [
             ("validity bitmap", buffers[0], -(-(array.offset + length) // 8)),
             ("list offsets", buffers[1], (array.offset + length + 1) * width if length else 0),
             ("values validity bitmap", buffers[2], -(-(values.offset + len(values)) // 8)),
-            ("values", buffers[3], (values.offset + len(values)) * value_width),
+            ("values", buffers[3], -(-value_bits // 8)),
         ]
     else:
         width = array.type.bit_width // 8

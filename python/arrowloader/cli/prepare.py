@@ -21,6 +21,17 @@ inputs, by file name:
   .parquet             one document per row; the text in the --text-field column
   folders are searched recursively for these; globs are expanded; order: sorted
 
+fine-tuning examples (.jsonl or .parquet), instead of --text-field:
+  --prompt-field P --completion-field C   input_ids = the prompt's tokens then the
+                       completion's, plus prompt_length (int32); with --loss-mask also
+                       loss_mask (list<bool>, false on the prompt)
+  --messages-field M   a conversation ([{"role": ..., "content": ...}, ...]) through the
+                       tokenizer's chat template (a transformers tokenizer folder whose
+                       template marks the assistant's turns with {% generation %}): input_ids
+                       and loss_mask, true on the assistant's tokens
+  Train on the completion only with TokenDataset / PackedDataset(prompt_length_column=
+  "prompt_length") or (loss_mask_column="loss_mask").
+
 output: DIR/shard-00000.arrow ... (Arrow IPC files, input_ids as uint16 when the
 vocabulary has at most 65,536 ids, else int32) and DIR/manifest.json. An interrupted run
 resumes when run again with the same arguments: finished shards are kept. The shard
@@ -31,6 +42,10 @@ examples:
   arrowloader prepare books/ --tokenizer tokenizer.json --output corpus/ --append-eos
   arrowloader prepare 'crawl/*.jsonl.gz' --tokenizer ./my-tokenizer/ --output corpus/ \\
       --keep-fields url,id --engine ray --ray-address auto
+  arrowloader prepare sft.jsonl --tokenizer ./my-tokenizer/ --output sft/ \\
+      --prompt-field prompt --completion-field completion --loss-mask
+  arrowloader prepare chats.jsonl --tokenizer ./my-chat-tokenizer/ --output chats/ \\
+      --messages-field messages
 """
 
 
@@ -57,6 +72,17 @@ def add_prepare_parser(commands: Any) -> None:
                         help=".txt inputs hold one document per non-empty line")
     parser.add_argument("--keep-fields", type=name_list, default=(), metavar="A,B",
                         help="comma list of .jsonl/.parquet fields to carry into the shards")
+    parser.add_argument("--prompt-field", default=None, metavar="FIELD",
+                        help="fine-tuning examples: the prompt's field (with "
+                             "--completion-field); writes prompt_length beside input_ids")
+    parser.add_argument("--completion-field", default=None, metavar="FIELD",
+                        help="fine-tuning examples: the completion's field")
+    parser.add_argument("--messages-field", default=None, metavar="FIELD",
+                        help="fine-tuning conversations, tokenized with the tokenizer's chat "
+                             "template; writes loss_mask (the assistant's tokens)")
+    parser.add_argument("--loss-mask", action="store_true",
+                        help="with --prompt-field: also write loss_mask (list<bool>, false on "
+                             "the prompt)")
     parser.add_argument("--append-eos", action="store_true",
                         help="end every document with the EOS id")
     parser.add_argument("--eos-token", default=None, metavar="TOKEN",
@@ -94,6 +120,10 @@ def run_prepare(args: argparse.Namespace, command: str) -> int:
         keep_fields=args.keep_fields,
         append_eos=args.append_eos,
         shard_size=args.shard_size,
+        prompt_field=args.prompt_field,
+        completion_field=args.completion_field,
+        messages_field=args.messages_field,
+        loss_mask=args.loss_mask,
     )
     try:
         result = prepare_corpus(

@@ -8,6 +8,11 @@ Formats, by file name:
   is a string;
 - ``.parquet``: every row is a document; ``text_field`` is a string column.
 
+For fine-tuning data a document is made of other fields instead of ``text_field``: a
+``prompt_field`` and a ``completion_field`` (two strings), or a ``messages_field`` (a
+conversation: a list of objects with string ``role`` and ``content``), in ``.jsonl`` and
+``.parquet`` inputs alike.
+
 Text is UTF-8 and decoded strictly. A *scan* walks an input once without tokenizing:
 it counts the documents, measures each one's UTF-8 size and where it starts, checks the
 JSON and the text field, and infers the Arrow type of every kept field. Reading then
@@ -95,21 +100,45 @@ def find_inputs(inputs: Sequence[str]) -> list[Path]:
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """How documents are taken out of the inputs."""
+    """How documents are taken out of the inputs: their text from ``text_field``, or a
+    fine-tuning example from ``prompt_field`` and ``completion_field``, or from
+    ``messages_field`` (see the module docstring)."""
 
     text_field: str = "text"
     lines: bool = False
     keep_fields: tuple[str, ...] = ()
+    prompt_field: Optional[str] = None
+    completion_field: Optional[str] = None
+    messages_field: Optional[str] = None
+
+    @property
+    def kind(self) -> str:
+        """``"text"``, ``"prompt_completion"`` or ``"messages"``."""
+        if self.messages_field is not None:
+            return "messages"
+        return "text" if self.prompt_field is None else "prompt_completion"
+
+    @property
+    def document_fields(self) -> tuple[str, ...]:
+        """The fields a document is made of."""
+        if self.kind == "messages":
+            return (str(self.messages_field),)
+        if self.kind == "prompt_completion":
+            return (str(self.prompt_field), str(self.completion_field))
+        return (self.text_field,)
 
 
 @dataclass
 class Document:
-    """One document: its text, its kept field values (in ``keep_fields`` order) and
-    where it came from, for error messages."""
+    """One document: its text (for a fine-tuning example, the text of its parts joined:
+    what its size is estimated from), its parts (the prompt and the completion, or the
+    conversation; empty for plain text), its kept field values (in ``keep_fields``
+    order) and where it came from, for error messages."""
 
     text: str
     fields: tuple[Any, ...]
     where: str
+    parts: tuple[Any, ...] = ()
 
 
 @dataclass
@@ -190,23 +219,66 @@ def decode(raw: bytes, where: str) -> str:
         ) from None
 
 
-def parse_json_line(raw: bytes, where: str, text_field: str) -> tuple[dict[str, Any], str]:
-    """The object of one JSON line and its text field's value."""
+def parse_json_line(
+    raw: bytes, where: str, options: ReadOptions
+) -> tuple[dict[str, Any], str, tuple[Any, ...]]:
+    """The object of one JSON line, its text and its parts (see :func:`document_parts`)."""
     try:
         record = json.loads(decode(raw, where))
     except ValueError as exc:
         raise PrepareInputError(f"{where}: not a JSON object ({exc})") from None
     if not isinstance(record, dict):
         raise PrepareInputError(f"{where}: a JSON {type(record).__name__}, expected an object")
-    text = record.get(text_field)
-    if not isinstance(text, str):
-        fields = ", ".join(repr(k) for k in list(record)[:10])
-        problem = "missing" if text_field not in record else f"a {type(text).__name__}"
-        raise PrepareInputError(
-            f"{where}: field {text_field!r} is {problem}, expected a string (the record's "
-            f"fields: {fields}); choose the text field with --text-field"
-        )
-    return record, text
+    text, parts = document_parts(record, where, options)
+    return record, text, parts
+
+
+def document_parts(
+    record: dict[str, Any], where: str, options: ReadOptions
+) -> tuple[str, tuple[Any, ...]]:
+    """The text and the parts of one record: ``(text, ())`` for plain text, ``(prompt +
+    completion, (prompt, completion))``, or ``(the contents joined, (messages,))``.
+
+    Raises:
+        PrepareInputError: a field is missing or of the wrong type (naming ``where``, the
+            field and, for a message, its number).
+    """
+    if options.kind == "messages":
+        field = str(options.messages_field)
+        messages = record.get(field)
+        if not isinstance(messages, list) or not messages:
+            raise PrepareInputError(
+                f"{where}: field {field!r} is {_what(record, field)}, expected a non-empty "
+                "list of messages ({'role': ..., 'content': ...}); choose the field with "
+                "--messages-field"
+            )
+        for k, message in enumerate(messages):
+            if not (isinstance(message, dict) and isinstance(message.get("role"), str)
+                    and isinstance(message.get("content"), str)):
+                raise PrepareInputError(
+                    f"{where}: field {field!r} message {k} is not an object with string "
+                    "'role' and 'content'"
+                )
+        return "".join(m["content"] for m in messages), (messages,)
+    values = []
+    for field in options.document_fields:
+        value = record.get(field)
+        if not isinstance(value, str):
+            option = {options.text_field: "--text-field", options.prompt_field: "--prompt-field",
+                      options.completion_field: "--completion-field"}.get(field, "")
+            names = ", ".join(repr(k) for k in list(record)[:10])
+            raise PrepareInputError(
+                f"{where}: field {field!r} is {_what(record, field)}, expected a string (the "
+                f"record's fields: {names}); choose the field with {option}"
+            )
+        values.append(value)
+    if options.kind == "text":
+        return values[0], ()
+    return "".join(values), tuple(values)
+
+
+def _what(record: dict[str, Any], field: str) -> str:
+    return "missing" if field not in record else f"a {type(record[field]).__name__}"
 
 
 def utf8_size(text: str) -> int:
@@ -325,6 +397,11 @@ def scan_file(
         raise PrepareInputError(
             f"{path}: --keep-fields needs .jsonl or .parquet inputs; a .txt file has no fields"
         )
+    if options.kind != "text" and kind == "text":
+        raise PrepareInputError(
+            f"{path}: fine-tuning examples (--prompt-field, --messages-field) need .jsonl or "
+            ".parquet inputs; a .txt file has no fields"
+        )
     if kind == "text" and not options.lines:
         size = path.stat().st_size
         chars = max(sampler.max_chars if sampler.wants(first_number) else 0,
@@ -344,7 +421,7 @@ def scan_file(
         where = f"{path}: line {number}"
         document = first_number + len(sizes)
         if kind == "jsonl":
-            record, text = parse_json_line(raw, where, options.text_field)
+            record, text, _ = parse_json_line(raw, where, options)
             for name in options.keep_fields:
                 types[name] = FieldType.join(types[name], FieldType.of(record.get(name)))
             size = utf8_size(text)
@@ -376,20 +453,23 @@ def _parquet_file(path: Path) -> Any:
 
 
 def parquet_field_types(path: Path, options: ReadOptions) -> dict[str, pa.DataType]:
-    """Arrow types of the text field and kept fields of a parquet input.
+    """Arrow types of the document's fields (the text field, or a fine-tuning example's)
+    and kept fields of a parquet input.
 
     Raises:
         PrepareInputError: a field is missing, or the text field is not a string column.
     """
     schema = _parquet_file(path).schema_arrow
     types = {}
-    for name in (options.text_field, *options.keep_fields):
+    for name in (*options.document_fields, *options.keep_fields):
         index = schema.get_field_index(name)
         if index < 0:
             raise PrepareInputError(
                 f"{path}: no column {name!r}; the file has columns {schema.names}"
             )
         types[name] = schema.field(index).type
+    if options.kind != "text":
+        return types  # the fields of an example are checked row by row, as in JSON lines
     text_type = types[options.text_field]
     if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
         raise PrepareInputError(
@@ -410,6 +490,16 @@ def _scan_parquet(
     sizes = []
     row = 0
     for group in range(parquet.num_row_groups):
+        if options.kind != "text":
+            texts = [text for text, _ in _parquet_examples(path, parquet, group, row, options)]
+            for i, text in enumerate(texts):
+                if sampler.wants(first_number + row + i):
+                    sampler.keep(first_number + row + i, text)
+                if file_sampler.wants(row + i):
+                    file_sampler.keep(row + i, text)
+            sizes.append(np.array([utf8_size(text) for text in texts], dtype=np.int64))
+            row += len(texts)
+            continue
         text = parquet.read_row_group(group, columns=[options.text_field]).column(0)
         if text.null_count:
             nulls = np.flatnonzero(np.asarray(text.is_null().to_numpy(zero_copy_only=False)))
@@ -433,6 +523,23 @@ def _scan_parquet(
         {name: FieldType.from_arrow(types[name]) for name in options.keep_fields},
         {name: types[name] for name in options.keep_fields},
     )
+
+
+def _parquet_examples(
+    path: Path, parquet: Any, group: int, first_row: int, options: ReadOptions,
+    lo: int = 0, hi: Optional[int] = None,
+) -> list[tuple[str, tuple[Any, ...]]]:
+    """``(text, parts)`` of rows ``lo .. hi`` of a row group of fine-tuning examples (the
+    group's first row is row ``first_row`` of the file), as :func:`document_parts` makes
+    them of JSON records."""
+    fields = options.document_fields
+    table = parquet.read_row_group(group, columns=list(fields))
+    hi = table.num_rows if hi is None else hi
+    columns = [table.column(i).slice(lo, hi - lo).to_pylist() for i in range(len(fields))]
+    return [
+        document_parts(dict(zip(fields, values)), f"{path}: row {first_row + lo + i}", options)
+        for i, values in enumerate(zip(*columns))
+    ]
 
 
 def read_documents(
@@ -466,12 +573,12 @@ def read_documents(
             if not raw:
                 continue
             if kind == "jsonl":
-                record, text = parse_json_line(raw, where, options.text_field)
+                record, text, parts = parse_json_line(raw, where, options)
                 fields = tuple(
                     FieldType.convert(field_types[name], record.get(name))
                     for name in options.keep_fields
                 )
-                yield Document(text, fields, where)
+                yield Document(text, fields, where, parts)
             else:
                 yield Document(decode(raw, where), (), where)
             produced += 1
@@ -488,24 +595,13 @@ def _read_parquet(
     path: Path, options: ReadOptions, first: int, count: int, field_types: dict[str, str]
 ) -> Iterator[Document]:
     parquet = _parquet_file(path)
-    columns = [options.text_field, *options.keep_fields]
     row = 0
     end = first + count
     for group in range(parquet.num_row_groups):
         rows = parquet.metadata.row_group(group).num_rows
         if row + rows > first and row < end:
-            table = parquet.read_row_group(group, columns=columns)
             lo, hi = max(first, row) - row, min(end, row + rows) - row
-            values = [table.column(i).slice(lo, hi - lo).to_pylist()
-                      for i in range(len(columns))]
-            for i, text in enumerate(values[0]):
-                where = f"{path}: row {row + lo + i}"
-                if not isinstance(text, str):
-                    raise PrepareInputError(
-                        f"{where}: column {options.text_field!r} is null; every document "
-                        "needs a text"
-                    )
-                yield Document(text, tuple(column[i] for column in values[1:]), where)
+            yield from _parquet_documents(path, parquet, group, row, options, lo, hi)
         row += rows
         if row >= end:
             break
@@ -514,6 +610,33 @@ def _read_parquet(
             f"{path}: has {row} rows, {end} expected; the input changed while it was being "
             "prepared"
         )
+
+
+def _parquet_documents(
+    path: Path, parquet: Any, group: int, first_row: int, options: ReadOptions, lo: int,
+    hi: int,
+) -> Iterator[Document]:
+    """The documents of rows ``lo .. hi`` of a row group whose first row is row
+    ``first_row`` of the file."""
+    kept: list[list[Any]] = []
+    if options.keep_fields:
+        table = parquet.read_row_group(group, columns=list(options.keep_fields))
+        kept = [table.column(i).slice(lo, hi - lo).to_pylist()
+                for i in range(len(options.keep_fields))]
+    if options.kind != "text":
+        examples = _parquet_examples(path, parquet, group, first_row, options, lo, hi)
+        for i, (text, parts) in enumerate(examples):
+            yield Document(text, tuple(column[i] for column in kept),
+                           f"{path}: row {first_row + lo + i}", parts)
+        return
+    texts = parquet.read_row_group(group, columns=[options.text_field]).column(0)
+    for i, text in enumerate(texts.slice(lo, hi - lo).to_pylist()):
+        where = f"{path}: row {first_row + lo + i}"
+        if not isinstance(text, str):
+            raise PrepareInputError(
+                f"{where}: column {options.text_field!r} is null; every document needs a text"
+            )
+        yield Document(text, tuple(column[i] for column in kept), where)
 
 
 def input_identity(path: Path) -> dict[str, Any]:

@@ -151,9 +151,14 @@ def prepare_corpus(
         options.keep_fields
     ):
         raise ValueError(f"keep_fields must be distinct and not {TOKEN_COLUMN!r}")
+    options.check()
     started = time.perf_counter()
     out = Path(output)
-    loaded = load_tokenizer(tokenizer, eos_token, add_special_tokens)
+    # A conversation needs the tokenizer's chat template: transformers reads it.
+    kind = "transformers" if options.messages_field is not None else None
+    loaded = load_tokenizer(tokenizer, eos_token, add_special_tokens, kind=kind)
+    if options.messages_field is not None:
+        loaded.chat_template()  # fails now, not in the first shard, if it cannot mask
     if options.append_eos and loaded.eos_token_id is None:
         raise ValueError(
             f"{tokenizer}: --append-eos needs an EOS token and the tokenizer names none; "
@@ -207,6 +212,9 @@ def prepare_corpus(
             "lines": options.lines,
             "keep_fields": list(options.keep_fields),
             "shard_size": options.shard_size,
+            **options.example_options,
+            **({"example_columns": list(options.example_columns)}
+               if options.example_columns else {}),
             "inputs": [{k: i[k] for k in ("path", "bytes", "format", "documents")}
                        for i in plan["inputs"]],
         },

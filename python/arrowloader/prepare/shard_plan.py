@@ -50,6 +50,11 @@ DEFAULT_SHARD_SIZE = 512 << 20
 SHARD_NAME = "shard-{:05d}.arrow"
 #: The token column every shard holds.
 TOKEN_COLUMN = "input_ids"
+#: The columns a preparation of fine-tuning examples writes beside the tokens: each
+#: example's prompt length (int32), and its per-token loss mask (list<bool>: true on the
+#: tokens in the loss).
+PROMPT_LENGTH_COLUMN = "prompt_length"
+LOSS_MASK_COLUMN = "loss_mask"
 #: Per-input samples: at most this many documents (at least 128 characters of each), of
 #: this share of the input's bytes but at least _MIN and at most _MAX characters in all.
 _FILE_SAMPLES = 64
@@ -70,6 +75,14 @@ class PrepareOptions:
         keep_fields: fields of JSON lines / parquet inputs carried into every shard.
         append_eos: end every document with the tokenizer's EOS id.
         shard_size: target bytes of a shard file.
+        prompt_field, completion_field: fine-tuning examples of two strings: the tokens
+            are the prompt's then the completion's, and every shard also holds
+            :data:`PROMPT_LENGTH_COLUMN`.
+        messages_field: fine-tuning conversations, tokenized with the tokenizer's chat
+            template; every shard also holds :data:`LOSS_MASK_COLUMN` (the assistant's
+            tokens).
+        loss_mask: prompt and completion examples also get :data:`LOSS_MASK_COLUMN`
+            (false on the prompt).
     """
 
     text_field: str = "text"
@@ -77,10 +90,56 @@ class PrepareOptions:
     keep_fields: tuple[str, ...] = ()
     append_eos: bool = False
     shard_size: int = DEFAULT_SHARD_SIZE
+    prompt_field: Optional[str] = None
+    completion_field: Optional[str] = None
+    messages_field: Optional[str] = None
+    loss_mask: bool = False
 
     @property
     def read(self) -> ReadOptions:
-        return ReadOptions(self.text_field, self.lines, self.keep_fields)
+        return ReadOptions(self.text_field, self.lines, self.keep_fields, self.prompt_field,
+                           self.completion_field, self.messages_field)
+
+    @property
+    def example_options(self) -> dict[str, Any]:
+        """The fine-tuning options that are set, by name (empty for plain text): what the
+        fingerprint and the plan record of them, so that plain-text preparations keep
+        the fingerprints they had before these options existed."""
+        named = {"prompt_field": self.prompt_field, "completion_field": self.completion_field,
+                 "messages_field": self.messages_field}
+        found: dict[str, Any] = {k: v for k, v in named.items() if v is not None}
+        if self.loss_mask:
+            found["loss_mask"] = True
+        return found
+
+    @property
+    def example_columns(self) -> dict[str, pa.DataType]:
+        """The columns written beside the tokens for fine-tuning examples."""
+        columns: dict[str, pa.DataType] = {}
+        if self.prompt_field is not None:
+            columns[PROMPT_LENGTH_COLUMN] = pa.int32()
+        if self.messages_field is not None or self.loss_mask:
+            columns[LOSS_MASK_COLUMN] = pa.list_(pa.bool_())
+        return columns
+
+    def check(self) -> None:
+        """Raises ValueError, naming the option, for fine-tuning options that do not go
+        together."""
+        if (self.prompt_field is None) != (self.completion_field is None):
+            raise ValueError("--prompt-field and --completion-field go together: give both")
+        if self.messages_field is not None and self.prompt_field is not None:
+            raise ValueError("--messages-field and --prompt-field are two ways to read an "
+                             "example; give one")
+        if self.loss_mask and self.read.kind == "text":
+            raise ValueError("--loss-mask needs fine-tuning examples: give --prompt-field and "
+                             "--completion-field (or --messages-field, which always writes it)")
+        if self.read.kind != "text" and self.lines:
+            raise ValueError("--lines reads .txt documents; fine-tuning examples need .jsonl "
+                             "or .parquet inputs")
+        clash = set(self.keep_fields) & {*self.example_columns, *self.read.document_fields}
+        if clash:
+            raise ValueError(f"--keep-fields {sorted(clash)} would clash with the example's "
+                             "own fields or the columns written for it")
 
 
 def token_dtype(vocab_size: int) -> str:
@@ -110,18 +169,26 @@ def fingerprint(
             "keep_fields": list(options.keep_fields),
             "append_eos": options.append_eos,
             "shard_size": options.shard_size,
+            **options.example_options,
         },
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
-def shard_schema(dtype: str, field_types: dict[str, pa.DataType], large: bool = False) -> pa.Schema:
+def shard_schema(
+    dtype: str,
+    field_types: dict[str, pa.DataType],
+    large: bool = False,
+    example_columns: Optional[dict[str, pa.DataType]] = None,
+) -> pa.Schema:
     """The schema of every shard: ``input_ids`` list (large_list when ``large``) of
-    ``dtype``, then the kept fields."""
+    ``dtype``, the columns of fine-tuning examples, then the kept fields."""
     value = pa.from_numpy_dtype(np.dtype(dtype))
     ids = pa.large_list(value) if large else pa.list_(value)
     return pa.schema(
         [pa.field(TOKEN_COLUMN, ids, nullable=False)]
+        + [pa.field(name, kind, nullable=False)
+           for name, kind in (example_columns or {}).items()]
         + [pa.field(name, kind) for name, kind in field_types.items()]
     )
 
@@ -197,11 +264,17 @@ def make_plan(
         for t, b in zip(tokens[1:], sizes[1:])
     ]
     per_document = 4 + (width if options.append_eos else 0) + 12 * len(options.keep_fields)
+    example_columns = options.example_columns
+    if PROMPT_LENGTH_COLUMN in example_columns:
+        per_document += 4
+    if LOSS_MASK_COLUMN in example_columns:  # a bit a token, and an offset
+        per_document += 4
+        per_byte_of = [rate * (1 + 1 / (8 * width)) for rate in per_byte_of]
     types = {
         name: arrow_types[name] if kind.startswith("arrow:") else FieldType.ARROW[kind]
         for name, kind in field_types.items()
     }
-    schema = shard_schema(dtype, types)
+    schema = shard_schema(dtype, types, example_columns=example_columns)
     room = max(1, options.shard_size - _file_overhead(schema))
     shards = _cut(scans, per_byte_of, per_document, room)
     return {
@@ -219,6 +292,7 @@ def make_plan(
             "text_field": options.text_field,
             "lines": options.lines,
             "keep_fields": list(options.keep_fields),
+            **options.example_options,
         },
         "field_types": field_types,
         "schema": encode_schema(schema),

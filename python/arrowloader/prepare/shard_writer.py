@@ -26,7 +26,12 @@ import pyarrow as pa
 
 from arrowloader.manifest import ShardEntry, sha256_file, write_text_atomic
 from arrowloader.prepare.inputs import Document, ReadOptions, read_documents
-from arrowloader.prepare.shard_plan import TOKEN_COLUMN, decode_schema
+from arrowloader.prepare.shard_plan import (
+    LOSS_MASK_COLUMN,
+    PROMPT_LENGTH_COLUMN,
+    TOKEN_COLUMN,
+    decode_schema,
+)
 from arrowloader.prepare.tokenizer import LoadedTokenizer, TokenizerError
 
 #: Folder, inside the output folder, holding the plan and done records of an unfinished
@@ -48,11 +53,18 @@ def partial_path(output: Path, name: str) -> Path:
 
 def plan_documents(plan: dict[str, Any], shard: dict[str, Any]) -> Iterator[Document]:
     """The documents of a planned shard, in order."""
-    read = ReadOptions(plan["read"]["text_field"], plan["read"]["lines"],
-                       tuple(plan["read"]["keep_fields"]))
+    read = read_options(plan)
     for input_index, first, count, start, line in shard["segments"]:
         path = Path(plan["inputs"][input_index]["path"])
         yield from read_documents(path, read, first, count, start, line, plan["field_types"])
+
+
+def read_options(plan: dict[str, Any]) -> ReadOptions:
+    """How the plan's documents are read (plans of plain text name no example fields)."""
+    read = plan["read"]
+    return ReadOptions(read["text_field"], read["lines"], tuple(read["keep_fields"]),
+                       read.get("prompt_field"), read.get("completion_field"),
+                       read.get("messages_field"))
 
 
 def _batches(documents: Iterator[Document], batch_size: int) -> Iterator[list[Document]]:
@@ -95,14 +107,26 @@ def write_shard(
     vocab_size = plan["vocab_size"]
     eos = plan["eos_token_id"] if plan["append_eos"] else None
     keep = list(plan["read"]["keep_fields"])
+    kind = read_options(plan).kind
     value_chunks: list[np.ndarray] = []
     lengths: list[int] = []
     fields: list[list[Any]] = [[] for _ in keep]
+    examples: dict[str, list[Any]] = {
+        name: [] for name in (PROMPT_LENGTH_COLUMN, LOSS_MASK_COLUMN) if name in schema.names
+    }
     for batch in _batches(plan_documents(plan, shard), batch_size):
-        ids = tokenizer.encode_batch([document.text for document in batch])
+        ids, prompts, masks = _tokenize(tokenizer, kind, batch)
         if eos is not None:
             for row in ids:
                 row.append(eos)
+            for mask in masks:  # after a conversation: in the loss when its end is
+                mask.append(bool(mask) and mask[-1])
+        if PROMPT_LENGTH_COLUMN in examples:
+            examples[PROMPT_LENGTH_COLUMN].extend(prompts)
+        if LOSS_MASK_COLUMN in examples:
+            if kind == "prompt_completion":  # an appended EOS ends the completion
+                masks = [[i >= p for i in range(len(row))] for row, p in zip(ids, prompts)]
+            examples[LOSS_MASK_COLUMN].extend(masks)
         counts = [len(row) for row in ids]
         values = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=sum(counts))
         if len(values) and (values.min() < 0 or values.max() >= vocab_size):
@@ -123,7 +147,7 @@ def write_shard(
             f"shard {shard['file']}: read {len(lengths)} documents, the plan has "
             f"{shard['documents']}; an input changed while it was being prepared"
         )
-    table = _shard_table(schema, value_chunks, lengths, fields, keep)
+    table = _shard_table(schema, value_chunks, lengths, fields, keep, examples)
     path = output / shard["file"]
     partial = partial_path(output, shard["file"])
     with pa.OSFile(str(partial), "wb") as sink:
@@ -138,28 +162,68 @@ def write_shard(
     return entry
 
 
+def _tokenize(
+    tokenizer: LoadedTokenizer, kind: str, batch: list[Document]
+) -> tuple[list[list[int]], list[int], list[list[bool]]]:
+    """Token ids of a batch of documents, with, for fine-tuning examples, their prompt
+    lengths (prompt and completion) or the chat template's assistant masks
+    (conversations); empty lists where they have none."""
+    if kind == "text":
+        return tokenizer.encode_batch([document.text for document in batch]), [], []
+    if kind == "prompt_completion":
+        ids, prompts = tokenizer.encode_examples([d.parts[0] for d in batch],
+                                                 [d.parts[1] for d in batch])
+        return ids, prompts, []
+    ids, masks = tokenizer.encode_conversations([d.parts[0] for d in batch])
+    for document, row, mask in zip(batch, ids, masks):
+        if len(mask) != len(row):
+            raise TokenizerError(
+                f"{document.where}: the chat template's assistant mask has {len(mask)} "
+                f"entries for {len(row)} tokens"
+            )
+    return ids, [], [[bool(v) for v in mask] for mask in masks]
+
+
 def _shard_table(
     schema: pa.Schema,
     value_chunks: list[np.ndarray],
     lengths: list[int],
     fields: list[list[Any]],
     keep: list[str],
+    examples: Optional[dict[str, list[Any]]] = None,
 ) -> pa.Table:
     value_type = schema.field(TOKEN_COLUMN).type.value_type
     values = (np.concatenate(value_chunks) if value_chunks
               else np.zeros(0, dtype=value_type.to_pandas_dtype()))
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    if offsets[-1] > np.iinfo(np.int32).max:
-        # More tokens than 32-bit list offsets reach: large_list, as pyarrow would need.
-        ids: pa.Array = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values))
+    large = bool(offsets[-1] > np.iinfo(np.int32).max)
+    # More tokens than 32-bit list offsets reach: large_list, as pyarrow would need.
+    ids = _list_array(offsets, pa.array(values), large)
+    if large:
         schema = schema.set(0, pa.field(TOKEN_COLUMN, ids.type, nullable=False))
-    else:
-        ids = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
-    columns = [ids] + [
+    written = []
+    for name, column in (examples or {}).items():
+        if name == LOSS_MASK_COLUMN:  # per token: the token column's offsets
+            flags = np.fromiter((v for mask in column for v in mask), dtype=bool,
+                                count=int(offsets[-1]))
+            array = _list_array(offsets, pa.array(flags), large)
+            schema = schema.set(schema.get_field_index(name),
+                                pa.field(name, array.type, nullable=False))
+        else:
+            array = pa.array(column, type=schema.field(name).type)
+        written.append(array)
+    columns = [ids, *written] + [
         pa.array(fields[i], type=schema.field(name).type) for i, name in enumerate(keep)
     ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _list_array(offsets: np.ndarray, values: pa.Array, large: bool) -> pa.Array:
+    """A list (``large``: large_list) array of ``values`` cut at ``offsets`` (int64)."""
+    if large:
+        return pa.LargeListArray.from_arrays(pa.array(offsets), values)
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
 
 
 def record_done(output: Path, entry: ShardEntry) -> None:

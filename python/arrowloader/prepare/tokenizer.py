@@ -2,9 +2,11 @@
 (``tokenizer.json``), or a local ``transformers`` tokenizer folder.
 
 A folder holding ``tokenizer.json`` is read with ``tokenizers`` alone (its EOS token from
-``tokenizer_config.json`` or ``special_tokens_map.json``); any other folder goes through
-``transformers.AutoTokenizer`` with ``local_files_only=True`` and
-``trust_remote_code=False``: nothing is downloaded and no code from the folder runs.
+``tokenizer_config.json`` or ``special_tokens_map.json``); any other folder, and every
+folder whose chat template is needed, goes through ``transformers.AutoTokenizer`` with
+``local_files_only=True`` and ``trust_remote_code=False``: nothing is downloaded and no
+code from the folder runs (a chat template is a Jinja template, rendered in transformers'
+sandbox).
 Truncation and padding configured in a tokenizer file are switched off, so no document is
 ever cut short.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +29,8 @@ TOKENIZER_FILE = "tokenizer.json"
 _HASHED_SUFFIXES = (".json", ".txt", ".model", ".tiktoken", ".vocab", ".jinja")
 #: End-of-text tokens looked for, in this order, in a bare tokenizer.json.
 _EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eos|>", "[SEP]")
+#: How a chat template marks the assistant's tokens for ``return_assistant_tokens_mask``.
+_GENERATION_BLOCK = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 class TokenizerError(ArrowLoaderError, ValueError):
@@ -118,12 +123,79 @@ class LoadedTokenizer:
         )
         return [list(ids) for ids in out["input_ids"]]
 
+    def _encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of every text without any special token."""
+        if self.spec.kind == "tokenizers":
+            encode = getattr(self._backend, "encode_batch_fast", self._backend.encode_batch)
+            return [e.ids for e in encode(list(texts), add_special_tokens=False)]
+        out = self._backend(
+            list(texts), add_special_tokens=False, truncation=False, padding=False,
+            return_attention_mask=False, return_token_type_ids=False,
+        )
+        return [list(ids) for ids in out["input_ids"]]
+
+    def encode_examples(
+        self, prompts: Sequence[str], completions: Sequence[str]
+    ) -> tuple[list[list[int]], list[int]]:
+        """Prompt and completion examples as ``(ids, prompt_lengths)``: each example's ids
+        are its prompt's (with the tokenizer's special tokens when ``add_special_tokens``)
+        then its completion's (never with them), so the prompt length is exact, not
+        guessed from tokenizing the joined text."""
+        prompt_ids = self.encode_batch(prompts)
+        completion_ids = self._encode_plain(completions)
+        return [p + c for p, c in zip(prompt_ids, completion_ids)], [len(p) for p in prompt_ids]
+
+    def encode_conversations(
+        self, conversations: Sequence[list[dict[str, Any]]]
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """Conversations through the tokenizer's chat template as ``(ids, masks)``: the
+        masks are ``apply_chat_template(..., return_assistant_tokens_mask=True)``'s, 1 on
+        the tokens the template marks as the assistant's (``{% generation %}`` blocks).
+
+        Raises:
+            TokenizerError: the tokenizer has no chat template, or one that does not mark
+                the assistant's tokens.
+        """
+        template = self.chat_template()
+        out = self._backend.apply_chat_template(
+            list(conversations), chat_template=template, tokenize=True, return_dict=True,
+            return_assistant_tokens_mask=True,
+        )
+        return ([list(ids) for ids in out["input_ids"]],
+                [list(mask) for mask in out["assistant_masks"]])
+
+    def chat_template(self) -> str:
+        """The tokenizer's chat template, checked to mark the assistant's tokens.
+
+        Raises:
+            TokenizerError: see :meth:`encode_conversations`.
+        """
+        template = getattr(self._backend, "chat_template", None) if (
+            self.spec.kind == "transformers") else None
+        if isinstance(template, dict):  # named templates: the default one
+            template = template.get("default")
+        if not isinstance(template, str) or not template:
+            raise TokenizerError(
+                f"{self.spec.source}: no chat template; --messages-field needs a tokenizer "
+                "folder whose tokenizer_config.json (or chat_template.jinja) holds one. For "
+                "prompt/completion data use --prompt-field and --completion-field"
+            )
+        if not _GENERATION_BLOCK.search(template):
+            raise TokenizerError(
+                f"{self.spec.source}: the chat template does not mark the assistant's tokens "
+                "with {% generation %} ... {% endgeneration %}, so no loss mask can be made "
+                "from it; add the markers around the assistant's turns, or write the data "
+                "as prompt and completion (--prompt-field, --completion-field)"
+            )
+        return template
+
 
 def load_tokenizer(
     source: str | os.PathLike[str],
     eos_token: Optional[str] = None,
     add_special_tokens: bool = False,
     expected_sha256: Optional[str] = None,
+    kind: Optional[str] = None,
 ) -> LoadedTokenizer:
     """Loads a ``tokenizer.json`` file or a tokenizer folder.
 
@@ -134,6 +206,9 @@ def load_tokenizer(
         add_special_tokens: let the tokenizer add its special tokens to every document.
         expected_sha256: the hash the tokenizer must have (a worker checks that it loads
             the very tokenizer the preparation began with).
+        kind: ``"transformers"`` reads a folder with ``transformers`` even when it holds a
+            ``tokenizer.json`` (for its chat template); None chooses as the module
+            docstring says.
 
     Raises:
         TokenizerError: it cannot be loaded, its hash differs, or ``eos_token`` is not
@@ -149,8 +224,15 @@ def load_tokenizer(
             f"{digest[:12]}, expected {expected_sha256[:12]}); every machine must see the "
             "same tokenizer"
         )
+    if kind not in (None, "tokenizers", "transformers"):
+        raise ValueError(f"kind must be 'tokenizers', 'transformers' or None, got {kind!r}")
+    if kind == "transformers" and path.is_file():
+        raise TokenizerError(
+            f"{path}: a bare tokenizer file has no chat template; give the tokenizer's folder "
+            "(with tokenizer_config.json) instead"
+        )
     file = path if path.is_file() else path / TOKENIZER_FILE
-    if file.is_file():
+    if file.is_file() and kind != "transformers":
         kind = "tokenizers"
         backend = _load_tokenizers_file(file)
         vocab_size = backend.get_vocab_size(with_added_tokens=True)
@@ -178,7 +260,8 @@ def load_tokenizer(
 
 def load_spec(spec: TokenizerSpec) -> LoadedTokenizer:
     """Loads the tokenizer a spec names, checking its hash."""
-    return load_tokenizer(spec.source, spec.eos_token, spec.add_special_tokens, spec.sha256)
+    return load_tokenizer(spec.source, spec.eos_token, spec.add_special_tokens, spec.sha256,
+                          spec.kind)
 
 
 def _load_tokenizers_file(file: Path) -> Any:
