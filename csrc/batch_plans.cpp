@@ -54,22 +54,39 @@ BatchPlan rank_plan(std::vector<int64_t>&& order, const std::vector<int64_t>& be
   return plan;
 }
 
+// A row and its length in one integer (lengths below 2^24, rows below 2^40), so that the
+// epoch's permutation moves the lengths along with the rows: the shuffle's swaps do not
+// depend on the values, so the rows come out exactly as seeded_permutation() orders them,
+// and no random read of a length follows.
+constexpr int kRowBits = 40;
+constexpr uint64_t kRowMask = (uint64_t{1} << kRowBits) - 1;
+constexpr int64_t kPackedLengthLimit = int64_t{1} << 24;
+
 // Sorts order[0..m) by length, longest first, ties in their present order (stable).
-// `lengths` is indexed by row; the vectors are scratch space kept between megabatches.
-void sort_megabatch(int64_t* order, int64_t m, const int64_t* lengths,
+// With `packed`, each entry is a length above a row (kRowBits) and the sorted entries are
+// left as rows alone; else the lengths are read from `lengths` (indexed by row). The
+// vectors are scratch space kept between megabatches.
+void sort_megabatch(int64_t* order, int64_t m, bool packed, const int64_t* lengths,
                     std::vector<int64_t>& length, std::vector<int64_t>& count,
                     std::vector<int64_t>& sorted) {
-  if (m <= 1) return;
-  // The megabatch's lengths, gathered once: random reads, each requested kAhead rows
-  // before it is needed.
-  constexpr int64_t kAhead = 16;
   length.resize(static_cast<size_t>(m));
-  for (int64_t k = 0; k < m; ++k) {
+  if (packed) {
+    for (int64_t k = 0; k < m; ++k) {
+      const auto entry = static_cast<uint64_t>(order[k]);
+      length[static_cast<size_t>(k)] = static_cast<int64_t>(entry >> kRowBits);
+      order[k] = static_cast<int64_t>(entry & kRowMask);
+    }
+  } else {
+    // Random reads, each requested kAhead rows before it is needed.
+    constexpr int64_t kAhead = 16;
+    for (int64_t k = 0; k < m; ++k) {
 #if defined(__GNUC__) || defined(__clang__)
-    if (k + kAhead < m) __builtin_prefetch(lengths + order[k + kAhead]);
+      if (k + kAhead < m) __builtin_prefetch(lengths + order[k + kAhead]);
 #endif
-    length[static_cast<size_t>(k)] = lengths[order[k]];
+      length[static_cast<size_t>(k)] = lengths[order[k]];
+    }
   }
+  if (m <= 1) return;
   const auto [low, high] = std::minmax_element(length.begin(), length.end());
   const int64_t longest = *high;
   const int64_t span = longest - *low;
@@ -159,21 +176,32 @@ SortedByBudget sort_and_cut(const int64_t* lengths, int64_t n, const TokenBudget
   if (options.pad_to_multiple_of < 1) {
     throw std::invalid_argument("pad_to_multiple_of must be at least 1");
   }
-  check_lengths(lengths, n);
+  // One pass for the extremes; a row is refused (by name) only if the longest is.
+  int64_t shortest = 0;
+  int64_t longest = 0;
   for (int64_t r = 0; r < n; ++r) {
-    if (budget_width(lengths[r], options) > options.max_tokens) {
-      throw std::invalid_argument(
-          "row " + std::to_string(r) + " alone needs " +
-          std::to_string(budget_width(lengths[r], options)) + " padded tokens (" +
-          std::to_string(lengths[r]) + " tokens), more than max_tokens=" +
-          std::to_string(options.max_tokens));
+    shortest = std::min(shortest, lengths[r]);
+    longest = std::max(longest, lengths[r]);
+  }
+  if (shortest < 0) check_lengths(lengths, n);
+  if (budget_width(longest, options) > options.max_tokens) {
+    for (int64_t r = 0; r < n; ++r) {
+      if (budget_width(lengths[r], options) > options.max_tokens) {
+        throw std::invalid_argument(
+            "row " + std::to_string(r) + " alone needs " +
+            std::to_string(budget_width(lengths[r], options)) + " padded tokens (" +
+            std::to_string(lengths[r]) + " tokens), more than max_tokens=" +
+            std::to_string(options.max_tokens));
+      }
     }
   }
   // Rows of one key pad to the same width, so their order within a batch is free.
   const int64_t multiple = options.pad_to_multiple_of;
-  KeyRuns runs = sort_by_key(n, [lengths, multiple](int64_t r) {
-    return lengths[r] / multiple + (lengths[r] % multiple != 0);
-  });
+  KeyRuns runs = multiple == 1
+                     ? sort_by_key(n, [lengths](int64_t r) { return lengths[r]; })
+                     : sort_by_key(n, [lengths, multiple](int64_t r) {
+                         return (lengths[r] + multiple - 1) / multiple;
+                       });
   const size_t num_runs = runs.run_key.size();
   if (ties != nullptr) {
     for (size_t run = 0; run < num_runs; ++run) {
@@ -227,11 +255,19 @@ BatchPlan plan_length_grouped(const int64_t* lengths, int64_t n,
   }
   check_split(split);
   check_lengths(lengths, n);
+  const int64_t longest = n ? *std::max_element(lengths, lengths + n) : 0;
+  const bool packed = longest < kPackedLengthLimit && static_cast<uint64_t>(n) <= kRowMask;
   std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n; ++r) {
+    order[static_cast<size_t>(r)] =
+        packed ? static_cast<int64_t>((static_cast<uint64_t>(lengths[r]) << kRowBits) |
+                                      static_cast<uint64_t>(r))
+               : r;
+  }
   if (options.shuffle) {
-    seeded_permutation(seed, rows_stream(epoch), n, order.data());
-  } else {
-    std::iota(order.begin(), order.end(), int64_t{0});
+    // seeded_permutation(seed, rows_stream(epoch), n), applied to the entries.
+    SeededRandom rng(seed, rows_stream(epoch));
+    shuffle_in_place(rng, order.data(), n);
   }
   const int64_t mega = options.megabatch_size;
   std::vector<int64_t> length;
@@ -239,8 +275,8 @@ BatchPlan plan_length_grouped(const int64_t* lengths, int64_t n,
   std::vector<int64_t> sorted;
   int64_t first_of_longest = 0;  // the first megabatch whose longest row is the longest
   for (int64_t begin = 0; begin < n; begin += mega) {
-    sort_megabatch(order.data() + begin, std::min(mega, n - begin), lengths, length, count,
-                   sorted);
+    sort_megabatch(order.data() + begin, std::min(mega, n - begin), packed, lengths, length,
+                   count, sorted);
     if (lengths[order[static_cast<size_t>(begin)]] >
         lengths[order[static_cast<size_t>(first_of_longest)]]) {
       first_of_longest = begin;

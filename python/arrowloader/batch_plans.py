@@ -316,6 +316,8 @@ class TokenBudgetBatchSampler(PlannedBatchSampler):
 
     def _refuse_oversized(self) -> None:
         m = self.pad_to_multiple_of
+        if not len(self.lengths) or -(-int(self.lengths.max()) // m) * m <= self.max_tokens:
+            return  # the widest fits, so every one does
         widths = np.maximum(-(-self.lengths // m) * m, 1)
         over = np.flatnonzero(widths > self.max_tokens)
         if not len(over):
