@@ -215,6 +215,11 @@ def test_length_grouped_sorts_lengths_too_spread_for_a_counting_sort() -> None:
         lengths, 5, 4, seed=1, epoch=2, shuffle=True, drop_last=False
     )
     assert plan_batches(sampler, 2) == expected
+    # Lengths too large to travel inside the shuffled entries, but clustered.
+    near = [2**24 + int(x) for x in rng.integers(0, 50, size=300)]
+    sampler = LengthGroupedBatchSampler(None, 5, lengths=near, seed=1, megabatch_mult=4)
+    expected = reference_length_grouped(near, 5, 4, seed=1, epoch=2, shuffle=True, drop_last=False)
+    assert plan_batches(sampler, 2) == expected
 
 
 # --- token budget --------------------------------------------------------------------------

@@ -152,7 +152,10 @@ class TokenDataset(Dataset):
     order's first samples, with it the tail is dropped. The epoch is the loader's count of
     its passes, unless :meth:`set_epoch` pins it (as ``DistributedSampler.set_epoch``
     does). A sampler of the user's own (a ``DistributedSampler`` among them) is followed
-    as it is, never split again.
+    as it is, never split again. A :class:`arrowloader.LengthGroupedBatchSampler` or
+    :class:`arrowloader.TokenBudgetBatchSampler` (``group_by_length=True`` builds the
+    first) splits its own plan between the dataset's ranks, and the native path plays
+    that plan directly.
 
     Every epoch of :class:`arrowloader.DataLoader` starts by checking that no file was
     replaced, cut short or rewritten since the open (:meth:`check_files`).

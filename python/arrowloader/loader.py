@@ -269,9 +269,10 @@ class DataLoader(torch.utils.data.DataLoader[T_co]):
 
         For a TokenDataset the state holds the random generators' states at the start of
         the epoch and the batches delivered since (torch's samplers draw an epoch's order
-        from them); for packed and mixed datasets, the epoch and the blocks delivered (a
-        mixed one also each dataset's epoch, "source_epochs", so that resuming packs none of
-        the epochs before).
+        from them), or with a length-grouped or token-budget batch sampler its options
+        ("plan"), the epoch and the batches delivered; for packed and mixed datasets, the
+        epoch and the blocks delivered (a mixed one also each dataset's epoch,
+        "source_epochs", so that resuming packs none of the epochs before).
 
         Raises:
             NotImplementedError: the loader is not on the native path.
