@@ -431,6 +431,9 @@ def test_token_budget_with_padding_to_max_length(row_corpus: Path) -> None:
     batches = list(DataLoader(ds, batch_sampler=TokenBudgetBatchSampler(ds, 230, seed=1)))
     sizes = Counter(b["input_ids"].shape for b in batches)
     assert sizes == {(4, 50): 223 // 4, (223 % 4, 50): 1}
+    # Lengths given explicitly cannot make the budget forget that every batch is 50 wide.
+    given = TokenBudgetBatchSampler(ds, 230, seed=1, lengths=np.ones(223, dtype=np.int64))
+    assert {len(b) for b in plan_batches(given, 0)} == {4, 223 % 4}
 
 
 def test_group_by_length_loader_is_the_length_grouped_sampler(row_corpus: Path) -> None:

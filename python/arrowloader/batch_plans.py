@@ -302,7 +302,7 @@ class TokenBudgetBatchSampler(PlannedBatchSampler):
         self.max_tokens = check_positive("max_tokens", max_tokens)
         self.max_rows = None if max_rows is None else check_positive("max_rows", max_rows)
         self.pad_to_multiple_of = budget_multiple(dataset, pad_to_multiple_of)
-        if getattr(dataset, "padding", "longest") == "max_length" and lengths is None:
+        if getattr(dataset, "padding", "longest") == "max_length":
             # Every batch is max_length wide whatever its documents.
             self.lengths = np.full(len(self.lengths), dataset.max_length, dtype=np.int64)
             self.lengths.flags.writeable = False
