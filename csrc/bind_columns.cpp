@@ -121,6 +121,15 @@ void register_token_column(py::module_& m) {
           },
           py::arg("rows"), "Token counts of rows (int64 [n]) -> int64 [n].")
       .def(
+          "describe_row",
+          [](const TokenColumn& self, int64_t row) {
+            self.check_index(row);
+            return self.describe_row(row);
+          },
+          py::arg("row"),
+          "Where global row `row` is, for messages: \"<file>: column '<name>' row <n>\" (the "
+          "row within its file).")
+      .def(
           "truncation_loss",
           [](const TokenColumn& self, int64_t max_length) {
             py::gil_scoped_release release;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -118,6 +119,46 @@ void register_padded(py::module_& m) {
           py::arg("rows"), py::arg("batch_size"),
           "Widths of consecutive batches of batch_size rows (int64 [n]) -> int64 "
           "[ceil(n / batch_size)]; the last batch may be short.")
+      .def(
+          "batch_widths",
+          [](const PaddedBatchAssembler& self, const Rows& rows, const Rows& starts,
+             const Rows& ends) {
+            const int64_t n = rows.shape(0);
+            const int64_t batches = starts.shape(0);
+            if (ends.shape(0) != batches) {
+              throw std::invalid_argument("starts and ends must have the same length, got " +
+                                          std::to_string(batches) + " and " +
+                                          std::to_string(ends.shape(0)));
+            }
+            const int64_t* s = starts.data();
+            const int64_t* e = ends.data();
+            for (int64_t b = 0; b < batches; ++b) {
+              if (s[b] < 0 || s[b] > e[b] || e[b] > n) {
+                throw std::invalid_argument(
+                    "batch " + std::to_string(b) + " spans rows[" + std::to_string(s[b]) + ":" +
+                    std::to_string(e[b]) + "], not within the " + std::to_string(n) + " rows");
+              }
+            }
+            py::array_t<int64_t> out(batches);
+            const int64_t* r = rows.data();
+            int64_t* w = out.mutable_data();
+            py::gil_scoped_release release;
+            self.widths_at(r, s, e, batches, w);
+            return out;
+          },
+          py::arg("rows"), py::arg("starts"), py::arg("ends"),
+          "Widths of the batches rows[starts[b]:ends[b]] (rows int64 [n]; starts, ends int64 "
+          "[batches], each span within rows) -> int64 [batches].")
+      .def(
+          "kept_lengths",
+          [](const PaddedBatchAssembler& self) {
+            py::array_t<int64_t> out(self.num_rows());
+            int64_t* o = out.mutable_data();
+            py::gil_scoped_release release;
+            self.kept_lengths(o);
+            return out;
+          },
+          "Tokens every row keeps after truncation: int64 [num_rows].")
       .def(
           "assemble",
           [](const PaddedBatchAssembler& self, const py::object& rows,

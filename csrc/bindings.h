@@ -12,6 +12,7 @@ void register_pool(pybind11::module_& m);  // bind_pool.cpp: ThreadPool, Ticket
 void register_padded(pybind11::module_& m);  // bind_padded.cpp: PaddedBatchAssembler
 void register_packed(pybind11::module_& m);  // bind_packed.cpp: PackPlan, PackedBatchAssembler
 void register_blend(pybind11::module_& m);  // bind_blend.cpp: blending, mixed batches
+void register_plans(pybind11::module_& m);  // bind_plans.cpp: length-grouped, token-budget plans
 #ifdef ARROWLOADER_TEST_HOOKS
 void register_test_hooks(pybind11::module_& m);  // bind_test_hooks.cpp
 #endif

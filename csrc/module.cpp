@@ -20,6 +20,7 @@ PYBIND11_MODULE(_C, m) {
   arrowloader::register_padded(m);
   arrowloader::register_packed(m);
   arrowloader::register_blend(m);
+  arrowloader::register_plans(m);
 #ifdef ARROWLOADER_TEST_HOOKS
   arrowloader::register_test_hooks(m);
 #endif

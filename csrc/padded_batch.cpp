@@ -108,6 +108,17 @@ void PaddedBatchAssembler::widths(const int64_t* rows, int64_t n, int64_t batch_
   }
 }
 
+void PaddedBatchAssembler::widths_at(const int64_t* rows, const int64_t* starts,
+                                     const int64_t* ends, int64_t num_batches,
+                                     int64_t* out) const {
+  for (int64_t b = 0; b < num_batches; ++b) out[b] = width(rows + starts[b], ends[b] - starts[b]);
+}
+
+void PaddedBatchAssembler::kept_lengths(int64_t* out) const {
+  const int64_t n = num_rows();
+  for (int64_t r = 0; r < n; ++r) out[r] = kept_length(r);
+}
+
 int64_t PaddedBatchAssembler::assemble(const int64_t* rows, int64_t n,
                                        const PaddedOutputs& out) const {
   if (out.labels != nullptr && labels_ == nullptr) {

@@ -63,6 +63,12 @@ class PaddedBatchAssembler {
   // widths[b] = width(rows + b * batch_size, ...) for consecutive batches;
   // the last batch may be short. `out` holds ceil(n / batch_size) entries.
   void widths(const int64_t* rows, int64_t n, int64_t batch_size, int64_t* out) const;
+  // out[b] = width(rows + starts[b], ends[b] - starts[b]) for the batches of a plan
+  // (batch_plans.h); each span must lie within `rows`: checked by the caller.
+  void widths_at(const int64_t* rows, const int64_t* starts, const int64_t* ends,
+                 int64_t num_batches, int64_t* out) const;
+  // kept_length() of every row of the column, in order: out[0..num_rows()).
+  void kept_lengths(int64_t* out) const;
 
   // Writes one padded batch. Returns the number of tokens truncation dropped; the
   // caller counts them when the batch is delivered (batches assembled ahead and then

@@ -5,12 +5,19 @@ shuffled documents, truncated and padded to the longest of each batch, one label
     python examples/finetune.py --data corpus/ --label-column label --max-length 1024
     python examples/finetune.py --profile trace.json   # a torch.profiler trace of steps 2-4
     python examples/finetune.py --packed               # packed fine-tuning of a causal model
+    python examples/finetune.py --group-by-length      # batches of documents of similar length
+    python examples/finetune.py --max-tokens 8192      # as many documents as fit in 8192 tokens
 
 Runs on the CPU, or on CUDA when available: batches are then assembled into pinned memory
 and copied to the GPU by an arrowloader.CUDAPrefetcher two batches ahead, on a side
-stream, while the current step computes. The log reports real (non-padding) tokens/s and
-the share of the time the loop waited for data (stall), and at the end the loader's and
-the prefetcher's metrics.
+stream, while the current step computes. The log reports real (non-padding) tokens/s,
+the share of the time the loop waited for data (stall) and the share of the padded
+batches that was padding, and at the end the loader's and the prefetcher's metrics.
+
+Random batches pad every document to the longest of its batch. --group-by-length batches
+documents of similar length (Hugging Face's group_by_length: arrowloader's
+LengthGroupedBatchSampler); --max-tokens N batches as many documents as fit in N padded
+tokens (TokenBudgetBatchSampler), so batch sizes vary. Both still shuffle every epoch.
 
 Without --data it writes a synthetic corpus with the reference document lengths in which
 a document of class c carries the marker token c + 1 at about one position in ten, so the
@@ -29,6 +36,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+from typing import Union
 
 import arrowloader
 import numpy as np
@@ -100,6 +108,24 @@ class EncoderClassifier(nn.Module):
         return self.head(pooled)
 
 
+class Padding:
+    """The share of the padded batches trained on so far that was padding."""
+
+    def __init__(self) -> None:
+        self.real: Union[int, torch.Tensor] = 0
+        self.padded = 0
+
+    def add(self, attention_mask: torch.Tensor) -> None:
+        """One more batch (its mask may stay on the device: it is read only when a line is
+        printed)."""
+        self.real = self.real + attention_mask.sum()
+        self.padded += attention_mask.numel()
+
+    def line(self) -> str:
+        """``padding X%`` for a log line."""
+        return f"padding {100 * (1 - int(self.real) / max(self.padded, 1)):.1f}%"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -111,7 +137,16 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=1024, help="vocabulary size of the model")
     parser.add_argument("--max-length", type=int, default=256, help="truncation length")
     parser.add_argument("--batch-size", type=int, default=32, help="documents per batch")
-    parser.add_argument(
+    batching = parser.add_mutually_exclusive_group()
+    batching.add_argument(
+        "--group-by-length", action="store_true",
+        help="batches of --batch-size documents of similar length",
+    )
+    batching.add_argument(
+        "--max-tokens", type=int, metavar="N",
+        help="instead of --batch-size, as many documents as fit in N padded tokens",
+    )
+    batching.add_argument(
         "--packed", action="store_true",
         help="packed fine-tuning of a causal model on prompt/completion examples (rows of "
              "--max-length tokens, --batch-size rows per batch)",
@@ -141,13 +176,18 @@ def main() -> None:
         pad_token_id=PAD,
         vocab_size=args.vocab,  # an id the embedding cannot hold is an error, not a crash
     )
-    loader = arrowloader.DataLoader(
-        dataset,
-        batch_size=args.batch_size,
-        shuffle=True,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
+    if args.max_tokens is not None:
+        budget = arrowloader.TokenBudgetBatchSampler(dataset, args.max_tokens, seed=args.seed)
+        loader = arrowloader.DataLoader(dataset, batch_sampler=budget)
+    else:
+        loader = arrowloader.DataLoader(
+            dataset,
+            batch_size=args.batch_size,
+            shuffle=True,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(args.seed),
+            group_by_length=args.group_by_length,
+        )
     batches_on_device = feed(loader, device)  # pins the loader's outputs on CUDA
     model = EncoderClassifier(args.vocab, args.max_length, args.width, args.layers, heads=4)
     model = model.to(device)
@@ -157,6 +197,7 @@ def main() -> None:
     throughput = Throughput(device)
     correct = torch.zeros((), dtype=torch.int64, device=device)  # since the last log line
     seen = 0
+    padding = Padding()
     with StepProfiler(args.profile, device) as profiler:
         while step < args.steps:
             for batch in batches_on_device:  # already on the device
@@ -169,17 +210,20 @@ def main() -> None:
                 step += 1
                 # Kept on the device: reading them every step would wait for the GPU.
                 throughput.add(batch["attention_mask"].sum())
+                padding.add(batch["attention_mask"])
                 correct += (logits.argmax(-1) == batch["labels"]).sum()
                 seen += len(batch["labels"])
                 if step % args.log_every == 0 or step == args.steps:
                     print(
                         f"step {step:5d}  loss {loss.item():.3f}  accuracy "
-                        f"{int(correct) / seen:.2f}  {throughput.line(batches_on_device)}"
+                        f"{int(correct) / seen:.2f}  {throughput.line(batches_on_device)}  "
+                        f"{padding.line()}"
                     )
                     correct.zero_()
                     seen = 0
                 if step == args.steps:
                     break
+    print(f"batches: {padding.line()} over {step} steps", flush=True)
     report(loader, batches_on_device)
 
 

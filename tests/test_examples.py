@@ -73,7 +73,7 @@ def test_pretrain_checkpoints_and_resumes(tmp_path: Path) -> None:
 def test_finetune_reports_and_profiles(tmp_path: Path) -> None:
     trace = tmp_path / "finetune.json"
     out = run_example("finetune.py", *TINY_FINETUNE, "--steps", "12", "--profile", str(trace))
-    assert "step    12" in out and "accuracy" in out
+    assert "step    12" in out and "accuracy" in out and "padding" in out
     assert_feed_report(out, 12)
     assert_trace(trace)
 
@@ -103,6 +103,32 @@ def test_finetune_packed_reads_a_prepared_corpus(tmp_path: Path) -> None:
                       "--max-length", "16", "--batch-size", "2", "--width", "16",
                       "--steps", "4", "--log-every", "2")
     assert "step     4" in out and "packed: 60 examples, 0 longer than a row" in out
+
+
+def finetune_padding(out: str) -> float:
+    """The padding share of the whole run, from the closing ``batches:`` line."""
+    line = next(line for line in out.splitlines() if line.startswith("batches: padding"))
+    return float(line.split()[2].rstrip("%"))
+
+
+def test_finetune_groups_by_length_or_fills_a_token_budget() -> None:
+    """--group-by-length and --max-tokens train on the same corpus with far less padding
+    than random batches."""
+    settings = ("--docs", "400", "--max-length", "160", "--batch-size", "8", "--width", "32",
+                "--log-every", "5", "--steps", "10")
+    random = finetune_padding(run_example("finetune.py", *settings))
+    grouped_out = run_example("finetune.py", *settings, "--group-by-length")
+    budget_out = run_example("finetune.py", *settings, "--max-tokens", "512")
+    for out in (grouped_out, budget_out):
+        assert "step    10" in out and "accuracy" in out
+        assert_feed_report(out, 10)
+    grouped, budget = finetune_padding(grouped_out), finetune_padding(budget_out)
+    assert random > 5 and grouped < random / 4 and budget < random / 4, (random, grouped, budget)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "finetune.py"), "--group-by-length", "--max-tokens", "9"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2 and "not allowed with" in result.stderr
 
 
 def test_each_example_help_shows_its_whole_description() -> None:

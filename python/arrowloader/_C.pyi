@@ -80,6 +80,9 @@ class TokenColumn(metaclass=_Pybind11Type):
         """Whether token_offsets() was built already."""
     def lengths(self, rows: _Indices) -> _Int64Array:
         """Token counts of rows (int64 [n]) -> int64 [n]."""
+    def describe_row(self, row: int) -> str:
+        """Where global row ``row`` is, for messages: "<file>: column '<name>' row <n>" (the
+        row within its file). Raises IndexError out of range."""
     def truncation_loss(self, max_length: int) -> tuple[int, int]:
         """(tokens, rows) that truncating every row to max_length would drop / shorten."""
 
@@ -171,6 +174,11 @@ class PaddedBatchAssembler(metaclass=_Pybind11Type):
     def widths(self, rows: _Indices, batch_size: int) -> _Int64Array:
         """Widths of consecutive batches of batch_size rows (int64 [n]) -> int64
         [ceil(n / batch_size)]; the last batch may be short."""
+    def batch_widths(self, rows: _Indices, starts: _Indices, ends: _Indices) -> _Int64Array:
+        """Widths of the batches rows[starts[b]:ends[b]] (rows int64 [n]; starts, ends int64
+        [batches], each span within rows) -> int64 [batches]."""
+    def kept_lengths(self) -> _Int64Array:
+        """Tokens every row keeps after truncation: int64 [num_rows]."""
     def assemble(
         self,
         rows: _Indices,
@@ -328,3 +336,49 @@ def submit_mixed(
     """Queue a batch whose row r is block blocks[r] of plans[plan_of_row[r]], packed by
     sources[plan_of_row[r]] (int64 [n] each); outputs as PackedBatchAssembler.submit;
     result() is (cu_seqlens entries, max_seqlen)."""
+
+# Batch plans (csrc/batch_plans.h): one rank's batches of an epoch, planned over one length
+# per row for (seed, epoch) alone. A plan is (rows: int64 [n], the epoch's order; starts,
+# ends: int64 [batches]), the rank's batch k being rows[starts[k]:ends[k]].
+
+def rank_batch_count(total: int, rank: int, world_size: int, drop_last: bool) -> int:
+    """Batches each rank plays of an epoch of ``total`` global batches: total // world_size
+    with drop_last (the last total % world_size dropped), else ceil(total / world_size)
+    (the first batches repeated to fill the last round)."""
+
+def length_grouped_batch_count(n: int, batch_size: int, drop_last: bool) -> int:
+    """Global batches of a length-grouped epoch of n rows."""
+
+def plan_length_grouped(
+    lengths: _Indices,
+    batch_size: int,
+    megabatch_size: int,
+    shuffle: bool,
+    drop_last: bool,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world_size: int,
+) -> tuple[_Int64Array, _Int64Array, _Int64Array]:
+    """One rank's length-grouped batches of an epoch. lengths: int64 [n], one per row."""
+
+def token_budget_batch_count(
+    lengths: _Indices, max_tokens: int, max_rows: int, pad_to_multiple_of: int
+) -> int:
+    """Global batches of a token-budget epoch (the same for every seed and epoch); max_rows
+    0: no limit."""
+
+def plan_token_budget(
+    lengths: _Indices,
+    max_tokens: int,
+    max_rows: int,
+    pad_to_multiple_of: int,
+    shuffle: bool,
+    drop_last: bool,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world_size: int,
+) -> tuple[_Int64Array, _Int64Array, _Int64Array]:
+    """One rank's token-budget batches of an epoch. lengths: int64 [n], one per row;
+    max_rows 0: no limit."""

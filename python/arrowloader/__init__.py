@@ -7,6 +7,7 @@ the training step.
 """
 
 from arrowloader import _C, errors, synthetic
+from arrowloader.batch_plans import LengthGroupedBatchSampler, TokenBudgetBatchSampler
 from arrowloader.corpus import Corpus
 from arrowloader.dataset import TokenDataset
 from arrowloader.errors import (
@@ -37,10 +38,12 @@ __all__ = [
     "CorpusFormatError",
     "DataLoader",
     "FeedMetrics",
+    "LengthGroupedBatchSampler",
     "LoaderClosedError",
     "LoaderTimeoutError",
     "MixedDataset",
     "PackedDataset",
+    "TokenBudgetBatchSampler",
     "TokenDataset",
     "__version__",
     "errors",

@@ -28,11 +28,15 @@ from arrowloader.native import (
 )
 from arrowloader.padded_epoch import (
     PaddedEpoch,
+    PlannedEpoch,
     RankSplitEpoch,
     SamplerEpoch,
+    check_planned_state,
     check_split_state,
     check_token_state,
     finish_batch,
+    planned_sampler,
+    planned_state,
     sampling_generators,
 )
 from arrowloader.plan import counts_samples
@@ -164,7 +168,10 @@ class TokenDataset(Dataset):
     order's first samples, with it the tail is dropped. The epoch is the loader's count of
     its passes, unless :meth:`set_epoch` pins it (as ``DistributedSampler.set_epoch``
     does). A sampler of the user's own (a ``DistributedSampler`` among them) is followed
-    as it is, never split again.
+    as it is, never split again. A :class:`arrowloader.LengthGroupedBatchSampler` or
+    :class:`arrowloader.TokenBudgetBatchSampler` (``group_by_length=True`` builds the
+    first) splits its own plan between the dataset's ranks, and the native path plays
+    that plan directly.
 
     Every epoch of :class:`arrowloader.DataLoader` starts by checking that no file was
     replaced, cut short or rewritten since the open (:meth:`check_files`).
@@ -381,6 +388,20 @@ class TokenDataset(Dataset):
         """Token count of every document before truncation: int64 ``[len(self)]``."""
         return self.corpus.tokens.lengths(np.arange(len(self), dtype=np.int64))
 
+    def kept_lengths(self) -> np.ndarray:
+        """Tokens every document keeps after ``max_length`` truncation, read natively from
+        the corpus: int64 ``[len(self)]`` (what length-grouped and token-budget batch
+        samplers plan over)."""
+        return self._assembler.kept_lengths()
+
+    def describe_row(self, index: int) -> str:
+        """Where document ``index`` lives, for messages: its file, column and row there.
+
+        Raises:
+            IndexError: ``index`` is out of range.
+        """
+        return self.corpus.tokens.describe_row(index)
+
     def __getitem__(self, index: int) -> Item:
         """One document: ``input_ids`` ``[n]`` (truncated, unpadded), ``attention_mask``
         ``[n]`` of ones, and ``labels`` (a 0-d int64 label, or ``[n]`` causal labels),
@@ -516,7 +537,9 @@ class TokenDataset(Dataset):
     # loader's own (batch) sampler, and a position is the sampling generators' states at
     # the start of the epoch and the batches delivered since; or, for a rank-split run
     # (see the class docstring), the order is DistributedSampler's for (seed, epoch) and a
-    # position is the epoch and the batches delivered in it.
+    # position is the epoch and the batches delivered in it; or, for a planned batch
+    # sampler (arrowloader.batch_plans), the batches are its plan of (seed, epoch) and a
+    # position is again the epoch and the batches delivered.
 
     def _split(self, settings: LoaderSettings) -> Optional[bool]:
         """Whether a loader with ``settings`` takes a rank's share (then: whether it
@@ -538,12 +561,18 @@ class TokenDataset(Dataset):
         return -(-per_rank // settings.batch_size)
 
     def native_epoch(self, settings: LoaderSettings, start: EpochStart) -> PaddedEpoch:
+        planner = planned_sampler(settings)
+        if planner is not None:
+            return PlannedEpoch(self, settings, start, planner)
         shuffle = self._split(settings)
         if shuffle is None:
             return SamplerEpoch(self, settings, start)
         return RankSplitEpoch(self, settings, start, shuffle)
 
     def native_state(self, settings: LoaderSettings, position: Optional[Position]) -> dict:
+        planner = planned_sampler(settings)
+        if planner is not None:
+            return planned_state(planner, position)
         if self._split(settings) is not None:
             position = position or {"epoch": next_epoch(self._pinned_epoch, None), "samples": 0}
             return {
@@ -562,6 +591,9 @@ class TokenDataset(Dataset):
         return dict(position)
 
     def native_load_state(self, settings: LoaderSettings, state: Any) -> Position:
+        planner = planned_sampler(settings)
+        if planner is not None:
+            return check_planned_state(state, self, planner)
         if self._split(settings) is not None:
             return check_split_state(state, self, settings)
         return check_token_state(state, self, settings)

@@ -11,6 +11,7 @@ import torch
 import torch.utils.data
 
 from arrowloader import _C
+from arrowloader.batch_plans import LengthGroupedBatchSampler
 from arrowloader.errors import LoaderClosedError
 from arrowloader.metrics import FeedCounter, FeedMetrics
 from arrowloader.native import (
@@ -76,6 +77,15 @@ class DataLoader(torch.utils.data.DataLoader[T_co]):
     custom ``collate_fn`` would leave it: use it to rename keys, add tensors or move
     some to another dtype.
 
+    ``group_by_length`` (keyword only, not one of torch's arguments; Hugging Face's
+    ``TrainingArguments.group_by_length``): batches of ``batch_size`` documents of similar
+    length, shuffled every epoch if ``shuffle``: the loader's batch sampler becomes a
+    :class:`arrowloader.LengthGroupedBatchSampler` over the dataset, seeded with the
+    ``generator``'s ``initial_seed()`` (else 0) and split between ranks like the dataset.
+    It needs ``batch_size`` and neither ``sampler`` nor ``batch_sampler``. For variable
+    batch sizes under a token budget pass
+    ``batch_sampler=arrowloader.TokenBudgetBatchSampler(ds, max_tokens=...)``.
+
     ``loader.to("cuda")`` wraps the loader in a :class:`arrowloader.CUDAPrefetcher`.
     """
 
@@ -100,7 +110,13 @@ class DataLoader(torch.utils.data.DataLoader[T_co]):
         pin_memory_device: str = "",
         in_order: bool = True,
         batch_transform: Optional[Callable[[Any], Any]] = None,
+        group_by_length: bool = False,
     ) -> None:
+        if group_by_length:
+            batch_sampler = length_grouped(
+                dataset, batch_size, shuffle, sampler, batch_sampler, drop_last, generator
+            )
+            batch_size, shuffle, drop_last = 1, None, False  # torch's rule with a batch_sampler
         self._custom_collate_fn = collate_fn
         self.batch_transform = batch_transform
         if (
@@ -254,12 +270,14 @@ class DataLoader(torch.utils.data.DataLoader[T_co]):
 
         For a TokenDataset the state holds the random generators' states at the start of
         the epoch and the samples delivered since (torch's samplers draw an epoch's order
-        from them; split between ranks, the epoch and the samples of this rank's share);
-        for packed and mixed datasets, the epoch and the blocks delivered (a mixed one
-        also each dataset's epoch, "source_epochs", so that resuming packs none of the
-        epochs before). The epoch is this loader's own count of its passes, unless the
-        dataset's ``set_epoch`` pins it; a state loaded into a loader of another batch
-        size continues at its next sample (see :mod:`arrowloader.native`).
+        from them; split between ranks, the epoch and the samples of this rank's share),
+        or with a length-grouped or token-budget batch sampler its options ("plan"), the
+        epoch and the batches delivered; for packed and mixed datasets, the epoch and the
+        blocks delivered (a mixed one also each dataset's epoch, "source_epochs", so that
+        resuming packs none of the epochs before). The epoch is this loader's own count of
+        its passes, unless the dataset's ``set_epoch`` pins it; a state loaded into a
+        loader of another batch size continues at its next sample (see
+        :mod:`arrowloader.native`).
 
         Raises:
             NotImplementedError: the loader is not on the native path.
@@ -307,6 +325,34 @@ class DataLoader(torch.utils.data.DataLoader[T_co]):
         position = self.dataset.native_load_state(self.native_settings(), state)
         self._resume = position
         self._position = position
+
+
+def length_grouped(
+    dataset: Any,
+    batch_size: Optional[int],
+    shuffle: Optional[bool],
+    sampler: Any,
+    batch_sampler: Any,
+    drop_last: bool,
+    generator: Optional[torch.Generator],
+) -> LengthGroupedBatchSampler:
+    """The batch sampler of ``DataLoader(..., group_by_length=True)``.
+
+    Raises:
+        ValueError: the loader also got a sampler, a batch sampler or no batch size.
+    """
+    if sampler is not None or batch_sampler is not None:
+        raise ValueError(
+            "group_by_length=True chooses the batches itself: pass no sampler or "
+            "batch_sampler (or pass batch_sampler=arrowloader.LengthGroupedBatchSampler(...) "
+            "and leave group_by_length off)"
+        )
+    if batch_size is None:
+        raise ValueError("group_by_length=True needs a batch_size")
+    seed = 0 if generator is None else generator.initial_seed()
+    return LengthGroupedBatchSampler(
+        dataset, batch_size, shuffle=bool(shuffle), drop_last=drop_last, seed=seed
+    )
 
 
 class TransformedCollate:

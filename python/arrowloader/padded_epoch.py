@@ -1,6 +1,7 @@
 """The native path's passes over a :class:`arrowloader.TokenDataset`: which rows each
-padded batch holds (the loader's own sampler, or a rank's share of a distributed epoch),
-the batches in flight, and the positions a loader state is made of."""
+padded batch holds (the loader's own sampler, a rank's share of a distributed epoch, or
+a planned batch sampler's plan), the batches in flight, and the positions a loader state
+is made of."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 import torch
 
+from arrowloader.batch_plans import PlannedBatchSampler
 from arrowloader.buffers import output_buffers
 from arrowloader.native import (
     GROUP_BATCHES,
@@ -257,6 +259,109 @@ class RankSplitEpoch(PaddedEpoch):
 
     def exhausted(self) -> None:
         self.position = {"epoch": self.epoch + 1, "samples": 0}
+
+
+class PlannedEpoch(PaddedEpoch):
+    """A pass whose batches are a planned batch sampler's plan of one epoch
+    (:mod:`arrowloader.batch_plans`): length-grouped or token-budget batches, this rank's
+    share. Its position is the epoch and the batches delivered in it; a resumed pass plans
+    the same epoch again (a function of seed and epoch alone) and starts at the next
+    batch, reading nothing it skips."""
+
+    def __init__(
+        self,
+        dataset: TokenDataset,
+        settings: LoaderSettings,
+        start: EpochStart,
+        sampler: PlannedBatchSampler,
+    ) -> None:
+        super().__init__(dataset, settings, start)
+        if len(sampler.lengths) != len(dataset):
+            raise ValueError(
+                f"the batch sampler plans {len(sampler.lengths)} documents, the dataset has "
+                f"{len(dataset)}: build it over this dataset"
+            )
+        resume = start.resume
+        if resume is not None:
+            self.epoch = resume["epoch"]
+        else:
+            previous = None if start.previous is None else start.previous.get("epoch")
+            self.epoch = sampler.epoch_after(previous)
+        skip = resume["batches"] if resume is not None else 0
+        plan = sampler.plan(self.epoch)
+        self._total = len(plan)
+        self._delivered = self._skipped = skip
+        starts, ends = plan.starts[skip:], plan.ends[skip:]
+        widths = self._assembler.batch_widths(plan.rows, starts, ends).tolist()
+        rows = plan.rows
+        self._batches = (
+            (rows[begin:end], width)
+            for begin, end, width in zip(starts.tolist(), ends.tolist(), widths)
+        )
+        self.position = self._position_after(skip)
+
+    def _position_after(self, delivered: int) -> Position:
+        return {"epoch": self.epoch, "batches": delivered}
+
+    def exhausted(self) -> None:
+        self.position = {"epoch": self.epoch + 1, "batches": 0}
+
+
+def planned_sampler(settings: LoaderSettings) -> Optional[PlannedBatchSampler]:
+    """The loader's batch sampler if it is a planned one (its epochs then play its plan),
+    else None."""
+    sampler = settings.batch_sampler
+    return sampler if isinstance(sampler, PlannedBatchSampler) else None
+
+
+def planned_state(sampler: PlannedBatchSampler, position: Optional[Position]) -> dict:
+    """The ``state_dict()`` fields of a loader over a planned batch sampler at
+    ``position`` (None: before its first batch): the sampler's fingerprint ("plan"), the
+    epoch and the batches delivered in it."""
+    if position is None:
+        position = {"epoch": sampler.epoch_after(None), "batches": 0}
+    return {
+        "plan": sampler.fingerprint(),
+        "epoch": position["epoch"],
+        "batches": position["batches"],
+    }
+
+
+def check_planned_state(
+    state: Any, dataset: TokenDataset, sampler: PlannedBatchSampler
+) -> Position:
+    """Validates the state of a loader over a planned batch sampler and returns the
+    position it resumes.
+
+    Raises:
+        ValueError: the state is malformed, was taken with another plan (policy, options,
+            seed, world size or lengths), or over another corpus or options.
+    """
+    check_state(state, ("plan", "epoch", "batches"))
+    for key in ("epoch", "batches"):
+        check_state_int(state, key)
+    saved, current = state["plan"], sampler.fingerprint()
+    if saved != current:
+        if not isinstance(saved, dict):
+            raise ValueError(f"loader state: 'plan' must be a dict, got {type(saved).__name__}")
+        differing = [
+            f"{key}: state {saved.get(key, '<missing>')!r}, sampler "
+            f"{current.get(key, '<missing>')!r}"
+            for key in sorted(set(saved) | set(current))
+            if saved.get(key, "<missing>") != current.get(key, "<missing>")
+        ]
+        raise ValueError(
+            "loader state was taken with another batch plan, so resuming would not "
+            "continue that run (" + "; ".join(differing) + "). Build the batch sampler "
+            "with the same options, seed and world size."
+        )
+    check_fingerprint(state["fingerprint"], dataset.fingerprint())
+    if state["batches"] > len(sampler):
+        raise ValueError(
+            f"loader state: 'batches' ({state['batches']}) is beyond the {len(sampler)} "
+            "batches of an epoch of this rank"
+        )
+    return {"epoch": state["epoch"], "batches": state["batches"]}
 
 
 def sampling_generators(settings: LoaderSettings) -> list[torch.Generator]:
