@@ -272,3 +272,53 @@ def test_a_rank_share_that_drop_last_drops_whole_warns(corpus: Path) -> None:
                                          rf"\(of {len(ds)} over 2 ranks\), fewer than "
                                          rf"batch_size={share + 1}"):
         assert list(loader) == []
+
+
+# --------------------------------------------------------------------------- planned batches
+
+
+def planned_loader(ds: TokenDataset, kind: str, **kwargs: Any) -> arrowloader.DataLoader:
+    if kind == "grouped":
+        return make_loader(ds, group_by_length=True, **kwargs)
+    sampler = arrowloader.TokenBudgetBatchSampler(ds, max_tokens=64, shuffle=True, **kwargs)
+    loader = arrowloader.DataLoader(ds, batch_sampler=sampler)
+    assert loader.native
+    return loader
+
+
+@pytest.mark.parametrize("kind", ["grouped", "budget"])
+def test_planned_batches_count_epochs_by_the_loader_too(corpus: Path, kind: str) -> None:
+    """Length-grouped and token-budget loaders follow the same rules: fresh loaders over
+    one dataset (and one sampler) play epoch 0 first, each pass moves its own loader on,
+    the state records that loader's epoch, and the sampler's set_epoch pins the plan."""
+    ds = TokenDataset(corpus, label_column="label")
+    if kind == "grouped":
+        first, second = planned_loader(ds, kind), planned_loader(ds, kind)
+    else:
+        sampler = arrowloader.TokenBudgetBatchSampler(ds, max_tokens=64, shuffle=True)
+        first = arrowloader.DataLoader(ds, batch_sampler=sampler)
+        second = arrowloader.DataLoader(ds, batch_sampler=sampler)
+    a = epochs(first, 2)
+    b = epochs(second, 2)
+    for epoch in range(2):
+        assert_batches_equal(a[epoch], b[epoch])
+    assert not same(a[0], a[1])
+    assert first.state_dict()["epoch"] == 2
+    pinned = planned_loader(ds, kind)
+    pinned.batch_sampler.set_epoch(1)
+    assert_batches_equal(list(pinned), a[1])
+    assert_batches_equal(list(pinned), a[1])
+
+
+def test_a_plan_with_no_batch_for_a_rank_warns(corpus: Path) -> None:
+    """A token-budget plan with fewer batches than ranks and drop_last leaves every rank
+    without a batch: the pass says so instead of ending silently."""
+    ds = TokenDataset(corpus, label_column="label")
+    sampler = arrowloader.TokenBudgetBatchSampler(
+        ds, max_tokens=4096, shuffle=True, drop_last=True, rank=0, world_size=8
+    )
+    assert len(sampler) == 0
+    loader = arrowloader.DataLoader(ds, batch_sampler=sampler)
+    with pytest.warns(UserWarning, match="plans no batch of this rank's") as caught:
+        assert list(loader) == []
+    assert "world size 8, drop_last=True" in str(caught[0].message)

@@ -281,16 +281,23 @@ class PlannedEpoch(PaddedEpoch):
                 f"the batch sampler plans {len(sampler.lengths)} documents, the dataset has "
                 f"{len(dataset)}: build it over this dataset"
             )
-        resume = start.resume
-        if resume is not None:
-            self.epoch = resume["epoch"]
-        else:
-            previous = None if start.previous is None else start.previous.get("epoch")
-            self.epoch = sampler.epoch_after(previous)
-        skip = resume["batches"] if resume is not None else 0
+        # The sampler's set_epoch pins its plans; else the dataset's; else the loader's
+        # own count (native.pass_epoch).
+        pinned = sampler._pinned_epoch
+        if pinned is None:
+            pinned = dataset._pinned_epoch
+        self.epoch, resumed = pass_epoch(pinned, start, lambda position: position["batches"] > 0)
+        skip = 0 if resumed is None else int(resumed["batches"])
         plan = sampler.plan(self.epoch)
-        self._total = len(plan)
-        self._delivered = self._skipped = skip
+        self._total = len(plan) - skip
+        self._epoch_batches = skip
+        if skip == 0 and len(plan) == 0 and len(dataset) > 0:
+            warn_empty_epoch(
+                f"the {type(sampler).__name__} plans no batch of this rank's for epoch "
+                f"{self.epoch} ({plural(len(dataset), 'document')}, world size "
+                f"{sampler.world_size}, drop_last={sampler.drop_last}): every document is "
+                "dropped. Use fewer ranks, a smaller batch, or drop_last=False."
+            )
         starts, ends = plan.starts[skip:], plan.ends[skip:]
         widths = self._assembler.batch_widths(plan.rows, starts, ends).tolist()
         rows = plan.rows
@@ -298,10 +305,10 @@ class PlannedEpoch(PaddedEpoch):
             (rows[begin:end], width)
             for begin, end, width in zip(starts.tolist(), ends.tolist(), widths)
         )
-        self.position = self._position_after(skip)
+        self.position = self._position_now()
 
-    def _position_after(self, delivered: int) -> Position:
-        return {"epoch": self.epoch, "batches": delivered}
+    def _position_now(self) -> Position:
+        return {"epoch": self.epoch, "batches": self._epoch_batches}
 
     def exhausted(self) -> None:
         self.position = {"epoch": self.epoch + 1, "batches": 0}
