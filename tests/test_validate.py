@@ -142,9 +142,10 @@ def test_rows_tokens_and_missing_shards_against_the_manifest(corpus: Path) -> No
 
 def _loader_faults(case: BadCase) -> bool:
     """Whether the case's files are at fault whatever reads them (a case that is bad only
-    for a label column or an output dtype the loader was asked for holds valid Arrow
-    data that validate, which knows neither, accepts)."""
-    return case.error is not None and not {"label_column", "dtype"} & set(case.options)
+    for a label, loss-mask or prompt-length column or an output dtype the loader was asked
+    for holds valid Arrow data that validate, which knows none of them, accepts)."""
+    asked = {"label_column", "dtype", "loss_mask_column", "prompt_length_column"}
+    return case.error is not None and not asked & set(case.options)
 
 
 @pytest.mark.parametrize("as_folder", [False, True], ids=["as-built", "folder"])
