@@ -99,10 +99,10 @@ def add_bench_parser(commands: Any) -> None:
     bench = commands.add_parser(
         "bench",
         help="measure W1 (pad) and W2 (pack) for arrowloader against torch, Hugging Face "
-             "and nanoGPT loaders",
+             "and nanoGPT loaders, and fine-tuning batchings (finetune)",
         description=(
-            "Workloads W1 (pad) and W2 (pack), see below. arrowloader and its peers run in "
-            "this process, interleaved, and are reported as ratios to the best torch "
+            "Workloads W1 (pad), W2 (pack) and finetune, see below. arrowloader and its "
+            "peers run in this process, interleaved, and are reported as ratios to the best torch "
             "DataLoader. Without --data the reference corpus (200,000 documents, about 394 "
             "MB) is created once in $ARROWLOADER_CACHE, else $XDG_CACHE_HOME/arrowloader, "
             "else ~/.cache/arrowloader, and reused (with its datasets copy for the hf peer "
