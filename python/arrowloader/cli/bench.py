@@ -57,7 +57,8 @@ workloads:
         bestfit, rows of --max-length, batch 16, cu_seqlens); above the table each row's
         epoch plan: batches per epoch, padding, and a simulated GPU step cost per epoch,
         positions + attention / --model-width (attention = sum of L^2 per padded row or
-        packed segment), relative to the random row; no peers
+        packed segment), relative to the random row; no peers; the first --threads
+        count only
   all   pad, then pack (not finetune: ask for it by name). With the defaults (5 s x 3
         repeats, every peer installed: 7 pad rows and 11 pack rows) each row takes about
         16 s, about 5 minutes in all
@@ -164,7 +165,8 @@ def add_bench_parser(commands: Any) -> None:
     )
     bench.add_argument(
         "--eos-token-id", type=non_negative_int, default=50256,
-        help="pack: the id after every document of the stream (default: 50256, GPT-2's)",
+        help="pack (and finetune's packed row): the id after every document (default: "
+             "50256, GPT-2's)",
     )
     bench.add_argument(
         "--peers", type=_peer_list, default=None,
