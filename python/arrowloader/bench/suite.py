@@ -25,9 +25,10 @@ import torch
 from tqdm.auto import tqdm
 
 import arrowloader
-from arrowloader.bench import pack, pad
+from arrowloader.bench import finetune, pack, pad
 from arrowloader.bench.cache import REFERENCE_DOCUMENTS, REFERENCE_SEED, reference_corpus
 from arrowloader.bench.custom import CustomLoaderWorkload
+from arrowloader.bench.finetune import FinetuneOptions
 from arrowloader.bench.harness import (
     WARMUP_BATCHES,
     cache_memcpy_gbps,
@@ -41,11 +42,14 @@ from arrowloader.bench.report import BenchReport, BenchWorkload, RowSummary, Wor
 from arrowloader.sources import Source
 from arrowloader.wording import plural
 
-#: Workloads over a corpus by ``--workload`` name, in the order ``all`` runs them (a
-#: user's loader, ``--loader``, is workload ``"loader"``, run after them).
-WORKLOADS = ("pad", "pack")
+#: Workloads over a corpus by ``--workload`` name (a user's loader, ``--loader``, is
+#: workload ``"loader"``, run after them).
+WORKLOADS = ("pad", "pack", "finetune")
+#: The workloads ``all`` (and no ``--workload``) runs, in order: finetune is asked for by
+#: name, so the default run keeps its length.
+DEFAULT_WORKLOADS = ("pad", "pack")
 #: Peers each workload can compare against (arrowloader always runs).
-WORKLOAD_PEERS = {"pad": pad.KNOWN_PEERS, "pack": pack.KNOWN_PEERS}
+WORKLOAD_PEERS = {"pad": pad.KNOWN_PEERS, "pack": pack.KNOWN_PEERS, "finetune": ()}
 #: Every peer name ``peers`` accepts.
 KNOWN_PEERS = ("torch", "hf", "nanogpt", "torchdata")
 
@@ -60,6 +64,7 @@ class BenchConfig:
             None = the cached reference corpus, created on first use.
         pad: W1's columns, batch size and truncation length.
         pack: W2's column, batch size, sequence length and EOS id.
+        finetune: the finetune workload's columns, batch sizes, budget and lengths.
         seconds: minimum timed seconds per run.
         repeats: runs per loader.
         peers: peers to run besides arrowloader, from :data:`KNOWN_PEERS`; each workload
@@ -75,10 +80,11 @@ class BenchConfig:
             ``"loader"`` (:mod:`arrowloader.bench.custom`); None: none.
     """
 
-    workloads: tuple[str, ...] = WORKLOADS
+    workloads: tuple[str, ...] = DEFAULT_WORKLOADS
     source: Optional[Source] = None
     pad: PadOptions = field(default_factory=PadOptions)
     pack: PackOptions = field(default_factory=PackOptions)
+    finetune: FinetuneOptions = field(default_factory=FinetuneOptions)
     seconds: float = 5.0
     repeats: int = 3
     peers: tuple[str, ...] = KNOWN_PEERS
@@ -121,6 +127,8 @@ def open_workload(key: str, config: BenchConfig, source: Source, reference: bool
         return pad.PadWorkload(source, options=config.pad, **common)
     if key == "pack":
         return pack.PackWorkload(source, options=config.pack, **common)
+    if key == "finetune":
+        return finetune.FinetuneWorkload(source, options=config.finetune, **common)
     raise ValueError(f"unknown workload {key!r}; choose from {list(WORKLOADS)}")
 
 

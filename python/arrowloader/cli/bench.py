@@ -23,7 +23,7 @@ from arrowloader.cli.args import (
 #: the benchmark modules for --help).
 PEER_NAMES = ("torch", "hf", "nanogpt", "torchdata")
 #: ``--workload`` choices.
-WORKLOAD_CHOICES = ("pad", "pack", "all")
+WORKLOAD_CHOICES = ("pad", "pack", "finetune", "all")
 
 BENCH_EPILOG = """\
 columns of the table (figures are the median [min-max] of the --repeats runs):
@@ -50,8 +50,18 @@ workloads:
         and from the documents), nanogpt, torchdata; arrowloader runs four rows:
         input_ids + labels, the same without the document shuffle, + position_ids and
         cu_seqlens, int32 outputs
-  all   pad, then pack. With the defaults (5 s x 3 repeats, every peer installed: 7 pad
-        rows and 11 pack rows) each row takes about 16 s, about 5 minutes in all
+  finetune
+        documents truncated to --max-length, four arrowloader rows: random batches of
+        32 (W1's), length-grouped (group_by_length=True), token budget
+        (TokenBudgetBatchSampler, --max-tokens, default 16384) and packed (PackedDataset
+        bestfit, rows of --max-length, batch 16, cu_seqlens); above the table each row's
+        epoch plan: batches per epoch, padding, and a simulated GPU step cost per epoch,
+        positions + attention / --model-width (attention = sum of L^2 per padded row or
+        packed segment), relative to the random row; no peers; the first --threads
+        count only
+  all   pad, then pack (not finetune: ask for it by name). With the defaults (5 s x 3
+        repeats, every peer installed: 7 pad rows and 11 pack rows) each row takes about
+        16 s, about 5 minutes in all
 
 W3 (W2 on a corpus larger than memory, >= 1.25 x physical RAM; not run in CI):
   python benchmarks/make_big_corpus.py --size-gb 32 --out /data/w3-corpus
@@ -90,10 +100,10 @@ def add_bench_parser(commands: Any) -> None:
     bench = commands.add_parser(
         "bench",
         help="measure W1 (pad) and W2 (pack) for arrowloader against torch, Hugging Face "
-             "and nanoGPT loaders",
+             "and nanoGPT loaders, and fine-tuning batchings (finetune)",
         description=(
-            "Workloads W1 (pad) and W2 (pack), see below. arrowloader and its peers run in "
-            "this process, interleaved, and are reported as ratios to the best torch "
+            "Workloads W1 (pad), W2 (pack) and finetune, see below. arrowloader and its "
+            "peers run in this process, interleaved, and are reported as ratios to the best torch "
             "DataLoader. Without --data the reference corpus (200,000 documents, about 394 "
             "MB) is created once in $ARROWLOADER_CACHE, else $XDG_CACHE_HOME/arrowloader, "
             "else ~/.cache/arrowloader, and reused (with its datasets copy for the hf peer "
@@ -104,8 +114,8 @@ def add_bench_parser(commands: Any) -> None:
     )
     bench.add_argument(
         "--workload", choices=WORKLOAD_CHOICES, default=None,
-        help="pad (W1), pack (W2) or all (default: all, or none with --loader; see the "
-             "time below)",
+        help="pad (W1), pack (W2), finetune, or all = pad and pack (default: all, or "
+             "none with --loader; see the time below)",
     )
     bench.add_argument(
         "--loader", metavar="MODULE:FUNCTION",
@@ -137,7 +147,17 @@ def add_bench_parser(commands: Any) -> None:
     )
     bench.add_argument(
         "--max-length", type=positive_int, default=1024,
-        help="pad: truncation length (default: 1024)",
+        help="pad, finetune: truncation length, and finetune's packed row length "
+             "(default: 1024)",
+    )
+    bench.add_argument(
+        "--max-tokens", type=positive_int, default=16384,
+        help="finetune: padded tokens per token-budget batch (default: 16384)",
+    )
+    bench.add_argument(
+        "--model-width", type=positive_int, default=4096,
+        help="finetune: model width d of the simulated step cost, positions + attention "
+             "/ d (default: 4096)",
     )
     bench.add_argument(
         "--seq-len", type=positive_int, default=2048,
@@ -145,7 +165,8 @@ def add_bench_parser(commands: Any) -> None:
     )
     bench.add_argument(
         "--eos-token-id", type=non_negative_int, default=50256,
-        help="pack: the id after every document of the stream (default: 50256, GPT-2's)",
+        help="pack (and finetune's packed row): the id after every document (default: "
+             "50256, GPT-2's)",
     )
     bench.add_argument(
         "--peers", type=_peer_list, default=None,
@@ -185,12 +206,18 @@ def add_bench_parser(commands: Any) -> None:
 def run_bench(args: argparse.Namespace, command: str) -> int:
     """Runs ``arrowloader bench`` with parsed arguments; returns the exit status."""
     # Imported here: plain `arrowloader` and --help need none of the benchmark modules.
+    from arrowloader.bench.finetune import FinetuneOptions
     from arrowloader.bench.gpu import run_from_args
     from arrowloader.bench.harness import BenchmarkError
     from arrowloader.bench.pack import PackOptions
     from arrowloader.bench.pad import PadOptions
     from arrowloader.bench.plot import matplotlib_missing, write_plot
-    from arrowloader.bench.suite import KNOWN_PEERS, WORKLOADS, BenchConfig, run_bench
+    from arrowloader.bench.suite import (
+        DEFAULT_WORKLOADS,
+        KNOWN_PEERS,
+        BenchConfig,
+        run_bench,
+    )
 
     try:
         if args.device == "cuda":
@@ -210,15 +237,24 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
             eos_token_id=args.eos_token_id,
             **({} if args.batch_size is None else {"batch_size": args.batch_size}),
         )
+        finetune = FinetuneOptions(
+            column=args.column,
+            label_column=args.label_column or None,
+            max_length=args.max_length,
+            max_tokens=args.max_tokens,
+            eos_token_id=args.eos_token_id,
+            model_width=args.model_width,
+            **({} if args.batch_size is None else {"batch_size": args.batch_size}),
+        )
         if args.plot is not None and matplotlib_missing():
             raise BenchmarkError(
                 "--plot needs matplotlib, which is not installed: pip install "
                 "'arrowloader[plot]'"
             )
         if args.workload is None:
-            workloads: tuple[str, ...] = () if args.loader else WORKLOADS
+            workloads: tuple[str, ...] = () if args.loader else DEFAULT_WORKLOADS
         else:
-            workloads = WORKLOADS if args.workload == "all" else (args.workload,)
+            workloads = DEFAULT_WORKLOADS if args.workload == "all" else (args.workload,)
         if args.loader:
             workloads += ("loader",)
         config = BenchConfig(
@@ -226,6 +262,7 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
             source=source,
             pad=pad,
             pack=pack,
+            finetune=finetune,
             seconds=args.seconds,
             repeats=args.repeats,
             peers=KNOWN_PEERS if args.peers is None else args.peers,
