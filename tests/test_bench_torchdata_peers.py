@@ -64,7 +64,9 @@ def test_torchdata_rows_yield_the_torch_rows_batches(small_corpus: Path, tmp_pat
         assert_same_batches(first_batches(peer, 2, 4), first_batches(documents, 2, 4))
 
 
+@pytest.mark.parametrize("workload", ["pad", "pack"])
 def test_a_missing_torchdata_is_a_skipped_row(
+    workload: str,
     tiny_corpus: Path,
     isolated_cache: Path,
     tmp_path: Path,
@@ -73,12 +75,12 @@ def test_a_missing_torchdata_is_a_skipped_row(
 ) -> None:
     monkeypatch.setattr(torchdata_peers, "missing_modules", lambda: ["torchdata"])
     out = tmp_path / "bench.json"
-    argv = ["bench", "--workload", "pad", "--data", str(tiny_corpus), "--peers", "torchdata",
+    argv = ["bench", "--workload", workload, "--data", str(tiny_corpus), "--peers", "torchdata",
             "--seconds", "0.1", "--repeats", "1", "--json", str(out), "--quiet"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    report = json.loads(out.read_text())["workloads"]["pad"]
-    assert [row["family"] for row in report["rows"]] == ["arrowloader"]
+    report = json.loads(out.read_text())["workloads"][workload]
+    assert {row["family"] for row in report["rows"]} == {"arrowloader"}
     assert report["skipped"] == [{
         "peer": "torchdata",
         "reason": "torchdata not installed (pip install 'arrowloader[peers]')",

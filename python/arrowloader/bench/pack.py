@@ -276,13 +276,9 @@ class PackWorkload(BenchWorkload):
     def _build_peers(self, requested: tuple[str, ...]) -> list[Peer]:
         options = self.options
         peers: list[Peer] = []
-        torchdata = "torchdata" in requested and not torchdata_peers.missing_modules()
-        if "torchdata" in requested and not torchdata:
-            self.skipped.append({
-                "peer": "torchdata",
-                "reason": f"{', '.join(torchdata_peers.missing_modules())} not installed "
-                          f"({torchdata_peers.INSTALL_HINT})",
-            })
+        torchdata = "torchdata" in requested and self.can_run(
+            "torchdata", torchdata_peers.missing_modules(), torchdata_peers.INSTALL_HINT
+        )
         if "torch" in requested or "nanogpt" in requested or torchdata:
             self._stream = self._stream_file()
         if "torch" in requested:

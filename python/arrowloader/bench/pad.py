@@ -222,26 +222,14 @@ class PadWorkload(BenchWorkload):
         peers: list[Peer] = []
         if "torch" in requested:
             peers.extend(torch_pad_peers(self.source, options))
-        if "hf" in requested:
-            missing = hf_peers.missing_modules()
-            if missing:
-                self.skipped.append({
-                    "peer": "hf",
-                    "reason": f"{', '.join(missing)} not installed "
-                              "(pip install 'arrowloader[hf]')",
-                })
-            else:
-                peers.extend(hf_peers.hf_pad_peers(self._saved_copy(), options))
-        if "torchdata" in requested:
-            missing = torchdata_peers.missing_modules()
-            if missing:
-                self.skipped.append({
-                    "peer": "torchdata",
-                    "reason": f"{', '.join(missing)} not installed "
-                              f"({torchdata_peers.INSTALL_HINT})",
-                })
-            else:
-                peers.extend(torchdata_peers.torchdata_pad_peers(self.source, options))
+        if "hf" in requested and self.can_run(
+            "hf", hf_peers.missing_modules(), "pip install 'arrowloader[hf]'"
+        ):
+            peers.extend(hf_peers.hf_pad_peers(self._saved_copy(), options))
+        if "torchdata" in requested and self.can_run(
+            "torchdata", torchdata_peers.missing_modules(), torchdata_peers.INSTALL_HINT
+        ):
+            peers.extend(torchdata_peers.torchdata_pad_peers(self.source, options))
         peers.extend(arrowloader_pad_peer(self.source, options, n) for n in self.threads)
         return peers
 

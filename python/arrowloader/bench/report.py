@@ -112,6 +112,16 @@ class BenchWorkload(Workload):
         self.skipped = []
         self._temporary_folders: list[Path] = []
 
+    def can_run(self, family: str, missing: list[str], install: str) -> bool:
+        """Whether a requested optional peer family can run: with ``missing`` modules it
+        cannot, and is recorded in :attr:`skipped` with the ``install`` line."""
+        if missing:
+            self.skipped.append({
+                "peer": family,
+                "reason": f"{', '.join(missing)} not installed ({install})",
+            })
+        return not missing
+
     @abc.abstractmethod
     def description(self) -> list[str]:
         """Lines above the table: what the workload does, the corpus, the peers."""
