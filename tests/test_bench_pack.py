@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -256,3 +257,39 @@ def test_make_big_corpus_writes_shards_packed_dataset_reads(tmp_path: Path) -> N
     mtimes = [p.stat().st_mtime_ns for p in shards]
     assert make_big_corpus.main(argv) == 0
     assert [p.stat().st_mtime_ns for p in shards] == mtimes
+
+
+def test_pack_workload_refuses_a_dataset_of_another_corpus(
+    tiny_corpus: Path, small_corpus: Path, isolated_cache: Path, tmp_path: Path
+) -> None:
+    """Each peer's opened dataset is checked against the workload's corpus before its
+    loader is built: a block dataset or stream file of another corpus is a BenchmarkError
+    naming the peer and both counts, never a run over other data."""
+    from arrowloader.bench.pack import PackWorkload
+    from arrowloader.bench.torch_peers import FlatStreamBlocks, MappedArrowBlocks
+
+    workload = PackWorkload(
+        tiny_corpus, reference=False, options=W2, peers=("torch", "nanogpt"),
+        show_progress=False,
+    )
+    try:
+        by_name = {peer.name: peer for peer in workload.peers}
+        for peer in workload.peers:  # the workload's own datasets pass
+            if peer.family != "arrowloader":
+                workload.check_dataset(peer, peer.open_dataset(0))
+        other_stream = TokenStreamFile(
+            write_token_stream(small_corpus, W2.column, W2.eos_token_id, tmp_path / "o.bin"),
+            np.dtype(np.uint16),
+        )
+        wrong = [
+            ("torch from documents (workers 0)",
+             MappedArrowBlocks(small_corpus, W2.column, W2.seq_len, W2.eos_token_id), "blocks"),
+            ("torch flat stream uint16 (workers 0)",
+             FlatStreamBlocks(other_stream.path, other_stream.dtype, W2.seq_len), "blocks"),
+            ("nanoGPT get_batch (memmap uint16)", other_stream, "tokens"),
+        ]
+        for name, dataset, unit in wrong:
+            with pytest.raises(BenchmarkError, match=rf"^{re.escape(name)}: .* {unit}, expected"):
+                workload.check_dataset(by_name[name], dataset)
+    finally:
+        workload.close()
