@@ -330,4 +330,4 @@ from text_corpus import bpe, bpe_path, stdlib_corpus  # noqa: E402, F401
 
 #: The bench tests' shared corpora and fixtures, registered here (the root conftest) so
 #: that any one bench test module also runs alone.
-pytest_plugins = ["bench_corpora"]
+pytest_plugins = ["bench_corpora", "s3_server"]

@@ -19,7 +19,9 @@ from arrowloader.corpus_index import CorpusIndexCache, IndexCacheOption
 from arrowloader.errors import CorpusChangedError, CorpusFormatError
 from arrowloader.manifest import Manifest, has_manifest, read_manifest
 from arrowloader.mapping_limit import check_room_for_mappings
+from arrowloader.object_store import FileSystemLike, is_remote
 from arrowloader.shard import open_shard
+from arrowloader.shard_cache import RemoteCorpus, fetch_remote
 from arrowloader.sources import Source, expand_path, resolve_source
 from arrowloader.table_sources import table_source
 
@@ -157,6 +159,11 @@ class Corpus:
             size, times, inode and layout still match (see
             :mod:`arrowloader.corpus_index`). A folder path: keep the entries there.
             Type, buffer-size, zero-copy and null checks run in every case.
+        cache_dir, cache_limit, filesystem, storage_options: for a source in object
+            storage (``s3://bucket/prefix/``, a glob or a list of URLs): the local shard
+            cache its files are copied into before they are opened, its size limit (an
+            int or ``"200GB"``), and how the store is reached (see
+            :func:`arrowloader.shard_cache.fetch_remote`). Ignored for local sources.
 
     Attributes:
         files: the files, in corpus order.
@@ -187,7 +194,19 @@ class Corpus:
         optional_list_columns: Sequence[str] = (),
         loss_mask_column: Optional[str] = None,
         prompt_length_column: Optional[str] = None,
+        cache_dir: Union[str, os.PathLike, None] = None,
+        cache_limit: Union[int, str, None] = None,
+        filesystem: Optional[FileSystemLike] = None,
+        storage_options: Optional[dict[str, Any]] = None,
     ) -> None:
+        #: The remote corpus this one is the local copy of, or None.
+        self.remote: Optional[RemoteCorpus] = None
+        if is_remote(source):
+            self.remote = fetch_remote(
+                source, cache_dir=cache_dir, cache_limit=cache_limit, filesystem=filesystem,
+                storage_options=storage_options,
+            )
+            source = self.remote.local_source
         source = table_source(
             source,
             (column, label_column, *list_columns, loss_mask_column, prompt_length_column),
@@ -359,6 +378,8 @@ class Corpus:
             if found:
                 problems.append(f"{f.path}: {'; '.join(found)}")
                 changed.append(f.path)
+        if not problems and self.remote is not None:
+            self.remote.check_unchanged()
         if problems:
             raise CorpusChangedError(
                 f"{len(problems)} file(s) of the corpus changed since it was opened: "

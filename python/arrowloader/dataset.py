@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import operator
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from arrowloader.native import (
     Position,
     next_epoch,
 )
+from arrowloader.object_store import FileSystemLike
 from arrowloader.padded_epoch import (
     PaddedEpoch,
     PlannedEpoch,
@@ -41,6 +43,7 @@ from arrowloader.padded_epoch import (
 )
 from arrowloader.plan import counts_samples
 from arrowloader.ranks import rank_share, resolve_distributed
+from arrowloader.shard_cache import parse_size
 from arrowloader.sources import Source
 from arrowloader.vocabulary import (
     TokenizerLike,
@@ -69,7 +72,7 @@ class ExtraColumn:
 #: TokenDataset arguments that go to the Corpus, not onto the dataset's attributes.
 _CORPUS_ARGS = (
     "source", "require_end_of_stream", "index_cache", "mmap", "vocab_size", "rank", "world_size",
-    "tokenizer", "extra_columns",
+    "tokenizer", "extra_columns", "cache_dir", "cache_limit", "filesystem", "storage_options",
 )
 #: Arguments added after loader states were first saved: in the fingerprint only when set,
 #: so that states saved before them still load.
@@ -78,7 +81,8 @@ _LATER_ARGS = ("loss_mask_column", "prompt_length_column")
 #: loader state resumes across them. (``rank`` and ``world_size`` do change them: a state
 #: of a rank-split run records its world size itself.)
 _READ_ONLY_ARGS = (
-    "source", "dtype", "index_cache", "mmap", "vocab_size", "rank", "world_size", "tokenizer"
+    "source", "dtype", "index_cache", "mmap", "vocab_size", "rank", "world_size", "tokenizer",
+    "cache_dir", "cache_limit", "filesystem", "storage_options",
 )
 
 
@@ -154,6 +158,15 @@ class TokenDataset(Dataset):
             the row before truncation (with ``truncation_side="left"``, a prompt cut
             away leaves nothing to mask).
 
+        cache_dir, cache_limit, filesystem, storage_options: for a source in object
+            storage (``s3://bucket/prefix/``, a glob, a list of URLs; the prefix may be a
+            prepared corpus folder or a ``save_to_disk`` folder): the local folder its
+            shards are copied into (default ``<arrowloader cache>/objects``), the most
+            bytes that folder may hold (an int or ``"200GB"``), and how the store is
+            reached (a ``pyarrow.fs.FileSystem`` or an fsspec file system; or options of
+            ``pyarrow.fs.S3FileSystem``; default: the AWS environment and config files).
+            See the README, "Corpora in object storage".
+
     ``vocab_size`` also defaults to the manifest's of a corpus written by ``arrowloader
     prepare``. An argument that disagrees with the tokenizer or the manifest, or a
     tokenizer that disagrees with the manifest, is refused with both values named.
@@ -206,6 +219,10 @@ class TokenDataset(Dataset):
         extra_columns: Optional[Mapping[str, int]] = None,
         loss_mask_column: Optional[str] = None,
         prompt_length_column: Optional[str] = None,
+        cache_dir: Union[str, os.PathLike, None] = None,
+        cache_limit: Union[int, str, None] = None,
+        filesystem: Optional[FileSystemLike] = None,
+        storage_options: Optional[dict[str, Any]] = None,
     ) -> None:
         self._args = dict(
             source=source,
@@ -230,6 +247,10 @@ class TokenDataset(Dataset):
             extra_columns=None if extra_columns is None else dict(extra_columns),
             loss_mask_column=loss_mask_column,
             prompt_length_column=prompt_length_column,
+            cache_dir=cache_dir,
+            cache_limit=cache_limit,
+            filesystem=filesystem,
+            storage_options=storage_options,
         )
         self._configure(announce_truncation=True)
 
@@ -337,6 +358,10 @@ class TokenDataset(Dataset):
             ),
             loss_mask_column=self._args.get("loss_mask_column"),
             prompt_length_column=self._args.get("prompt_length_column"),
+            cache_dir=self._args.get("cache_dir"),
+            cache_limit=self._args.get("cache_limit"),
+            filesystem=self._args.get("filesystem"),
+            storage_options=self._args.get("storage_options"),
         )
         self._take_token_facts()
         self._loss_mask = self.corpus.loss_mask_view()
@@ -645,7 +670,12 @@ def _check_options(
     extra_columns: Optional[Mapping[str, int]] = None,
     loss_mask_column: Optional[str] = None,
     prompt_length_column: Optional[str] = None,
+    cache_dir: Union[str, os.PathLike, None] = None,
+    cache_limit: Union[int, str, None] = None,
+    filesystem: Optional[FileSystemLike] = None,
+    storage_options: Optional[dict[str, Any]] = None,
 ) -> None:
+    parse_size(cache_limit)  # raises on a malformed size before anything is fetched
     check_loss_mask_columns(column, loss_mask_column, prompt_length_column)
     if (loss_mask_column is not None or prompt_length_column is not None) and not causal_labels:
         which = "loss_mask_column" if loss_mask_column is not None else "prompt_length_column"

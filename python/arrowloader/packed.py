@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from arrowloader.native import (
     Position,
     next_epoch,
 )
+from arrowloader.object_store import FileSystemLike
 from arrowloader.packed_epoch import PackedEpoch, check_packed_state, packed_state
 from arrowloader.ranks import resolve_distributed
 from arrowloader.sources import Source
@@ -151,6 +152,8 @@ class PackedDataset(Dataset):
             :data:`arrowloader.packed_epoch.PREFETCH_BATCHES` further on, so
             that many reads are in flight at once. Default (None): on when the corpus
             files take more than half of the physical memory (never for ``mmap=False``).
+        cache_dir, cache_limit, filesystem, storage_options: for a source in object
+            storage, as for :class:`TokenDataset`.
     """
 
     def __init__(
@@ -181,6 +184,10 @@ class PackedDataset(Dataset):
         max_documents_per_row: Optional[int] = None,
         loss_mask_column: Optional[str] = None,
         prompt_length_column: Optional[str] = None,
+        cache_dir: Union[str, os.PathLike, None] = None,
+        cache_limit: Union[int, str, None] = None,
+        filesystem: Optional[FileSystemLike] = None,
+        storage_options: Optional[dict[str, Any]] = None,
     ) -> None:
         self._args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self._configure(announce=True)
@@ -226,6 +233,10 @@ class PackedDataset(Dataset):
             vocab_size=vocab_size,
             loss_mask_column=self.loss_mask_column,
             prompt_length_column=self.prompt_length_column,
+            cache_dir=args.get("cache_dir"),
+            cache_limit=args.get("cache_limit"),
+            filesystem=args.get("filesystem"),
+            storage_options=args.get("storage_options"),
         )
         self._take_token_facts()
         self._overlong_counts = self._count_overlong()

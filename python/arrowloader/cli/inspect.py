@@ -162,7 +162,9 @@ def add_inspect_parser(commands: Any) -> None:
                     "folder) holds: schema, documents, tokens, token type, document length "
                     "percentiles; optionally a length histogram.",
     )
-    parser.add_argument("source", metavar="DIR_OR_FILE", help="the corpus")
+    parser.add_argument("source", metavar="DIR_OR_FILE",
+                        help="the corpus (also an s3:// prefix or object, read through the "
+                             "local shard cache)")
     parser.add_argument("--column", default="input_ids", help="token column (default: input_ids)")
     parser.add_argument("--plot", type=Path, metavar="FILE.png",
                         help="write a histogram of document lengths (needs matplotlib)")

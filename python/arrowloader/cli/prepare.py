@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+from arrowloader.cache_dir import cache_dir
 from arrowloader.cli.args import name_list, parse_size, positive_int
 from arrowloader.errors import ArrowLoaderError
+from arrowloader.manifest import MANIFEST_NAME, read_manifest
+from arrowloader.object_store import is_url, split_url, upload_folder
 from arrowloader.prepare.run import prepare_corpus
 from arrowloader.prepare.shard_plan import DEFAULT_SHARD_SIZE, PrepareOptions
+from arrowloader.shard_cache import RetryPolicy
 from arrowloader.wording import plural
 
 PREPARE_EPILOG = """\
@@ -64,8 +69,13 @@ def add_prepare_parser(commands: Any) -> None:
                         help="input files, folders or globs")
     parser.add_argument("--tokenizer", required=True, metavar="TOKENIZER",
                         help="a tokenizer.json file, or a local transformers tokenizer folder")
-    parser.add_argument("--output", "-o", required=True, type=Path, metavar="DIR",
-                        help="the corpus folder to write")
+    parser.add_argument("--output", "-o", required=True, metavar="DIR",
+                        help="the corpus folder to write, or an s3:// prefix (the corpus is "
+                             "written to a local folder, then uploaded, its manifest last)")
+    parser.add_argument("--staging", type=Path, default=None, metavar="DIR",
+                        help="with an s3:// --output: the local folder the corpus is "
+                             "written to before the upload (default: in the arrowloader "
+                             "cache folder; kept, so a rerun reuses finished shards)")
     parser.add_argument("--text-field", default="text",
                         help="text field of .jsonl/.parquet inputs (default: text)")
     parser.add_argument("--lines", action="store_true",
@@ -125,9 +135,11 @@ def run_prepare(args: argparse.Namespace, command: str) -> int:
         messages_field=args.messages_field,
         loss_mask=args.loss_mask,
     )
+    remote = is_url(args.output)
+    output = (staging_folder(args.output, args.staging) if remote else Path(args.output))
     try:
         result = prepare_corpus(
-            args.inputs, args.tokenizer, args.output, options,
+            args.inputs, args.tokenizer, output, options,
             eos_token=args.eos_token, add_special_tokens=args.add_special_tokens,
             engine=args.engine, ray_address=args.ray_address, num_cpus=args.num_cpus,
             batch_size=args.batch_size, overwrite=args.overwrite,
@@ -139,6 +151,8 @@ def run_prepare(args: argparse.Namespace, command: str) -> int:
         print(f"arrowloader prepare: error: {exc}", file=sys.stderr)
         return 2
     figures = result.summary()
+    if remote:
+        upload_corpus(output, args.output)
     if result.up_to_date:
         print(f"{args.output}: already holds this corpus (same inputs, tokenizer and "
               f"options): {plural(figures['documents'], 'document')}, "
@@ -166,3 +180,23 @@ def run_prepare(args: argparse.Namespace, command: str) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
+
+
+def staging_folder(url: str, staging: Optional[Path]) -> Path:
+    """The local folder a corpus bound for ``url`` is prepared in: ``staging``, else one
+    per URL in the arrowloader cache folder (kept, so a rerun finds its finished
+    shards)."""
+    if staging is not None:
+        return staging
+    scheme, path = split_url(url)
+    key = hashlib.sha256(f"{scheme}://{path}".encode()).hexdigest()[:16]
+    return cache_dir() / "prepare-staging" / key
+
+
+def upload_corpus(folder: Path, url: str) -> list[str]:
+    """Uploads the prepared corpus in ``folder`` to the prefix ``url``: its shards in
+    manifest order, then ``manifest.json`` (a reader that finds the manifest finds every
+    shard it lists). Credentials and endpoint come from the environment."""
+    manifest = read_manifest(folder)
+    names = [entry.file for entry in manifest.shards] + [MANIFEST_NAME]
+    return upload_folder(folder, url, names, call=RetryPolicy().run)

@@ -38,7 +38,9 @@ from arrowloader.manifest import (
     member_path,
     sha256_file,
 )
+from arrowloader.object_store import is_remote
 from arrowloader.shard import Shard, open_shard
+from arrowloader.shard_cache import fetch_remote
 from arrowloader.sources import IPC_SUFFIXES, Source, expand_path, resolve_source
 from arrowloader.wording import plural
 
@@ -145,6 +147,10 @@ def validate_corpus(
         show_progress: a progress bar over the files' bytes (on a terminal).
     """
     label = str(source) if isinstance(source, (str, os.PathLike)) else " ".join(map(str, source))
+    if is_remote(source):
+        # Downloads verify sizes (and a manifest's SHA-256); the checks below then read
+        # the local copies, and name them as the store does.
+        source = fetch_remote(source).local_source
     folder = _folder(source)
     if folder is not None and (folder / MANIFEST_NAME).is_file():
         manifest, problems = _read(folder)
