@@ -109,6 +109,12 @@ def test_packed_dataset_from_a_prefix_equals_local(
     stats = remote.corpus.remote.stats
     assert (stats.downloaded, stats.reused) == (4, 0)
     assert stats.bytes_downloaded == sum(p.stat().st_size for p in remote_corpus["local"].iterdir())
+    # The windowed shuffle too: the same batches whether the corpus is local or remote.
+    windowed = [arrowloader.PackedDataset(source, seq_len=8, eos_token_id=0,
+                                          shuffle_window_shards=2, cache_dir=tmp_path / "cache")
+                for source in (remote_corpus["url"], str(remote_corpus["local"]))]
+    assert windowed[0].corpus.remote.stats.reused == 4
+    assert_batches_equal(batches(windowed[0]), batches(windowed[1]))
 
 
 def test_token_dataset_from_a_glob_and_a_list(remote_corpus: dict, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from arrowloader.native import (
 from arrowloader.object_store import FileSystemLike
 from arrowloader.packed_epoch import PackedEpoch, check_packed_state, packed_state
 from arrowloader.ranks import resolve_distributed
+from arrowloader.shard_cache import parse_size
 from arrowloader.sources import Source
 from arrowloader.vocabulary import (
     TokenizerLike,
@@ -35,6 +36,13 @@ from arrowloader.vocabulary import (
     manifest_facts,
     resolve_facts,
     tokenizer_facts,
+)
+from arrowloader.windowed_shuffle import (
+    check_window,
+    window_block_starts,
+    window_from_cache_limit,
+    windowed_block_order,
+    windowed_document_order,
 )
 
 logger = logging.getLogger("arrowloader")
@@ -154,6 +162,12 @@ class PackedDataset(Dataset):
             files take more than half of the physical memory (never for ``mmap=False``).
         cache_dir, cache_limit, filesystem, storage_options: for a source in object
             storage, as for :class:`TokenDataset`.
+        shuffle_window_shards: None (default): documents and blocks are shuffled over the
+            whole corpus. K: the windowed shuffle of :mod:`arrowloader.windowed_shuffle`
+            (concat mode, with ``shuffle_documents``): shard order shuffled per epoch,
+            documents and blocks shuffled within windows of K shards, so an epoch reads
+            about two windows' shards at any point rather than all of them. ``"auto"``:
+            K from ``cache_limit`` (two windows of the largest shards fit in it).
     """
 
     def __init__(
@@ -188,6 +202,7 @@ class PackedDataset(Dataset):
         cache_limit: Union[int, str, None] = None,
         filesystem: Optional[FileSystemLike] = None,
         storage_options: Optional[dict[str, Any]] = None,
+        shuffle_window_shards: Union[int, str, None] = None,
     ) -> None:
         self._args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self._configure(announce=True)
@@ -225,6 +240,8 @@ class PackedDataset(Dataset):
         self.dtype: torch.dtype = args["dtype"]
         self._rank, self._world_size = args["rank"], args["world_size"]
         resolve_distributed(self._rank, self._world_size)  # validates them
+        if args.get("shuffle_window_shards") not in (None, "auto"):
+            self._resolve_window(args["shuffle_window_shards"])  # before any download
         self.corpus = Corpus(
             args["source"],
             args["column"],
@@ -239,6 +256,10 @@ class PackedDataset(Dataset):
             storage_options=args.get("storage_options"),
         )
         self._take_token_facts()
+        self.shuffle_window_shards: Optional[int] = self._resolve_window(
+            args.get("shuffle_window_shards")
+        )
+        self._windows: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._overlong_counts = self._count_overlong()
         if announce:
             self._announce_overlong()
@@ -397,11 +418,54 @@ class PackedDataset(Dataset):
         n = self.corpus.num_rows
         if not self.shuffle_documents:
             return np.arange(n, dtype=np.int64)
-        return _C.seeded_permutation(self.seed if seed is None else seed, 2 * epoch, n)
+        seed = self.seed if seed is None else seed
+        if self.shuffle_window_shards is not None:
+            return self._window_plan(epoch, seed)[0]
+        return _C.seeded_permutation(seed, 2 * epoch, n)
 
     def block_order(self, epoch: int, seed: int, num_blocks: int) -> np.ndarray:
         """The shuffled order of ``epoch``'s blocks: int64 ``[num_blocks]``."""
+        if self.shuffle_window_shards is not None:
+            order, starts = self._window_plan(epoch, seed)
+            lengths = np.diff(np.asarray(self.corpus.tokens.token_offsets()))
+            bounds = window_block_starts(lengths, order, starts, self.block_len, num_blocks)
+            return windowed_block_order(bounds, seed, epoch)
         return _C.seeded_permutation(seed, 2 * epoch + 1, num_blocks)
+
+    def _window_plan(self, epoch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The windowed document order of ``epoch`` and its window starts (the last two
+        epochs' kept)."""
+        key = (epoch, seed)
+        if key not in self._windows:
+            while len(self._windows) >= 2:
+                self._windows.pop(next(iter(self._windows)))
+            rows = [f.num_rows for f in self.corpus.files]
+            self._windows[key] = windowed_document_order(
+                rows, self.shuffle_window_shards or 1, seed, epoch
+            )
+        return self._windows[key]
+
+    def _resolve_window(self, window: Union[int, str, None]) -> Optional[int]:
+        """``shuffle_window_shards`` as a count of shards, checked against the options."""
+        if window is None:
+            return None
+        if self.mode != "concat" or not self.shuffle_documents:
+            raise ValueError(
+                "shuffle_window_shards needs mode='concat' and shuffle_documents=True (it "
+                f"shuffles documents and blocks within windows), got mode={self.mode!r}, "
+                f"shuffle_documents={self.shuffle_documents}"
+            )
+        if window == "auto":
+            limit = parse_size(self._args.get("cache_limit"))
+            if limit is None:
+                raise ValueError(
+                    "shuffle_window_shards='auto' takes the window from cache_limit; pass "
+                    "cache_limit, or a window size"
+                )
+            return window_from_cache_limit(
+                limit, [os.path.getsize(f.path) for f in self.corpus.files]
+            )
+        return check_window(window)
 
     def plan(self, epoch: Optional[int] = None, seed: Optional[int] = None) -> Any:
         """The packing of ``epoch`` (default: the current one); kept for the last two
@@ -572,6 +636,10 @@ class PackedDataset(Dataset):
                 else {"max_documents_per_row": self.max_documents_per_row}
             ),
             **({"loss_mask_column": self.loss_mask_column} if self.loss_mask_column else {}),
+            **(
+                {"shuffle_window_shards": self.shuffle_window_shards}
+                if self.shuffle_window_shards is not None else {}
+            ),
             **(
                 {"prompt_length_column": self.prompt_length_column}
                 if self.prompt_length_column else {}
