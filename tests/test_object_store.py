@@ -439,3 +439,39 @@ def test_disk_full_in_the_cache_folder(
     assert str(cache) in str(caught.value) and "shard-0.arrow" in str(caught.value)
     assert len(calls) == 1
     assert not [p for p in cache.rglob("*") if p.is_file() and p.suffix in (".part", ".arrow")]
+
+
+def test_server_restarted_mid_download(
+    remote_corpus: dict, s3_server: S3Server, faulty_proxy: FaultyProxy, tmp_path: Path
+) -> None:
+    """The real server stops and starts again while the corpus downloads (slowed by the
+    proxy): the requests that fail are retried with backoff until it is back, and the
+    epoch gives exactly the batches of the local corpus."""
+    import threading
+    import time
+
+    faulty_proxy.delay = 0.25  # every response chunk held back: the download takes seconds
+    fs = s3_server.filesystem(faulty_proxy.endpoint)
+    outcome: dict[str, Any] = {}
+
+    def open_remote() -> None:
+        try:
+            outcome["ds"] = arrowloader.PackedDataset(
+                remote_corpus["url"], seq_len=8, eos_token_id=0, cache_dir=tmp_path / "cache",
+                filesystem=fs,
+                storage_options={"retries": 60, "retry_delay": 0.5, "retry_max_delay": 2.0})
+        except Exception as exc:  # handed to the test thread
+            outcome["error"] = exc
+
+    opener = threading.Thread(target=open_remote)
+    opener.start()
+    time.sleep(0.6)
+    assert opener.is_alive()  # still downloading when the server goes
+    s3_server.restart()
+    faulty_proxy.delay = 0.0
+    opener.join(timeout=120)
+    assert "error" not in outcome, outcome.get("error")
+    ds = outcome["ds"]
+    local = arrowloader.PackedDataset(str(remote_corpus["local"]), seq_len=8, eos_token_id=0)
+    assert_batches_equal(batches(ds), batches(local))
+    assert ds.corpus.remote.stats.downloaded == 4
