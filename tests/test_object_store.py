@@ -437,7 +437,7 @@ def test_disk_full_in_the_cache_folder(
         fetch_remote(remote_corpus["url"], cache_dir=cache, filesystem=remote_corpus["fs"],
                      storage_options=FAST)
     assert str(cache) in str(caught.value) and "shard-0.arrow" in str(caught.value)
-    assert len(calls) == 1
+    assert len(calls) <= shard_cache.OBJECT_THREADS  # one write per object begun: no retry
     assert not [p for p in cache.rglob("*") if p.is_file() and p.suffix in (".part", ".arrow")]
 
 

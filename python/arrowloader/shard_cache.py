@@ -33,6 +33,7 @@ import json
 import os
 import random
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -61,6 +62,8 @@ T = TypeVar("T")
 PART_SIZE = 32 << 20
 #: Parallel ranged requests per object.
 PART_THREADS = 4
+#: Objects downloaded at once.
+OBJECT_THREADS = 4
 #: Bytes read per request of a streamed download.
 _STREAM_CHUNK = 4 << 20
 _SIDECAR_SUFFIX = ".cache.json"
@@ -250,6 +253,7 @@ class ShardCache:
         )
         self.limit = parse_size(limit)
         self.retry = retry or RetryPolicy()
+        self._stats_lock = threading.Lock()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -282,10 +286,24 @@ class ShardCache:
         needed = list(source.folder_files) + list(source.objects)
         local = [self.local_path(source.scheme, obj.path) for obj in needed]
         self._make_room(needed, local, stats)
-        for index, (obj, path) in enumerate(zip(needed, local)):
+        # The small files first (a manifest decides what the rest must be); then the data
+        # files, a few at a time (each request waits on the store as much as on the
+        # network), submitted in corpus order.
+        for obj, path in zip(needed[:len(source.folder_files)], local):
             self._fetch_one(source.filesystem, obj, path, stats)
-            if index == len(source.folder_files) and stats.first_object_seconds is None:
-                stats.first_object_seconds = time.monotonic() - started
+        data = list(zip(needed, local))[len(source.folder_files):]
+        with ThreadPoolExecutor(OBJECT_THREADS, thread_name_prefix="arrowloader-fetch") as pool:
+            futures = [pool.submit(self._fetch_one, source.filesystem, obj, path, stats)
+                       for obj, path in data]
+            try:
+                for future in futures:
+                    future.result()
+                    if stats.first_object_seconds is None:
+                        stats.first_object_seconds = time.monotonic() - started
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
         stats.seconds = time.monotonic() - started
         files = local[len(source.folder_files):]
         if source.folder_path is not None:
@@ -384,7 +402,8 @@ class ShardCache:
             if self.is_fresh(obj, copy):
                 with contextlib.suppress(OSError):
                     os.utime(self._sidecar(copy))  # last use, for eviction
-                stats.reused += 1
+                with self._stats_lock:
+                    stats.reused += 1
                 return
             with contextlib.suppress(FileNotFoundError):
                 self._sidecar(copy).unlink()
@@ -392,8 +411,9 @@ class ShardCache:
                 self.retry.run(obj.url, "download", lambda: self._download(fs, obj, copy))
             except _DiskError as exc:
                 raise self._disk_error(exc.path, exc.error) from exc.error
-            stats.downloaded += 1
-            stats.bytes_downloaded += obj.size
+            with self._stats_lock:
+                stats.downloaded += 1
+                stats.bytes_downloaded += obj.size
 
     def _disk_error(self, path: Path, exc: OSError) -> CorpusFileError:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
