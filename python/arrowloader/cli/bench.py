@@ -18,6 +18,7 @@ from arrowloader.cli.args import (
     positive_float,
     positive_int,
 )
+from arrowloader.object_store import is_remote
 
 #: Peer names ``--peers`` accepts (arrowloader.bench.suite.KNOWN_PEERS, without importing
 #: the benchmark modules for --help).
@@ -225,6 +226,8 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
         source = None
         if args.data:
             source = args.data[0] if len(args.data) == 1 else list(args.data)
+        if is_remote(source):
+            return _run_remote(args, source)
         pad = PadOptions(
             column=args.column,
             label_column=args.label_column or None,
@@ -284,3 +287,25 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
         # Reported as the dispatcher reports an ArrowLoaderError.
         print(f"arrowloader {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _run_remote(args: argparse.Namespace, url: str) -> int:
+    """``--data s3://...``: W2 from the store against the same files on local disk (see
+    :mod:`arrowloader.bench.remote`)."""
+    from arrowloader.bench.harness import BenchmarkError
+    from arrowloader.bench.pack import PackOptions
+    from arrowloader.bench.remote import run_remote_bench, write_json
+
+    if args.workload not in (None, "pack") or not isinstance(url, str):
+        raise BenchmarkError("--data s3://... runs W2 only, from one URL: pass --workload pack")
+    options = PackOptions(
+        column=args.column, seq_len=args.seq_len, eos_token_id=args.eos_token_id,
+        **({} if args.batch_size is None else {"batch_size": args.batch_size}),
+    )
+    threads = args.threads[0] if args.threads else 0
+    report = run_remote_bench(url, options, seconds=args.seconds, repeats=args.repeats,
+                              threads=threads, seed=args.seed)
+    print(report.table(), flush=True)
+    if args.json is not None:
+        write_json(report, args.json)
+    return 0
