@@ -475,3 +475,40 @@ def test_server_restarted_mid_download(
     local = arrowloader.PackedDataset(str(remote_corpus["local"]), seq_len=8, eos_token_id=0)
     assert_batches_equal(batches(ds), batches(local))
     assert ds.corpus.remote.stats.downloaded == 4
+
+
+# -- bad arguments (no server needed) ---------------------------------------------------
+
+
+def test_a_list_mixing_urls_and_paths_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CorpusFileError, match="mixes URLs with local paths"):
+        fetch_remote(["s3://bucket/a.arrow", str(tmp_path / "b.arrow")], cache_dir=tmp_path)
+
+
+def test_a_url_without_a_bucket_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CorpusFileError, match="names no bucket"):
+        fetch_remote("s3:///key.arrow", cache_dir=tmp_path)
+
+
+def test_a_filesystem_of_another_kind_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"pyarrow\.fs\.FileSystem or an fsspec"):
+        fetch_remote("s3://bucket/key.arrow", cache_dir=tmp_path, filesystem=object())
+
+
+@pytest.mark.parametrize("retries", [-1, "3", 1.5])
+def test_bad_retry_settings_are_refused(retries: Any, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="retries must be an int"):
+        fetch_remote("s3://bucket/key.arrow", cache_dir=tmp_path,
+                     storage_options={"retries": retries})
+
+
+def test_bad_s3_options_name_the_url(tmp_path: Path) -> None:
+    with pytest.raises(CorpusFileError, match="cannot make a client") as caught:
+        fetch_remote("s3://bucket/key.arrow", cache_dir=tmp_path,
+                     storage_options={"no_such_option": 1})
+    assert "s3://bucket/key.arrow" in str(caught.value)
+
+
+def test_a_malformed_cache_limit_fails_before_any_download(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cache_limit"):
+        arrowloader.TokenDataset("s3://bucket/corpus/", cache_dir=tmp_path, cache_limit="big")

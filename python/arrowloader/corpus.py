@@ -362,6 +362,11 @@ class Corpus:
         cannot see a change made after it returned: a mapped file cut short during an
         epoch still kills the process with SIGBUS when a page past its new end is read
         (``mmap=False`` closes that window).
+
+        For a corpus in object storage, the local copies are checked so, and then the
+        objects in the store (one listing per folder): one deleted, or of another size or
+        modification time than when it was downloaded, raises too (see
+        :meth:`arrowloader.shard_cache.RemoteCorpus.check_unchanged`).
         """
         problems = []
         changed = []
