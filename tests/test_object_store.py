@@ -117,6 +117,25 @@ def test_packed_dataset_from_a_prefix_equals_local(
     assert_batches_equal(batches(windowed[0]), batches(windowed[1]))
 
 
+def test_mixed_dataset_over_a_remote_and_a_local_dataset(
+    remote_corpus: dict, tmp_path: Path
+) -> None:
+    """A remote dataset beside a local one mixes as two local ones do."""
+    def packed(source: str, **extra: Any) -> arrowloader.PackedDataset:
+        return arrowloader.PackedDataset(source, seq_len=8, eos_token_id=0, **extra)
+
+    local = str(remote_corpus["local"])
+    mixed = arrowloader.MixedDataset(
+        {"web": packed(remote_corpus["url"], cache_dir=tmp_path / "cache",
+                       filesystem=remote_corpus["fs"]),
+         "books": packed(local, seed=3)},
+        weights={"web": 0.7, "books": 0.3},
+    )
+    oracle = arrowloader.MixedDataset({"web": packed(local), "books": packed(local, seed=3)},
+                                      weights={"web": 0.7, "books": 0.3})
+    assert_batches_equal(batches(mixed, epochs=1), batches(oracle, epochs=1))
+
+
 def test_token_dataset_from_a_glob_and_a_list(remote_corpus: dict, tmp_path: Path) -> None:
     fs, bucket = remote_corpus["fs"], remote_corpus["bucket"]
     local_files = sorted(remote_corpus["local"].iterdir())
