@@ -269,6 +269,7 @@ def test_rerun_reuses_verified_copies_and_replaces_broken_ones(
     broken.write_bytes(b"garbage")
     third = fetch_remote(remote_corpus["url"], cache_dir=cache, filesystem=remote_corpus["fs"])
     assert (third.stats.downloaded, third.stats.reused) == (1, 3)
+    assert not leftover.exists()  # a crashed download's temporary file is cleared
     assert broken.read_bytes() == (remote_corpus["local"] / broken.name).read_bytes()
 
 

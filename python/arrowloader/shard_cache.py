@@ -39,6 +39,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar, Union
 
@@ -407,6 +408,11 @@ class ShardCache:
                 return
             with contextlib.suppress(FileNotFoundError):
                 self._sidecar(copy).unlink()
+            # Downloads hold this lock: any temporary file of this object is a crashed
+            # process's, never to be finished.
+            for stale in copy.parent.glob(f".{glob_escape(copy.name)}.*{_PART_SUFFIX}"):
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
             try:
                 self.retry.run(obj.url, "download", lambda: self._download(fs, obj, copy))
             except _DiskError as exc:
