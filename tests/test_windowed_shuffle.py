@@ -5,6 +5,7 @@ with pyarrow, and a plain-Python walk of the stream for which document each bloc
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import arrowloader
@@ -165,3 +166,88 @@ def test_a_window_of_every_shard_reads_the_whole_corpus(shards: Path) -> None:
                                             np.repeat(np.arange(SHARDS), rows)))
     assert figures[0]["mean_distance"] < figures[1]["mean_distance"]
     assert figures[0]["other_shard"] < figures[1]["other_shard"]
+
+
+# -- TokenDataset: WindowedShuffleBatchSampler ------------------------------------------
+
+
+def token_loader(ds: arrowloader.TokenDataset, sampler: object, native: bool = True) -> object:
+    if native:
+        return arrowloader.DataLoader(ds, batch_sampler=sampler)
+    return torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=ds.collate)
+
+
+def test_token_batches_are_torch_s_over_the_same_sampler(shards: Path) -> None:
+    ds = arrowloader.TokenDataset(str(shards))
+    native = list(token_loader(ds, arrowloader.WindowedShuffleBatchSampler(ds, 4, 2, seed=3)))
+    torch_s = list(token_loader(ds, arrowloader.WindowedShuffleBatchSampler(ds, 4, 2, seed=3),
+                                native=False))
+    assert_batches_equal(native, torch_s)
+    # Each batch reads at most two windows' shards (a batch may straddle two windows).
+    rows = [f.num_rows for f in ds.corpus.files]
+    shard_of = np.repeat(np.arange(SHARDS), rows)
+    order, starts = windowed_document_order(rows, 2, 3, 0)
+    sampler = arrowloader.WindowedShuffleBatchSampler(ds, 4, 2, seed=3)
+    for batch in sampler:
+        assert len({int(shard_of[i]) for i in batch}) <= 4
+        positions = [int(np.where(order == i)[0][0]) for i in batch]
+        windows = set(np.searchsorted(starts, positions, side="right").tolist())
+        assert len(windows) <= 2
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_token_windows_exactly_once_across_world_sizes(
+    shards: Path, world: int, drop_last: bool
+) -> None:
+    ds = arrowloader.TokenDataset(str(shards))
+    n = len(ds)
+    seen: list[int] = []
+    counts = set()
+    for rank in range(world):
+        sampler = arrowloader.WindowedShuffleBatchSampler(
+            ds, 4, 2, seed=1, drop_last=drop_last, rank=rank, world_size=world)
+        batches = list(sampler)
+        counts.add(len(batches))
+        assert len(batches) == len(sampler)
+        seen.extend(i for b in batches for i in b)
+    assert len(counts) == 1  # every rank plays as many batches
+    total = n // 4 if drop_last else -(-n // 4)
+    if drop_last:
+        assert len(seen) == len(set(seen)) == (total - total % world) * 4
+    else:
+        # Every document once, and the epoch's first batches again to fill the last round.
+        pad = (-total) % world
+        order, _ = windowed_document_order([f.num_rows for f in ds.corpus.files], 2, 1, 0)
+        again = Counter(order[: pad * 4].tolist())
+        assert Counter(seen) == Counter(range(n)) + again
+
+
+def test_token_windows_resume_mid_epoch(shards: Path) -> None:
+    ds = arrowloader.TokenDataset(str(shards))
+
+    def make() -> arrowloader.DataLoader:
+        return token_loader(ds, arrowloader.WindowedShuffleBatchSampler(ds, 4, 2, seed=3))
+
+    uninterrupted = make()
+    full = list(uninterrupted) + list(uninterrupted)
+    first = make()
+    served = []
+    for batch in first:
+        served.append(batch)
+        if len(served) == 5:
+            break
+    resumed = make()
+    resumed.load_state_dict(first.state_dict())
+    rest = list(resumed) + list(resumed)
+    assert_batches_equal(served + rest[: len(full) - 5], full)
+
+
+def test_token_window_options_are_checked(shards: Path) -> None:
+    ds = arrowloader.TokenDataset(str(shards))
+    with pytest.raises(TypeError, match=r"needs an arrowloader\.TokenDataset"):
+        arrowloader.WindowedShuffleBatchSampler([1, 2, 3], 2, 1)
+    with pytest.raises(ValueError, match="int >= 1"):
+        arrowloader.WindowedShuffleBatchSampler(ds, 2, 0)
+    with pytest.raises(ValueError, match="cache_limit"):
+        arrowloader.WindowedShuffleBatchSampler(ds, 2, "auto")

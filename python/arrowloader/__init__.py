@@ -7,7 +7,11 @@ the training step.
 """
 
 from arrowloader import _C, errors, synthetic
-from arrowloader.batch_plans import LengthGroupedBatchSampler, TokenBudgetBatchSampler
+from arrowloader.batch_plans import (
+    LengthGroupedBatchSampler,
+    TokenBudgetBatchSampler,
+    WindowedShuffleBatchSampler,
+)
 from arrowloader.corpus import Corpus
 from arrowloader.dataset import TokenDataset
 from arrowloader.errors import (
@@ -45,6 +49,7 @@ __all__ = [
     "PackedDataset",
     "TokenBudgetBatchSampler",
     "TokenDataset",
+    "WindowedShuffleBatchSampler",
     "__version__",
     "errors",
     "synthetic",

@@ -27,6 +27,12 @@ from torch.utils.data import Sampler
 
 from arrowloader import _C
 from arrowloader.ranks import resolve_distributed
+from arrowloader.shard_cache import parse_size
+from arrowloader.windowed_shuffle import (
+    check_window,
+    window_from_cache_limit,
+    windowed_document_order,
+)
 
 #: Hugging Face's megabatch: 50 batches sorted together (fewer on small datasets).
 MEGABATCH_BATCHES = 50
@@ -450,3 +456,93 @@ def check_epoch(epoch: Any) -> int:
     if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch < 2**63:
         raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
     return epoch
+
+
+class WindowedShuffleBatchSampler(PlannedBatchSampler):
+    """Batches of ``batch_size`` documents shuffled within windows of shards: the
+    windowed shuffle of :mod:`arrowloader.windowed_shuffle` for a
+    :class:`arrowloader.TokenDataset` (the shard order shuffled per epoch, the documents
+    of each window of ``window_shards`` shards shuffled among themselves, windows in
+    turn), so that the batches of one stretch of an epoch read one window's shards, not
+    the whole corpus's. Consecutive runs of ``batch_size`` documents make the batches;
+    with ``world_size`` ranks they are dealt out in turn (see the module docstring for
+    the remainder). A function of (seed, epoch) alone: the native path plays the plan
+    and resumes a state in O(1).
+
+    Args:
+        dataset: a :class:`arrowloader.TokenDataset` (its files are the shards).
+        batch_size: documents per batch, on each rank.
+        window_shards: shards per window; ``"auto"``: from the dataset's ``cache_limit``
+            (two windows of its largest files fit in it).
+        shuffle: False: the documents in corpus order (no window is drawn).
+        drop_last, seed, rank, world_size: as for :class:`LengthGroupedBatchSampler`.
+
+    Raises:
+        ValueError, TypeError: an argument is out of range or of the wrong kind.
+    """
+
+    kind = "windowed_shuffle"
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        window_shards: Any,
+        *,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+    ) -> None:
+        files = getattr(getattr(dataset, "corpus", None), "files", None)
+        if files is None:
+            raise TypeError(
+                "WindowedShuffleBatchSampler needs an arrowloader.TokenDataset (its files "
+                f"are the shards), got {type(dataset).__name__}"
+            )
+        super().__init__(
+            dataset, None, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank,
+            world_size=world_size,
+        )
+        self.batch_size = check_positive("batch_size", batch_size)
+        self.shard_rows = [f.num_rows for f in files]
+        if window_shards == "auto":
+            limit = parse_size(getattr(dataset, "_args", {}).get("cache_limit"))
+            if limit is None:
+                raise ValueError(
+                    "window_shards='auto' takes the window from the dataset's cache_limit; "
+                    "open it with cache_limit, or give a window size"
+                )
+            window_shards = window_from_cache_limit(
+                limit, [f.path.stat().st_size for f in files]
+            )
+        self.window_shards = check_window(window_shards)
+        n = len(self.lengths)
+        total = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        self._total = total
+        self._num_batches = _C.rank_batch_count(
+            total, self.rank, self.world_size, self.drop_last
+        )
+
+    def _plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = len(self.lengths)
+        if self.shuffle:
+            rows, _ = windowed_document_order(self.shard_rows, self.window_shards, self.seed,
+                                              epoch)
+        else:
+            rows = np.arange(n, dtype=np.int64)
+        batches = np.arange(self._total, dtype=np.int64)
+        world = self.world_size
+        if self.drop_last:
+            batches = batches[: len(batches) - len(batches) % world]
+        elif len(batches) % world:
+            # The first batches again, to fill the last round of ranks.
+            batches = np.concatenate([batches, batches[: world - len(batches) % world]])
+        mine = batches[self.rank::world]
+        starts = mine * self.batch_size
+        ends = np.minimum(starts + self.batch_size, n)
+        return rows, starts.astype(np.int64), ends.astype(np.int64)
+
+    def options(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "window_shards": self.window_shards}
