@@ -431,7 +431,7 @@ def test_wrong_credentials(remote_corpus: dict, s3_server: S3Server, tmp_path: P
 
 def test_missing_bucket_and_missing_prefix(s3_server: S3Server, tmp_path: Path) -> None:
     fs = s3_server.filesystem()
-    with pytest.raises(CorpusFileError, match="no-such-bucket-here"):
+    with pytest.raises(CorpusFileError, match="the bucket 'no-such-bucket-here' does not exist"):
         fetch_remote("s3://no-such-bucket-here/corpus/", cache_dir=tmp_path / "cache",
                      filesystem=fs, storage_options=FAST)
     bucket = s3_server.new_bucket()
@@ -532,3 +532,18 @@ def test_bad_s3_options_name_the_url(tmp_path: Path) -> None:
 def test_a_malformed_cache_limit_fails_before_any_download(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cache_limit"):
         arrowloader.TokenDataset("s3://bucket/corpus/", cache_dir=tmp_path, cache_limit="big")
+
+
+def test_requests_that_time_out_are_retried_then_named(
+    remote_corpus: dict, s3_server: S3Server, faulty_proxy: FaultyProxy, tmp_path: Path
+) -> None:
+    """Responses held back past the client's request timeout: retried, then a
+    CorpusFileError naming the URL and the timeout; nothing left in the cache."""
+    faulty_proxy.delay = 4.0
+    fs = s3_server.filesystem(faulty_proxy.endpoint, request_timeout=1, connect_timeout=1)
+    with pytest.raises(CorpusFileError, match="after 2 attempts") as caught:
+        fetch_remote(remote_corpus["url"], cache_dir=tmp_path / "cache", filesystem=fs,
+                     storage_options={"retries": 1, "retry_delay": 0.05})
+    assert remote_corpus["bucket"] in str(caught.value)
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()
+                and p.suffix in (".part", ".arrow")]

@@ -344,6 +344,14 @@ def _folder(fs: pafs.FileSystem, scheme: str, url: str, path: str, run: Any) -> 
         if info.type == pafs.FileType.File
     }
     if not infos:
+        bucket = path.split("/", 1)[0]
+        found = run(url, "look up", lambda: fs.get_file_info(bucket))
+        if found.type == pafs.FileType.NotFound:
+            raise CorpusFileError(
+                f"{url}: the bucket {bucket!r} does not exist (or these credentials may not "
+                "see it); check the URL",
+                path=url,
+            )
         raise CorpusFileError(
             f"{url}: no such object or prefix (nothing listed under it)", path=url
         )

@@ -325,9 +325,10 @@ class ShardCache:
         name = needed[-1].url.rsplit("/", 1)[0] + "/" if needed else "the corpus"
         if total > self.limit:
             raise CorpusFileError(
-                f"{name}: the corpus takes {format_size(total)}, more than cache_limit "
-                f"{format_size(self.limit)} of {self.folder}. Raise cache_limit, or read a "
-                "part of the corpus (a glob or a list of URLs).",
+                f"{name}: the corpus takes {format_size(total)} ({total:,} bytes), more than "
+                f"cache_limit {format_size(self.limit)} ({self.limit:,} bytes) of "
+                f"{self.folder}. Raise cache_limit, or read a part of the corpus (a glob or "
+                "a list of URLs).",
                 path=name,
             )
         keep = {str(p) for p in local}
