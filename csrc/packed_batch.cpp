@@ -2,12 +2,11 @@
 
 #include <algorithm>
 #include <cstring>
-#include <limits>
-#include <set>
 #include <stdexcept>
 #include <string>
 #include <utility>
 
+#include "open_blocks.h"
 #include "page_advice.h"
 #include "token_copy.h"
 
@@ -107,22 +106,18 @@ void PackPlan::plan_bestfit(const TokenColumn& tokens, const int64_t* order, int
   block_of.reserve(static_cast<size_t>(n));
   std::vector<int64_t> room;    // remaining positions of each block
   std::vector<int64_t> filled;  // pieces in each block
-  std::set<std::pair<int64_t, int64_t>> open;  // (room, block) of blocks still open
+  OpenBlocks open(block_size_);  // blocks with room left, by room
   auto place = [&](const Segment& piece) {
-    auto fit = open.lower_bound({piece.length, std::numeric_limits<int64_t>::min()});
-    int64_t block;
-    if (fit == open.end()) {
+    int64_t block = open.take_fitting(piece.length);
+    if (block < 0) {
       block = static_cast<int64_t>(room.size());
       room.push_back(block_size_);
       filled.push_back(0);
-    } else {
-      block = fit->second;
-      open.erase(fit);
     }
     room[block] -= piece.length;
     ++filled[block];
     const bool capped = max_pieces_per_block_ > 0 && filled[block] >= max_pieces_per_block_;
-    if (room[block] > 0 && !capped) open.insert({room[block], block});
+    if (room[block] > 0 && !capped) open.insert(room[block], block);
     pieces.push_back(piece);
     block_of.push_back(block);
   };
