@@ -331,7 +331,9 @@ def test_reference_packers_by_hand() -> None:
 
 
 @pytest.mark.parametrize("cap", [None, 3])
-def test_bestfit_wide_rows_match_the_reference_placement(tmp_path: Path, cap: Optional[int]) -> None:
+def test_bestfit_wide_rows_match_the_reference_placement(
+    tmp_path: Path, cap: Optional[int]
+) -> None:
     """Rows wide enough that their free room spans many words of the native packer's
     bitmap of rooms (and several words of its summary): every row holds the reference
     packer's pieces, in its order, ties going to the block opened first."""
