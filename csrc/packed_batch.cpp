@@ -1,7 +1,6 @@
 #include "packed_batch.h"
 
 #include <algorithm>
-#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -261,9 +260,10 @@ void write_batch(const SourceOf& source_of, int64_t n, int64_t S, const PackedOu
     const BatchSegments::Row segments = batch.row(r);
     Dst* ids = static_cast<Dst*>(out.input_ids) + r * S;
     Dst* labels = static_cast<Dst*>(out.labels) + r * S;
-    // The block's S + 1 tokens go straight into input_ids; the one at position S (the
-    // target of the last input) is kept aside, then labels are input_ids shifted by one.
+    // The block's tokens go straight into input_ids and labels; when shifted, the one at
+    // position S (the target of the last input) is kept aside for labels[S - 1].
     Dst beyond = pad;
+    const int64_t shift = opt.shift_labels ? 1 : 0;
     int64_t at = 0;
     starts.clear();
     for (const Segment& seg : segments) {
@@ -272,12 +272,22 @@ void write_batch(const SourceOf& source_of, int64_t n, int64_t S, const PackedOu
       const int64_t from_tokens =
           std::max<int64_t>(0, std::min(seg.start + seg.length, row.length) - seg.start);
       const int64_t into_ids = std::max<int64_t>(0, std::min(from_tokens, S - at));
-      copy_row(row, seg.start, into_ids, ids + at, tokens, seg.row);
+      // Labels start as the block's tokens, written with input_ids in one pass (cheaper
+      // than copying input_ids afterwards, which reads them back): token j goes to
+      // labels[j - 1] when shifted (the block's first token is no position's target),
+      // labels[j] otherwise.
+      const int64_t lead = opt.shift_labels && at == 0 ? std::min<int64_t>(1, into_ids) : 0;
+      copy_row(row, seg.start, lead, ids, tokens, seg.row);
+      if (into_ids > lead) {
+        copy_row(row, seg.start + lead, into_ids - lead, ids + at + lead, tokens, seg.row,
+                 labels + at + lead - shift);
+      }
       if (from_tokens > into_ids) copy_row(row, seg.start + into_ids, 1, &beyond, tokens, seg.row);
       if (from_tokens < seg.length) {  // the segment ends with the piece's EOS
         const int64_t eos_at = at + seg.length - 1;
         if (eos_at < S) {
           ids[eos_at] = eos;
+          if (eos_at - shift >= 0) labels[eos_at - shift] = eos;
         } else {
           beyond = eos;
         }
@@ -287,7 +297,7 @@ void write_batch(const SourceOf& source_of, int64_t n, int64_t S, const PackedOu
     const int64_t valid = at;  // real tokens of the block; the rest is padding
     if (valid < S) fill(ids + valid, S - valid, pad);
     if (opt.shift_labels) {
-      std::memcpy(labels, ids + 1, static_cast<size_t>(S - 1) * sizeof(Dst));
+      // labels[0 .. valid - 2] were written with input_ids; padding is filled below.
       labels[S - 1] = beyond;
       // -100 where the target is padding, or (when masking) another document's first token.
       const int64_t last_target = valid - 1;  // labels[i] is real for i < valid - 1
@@ -304,7 +314,7 @@ void write_batch(const SourceOf& source_of, int64_t n, int64_t S, const PackedOu
       // writes its examples (a chunk of a split document placed after other segments
       // follows another document). A concat row opening with the rest of a document
       // keeps that label: the model's shift drops a row's first label anyway.
-      std::memcpy(labels, ids, static_cast<size_t>(S) * sizeof(Dst));
+      // labels[0 .. valid - 1] were written with input_ids.
       if (valid < S) fill(labels + valid, S - valid, label_pad);
       if (opt.mask_across_documents) {
         for (size_t k = 0; k < starts.size(); ++k) {
