@@ -1,13 +1,11 @@
 #include "packed_batch.h"
 
 #include <algorithm>
-#include <cstring>
-#include <limits>
-#include <set>
 #include <stdexcept>
 #include <string>
 #include <utility>
 
+#include "open_blocks.h"
 #include "page_advice.h"
 #include "token_copy.h"
 
@@ -107,22 +105,18 @@ void PackPlan::plan_bestfit(const TokenColumn& tokens, const int64_t* order, int
   block_of.reserve(static_cast<size_t>(n));
   std::vector<int64_t> room;    // remaining positions of each block
   std::vector<int64_t> filled;  // pieces in each block
-  std::set<std::pair<int64_t, int64_t>> open;  // (room, block) of blocks still open
+  OpenBlocks open(block_size_);  // blocks with room left, by room
   auto place = [&](const Segment& piece) {
-    auto fit = open.lower_bound({piece.length, std::numeric_limits<int64_t>::min()});
-    int64_t block;
-    if (fit == open.end()) {
+    int64_t block = open.take_fitting(piece.length);
+    if (block < 0) {
       block = static_cast<int64_t>(room.size());
       room.push_back(block_size_);
       filled.push_back(0);
-    } else {
-      block = fit->second;
-      open.erase(fit);
     }
     room[block] -= piece.length;
     ++filled[block];
     const bool capped = max_pieces_per_block_ > 0 && filled[block] >= max_pieces_per_block_;
-    if (room[block] > 0 && !capped) open.insert({room[block], block});
+    if (room[block] > 0 && !capped) open.insert(room[block], block);
     pieces.push_back(piece);
     block_of.push_back(block);
   };
@@ -246,6 +240,26 @@ void plan_rows(const SourceOf& source_of, int64_t n, BatchSegments* batch) {
   }
 }
 
+// Asks the CPU to start loading the first tokens of each segment of a row. A shuffled
+// block reads a few documents from anywhere in the corpus: the first lines of each are
+// cache (and TLB) misses that the hardware prefetcher cannot foresee, so they are asked
+// for one row ahead, while the row before is copied. A hint only: no effect on results.
+void prefetch_row_starts(const RowSource& source, const BatchSegments::Row& segments) {
+#if defined(__GNUC__) || defined(__clang__)
+  constexpr int64_t kLines = 2;  // 64-byte lines per segment start
+  for (const Segment& seg : segments) {
+    const TokenRow row = source.tokens->row(seg.row);
+    if (row.data == nullptr || seg.start >= row.length || row.type == TokenType::kBool) continue;
+    const char* first = static_cast<const char*>(row.data) +
+                        seg.start * static_cast<int64_t>(token_size(row.type));
+    for (int64_t line = 0; line < kLines; ++line) __builtin_prefetch(first + 64 * line);
+  }
+#else
+  (void)source;
+  (void)segments;
+#endif
+}
+
 // Writes n rows; source_of(r) names the corpus, options, plan and block of row r (one
 // dataset, or several mixed). All rows share seq_len.
 template <typename Dst, typename SourceOf>
@@ -264,11 +278,13 @@ void write_batch(const SourceOf& source_of, int64_t n, int64_t S, const PackedOu
     const auto pad = static_cast<Dst>(opt.pad_token_id);
     const auto eos = static_cast<Dst>(opt.eos_token_id);
     const BatchSegments::Row segments = batch.row(r);
+    if (r + 1 < n) prefetch_row_starts(source_of(r + 1), batch.row(r + 1));
     Dst* ids = static_cast<Dst*>(out.input_ids) + r * S;
     Dst* labels = static_cast<Dst*>(out.labels) + r * S;
-    // The block's S + 1 tokens go straight into input_ids; the one at position S (the
-    // target of the last input) is kept aside, then labels are input_ids shifted by one.
+    // The block's tokens go straight into input_ids and labels; when shifted, the one at
+    // position S (the target of the last input) is kept aside for labels[S - 1].
     Dst beyond = pad;
+    const int64_t shift = opt.shift_labels ? 1 : 0;
     int64_t at = 0;
     starts.clear();
     for (const Segment& seg : segments) {
@@ -277,12 +293,22 @@ void write_batch(const SourceOf& source_of, int64_t n, int64_t S, const PackedOu
       const int64_t from_tokens =
           std::max<int64_t>(0, std::min(seg.start + seg.length, row.length) - seg.start);
       const int64_t into_ids = std::max<int64_t>(0, std::min(from_tokens, S - at));
-      copy_row(row, seg.start, into_ids, ids + at, tokens, seg.row);
+      // Labels start as the block's tokens, written with input_ids in one pass (cheaper
+      // than copying input_ids afterwards, which reads them back): token j goes to
+      // labels[j - 1] when shifted (the block's first token is no position's target),
+      // labels[j] otherwise.
+      const int64_t lead = opt.shift_labels && at == 0 ? std::min<int64_t>(1, into_ids) : 0;
+      copy_row(row, seg.start, lead, ids, tokens, seg.row);
+      if (into_ids > lead) {
+        copy_row(row, seg.start + lead, into_ids - lead, ids + at + lead, tokens, seg.row,
+                 labels + at + lead - shift);
+      }
       if (from_tokens > into_ids) copy_row(row, seg.start + into_ids, 1, &beyond, tokens, seg.row);
       if (from_tokens < seg.length) {  // the segment ends with the piece's EOS
         const int64_t eos_at = at + seg.length - 1;
         if (eos_at < S) {
           ids[eos_at] = eos;
+          if (eos_at - shift >= 0) labels[eos_at - shift] = eos;
         } else {
           beyond = eos;
         }
@@ -292,7 +318,7 @@ void write_batch(const SourceOf& source_of, int64_t n, int64_t S, const PackedOu
     const int64_t valid = at;  // real tokens of the block; the rest is padding
     if (valid < S) fill(ids + valid, S - valid, pad);
     if (opt.shift_labels) {
-      std::memcpy(labels, ids + 1, static_cast<size_t>(S - 1) * sizeof(Dst));
+      // labels[0 .. valid - 2] were written with input_ids; padding is filled below.
       labels[S - 1] = beyond;
       // -100 where the target is padding, or (when masking) another document's first token.
       const int64_t last_target = valid - 1;  // labels[i] is real for i < valid - 1
@@ -309,7 +335,7 @@ void write_batch(const SourceOf& source_of, int64_t n, int64_t S, const PackedOu
       // writes its examples (a chunk of a split document placed after other segments
       // follows another document). A concat row opening with the rest of a document
       // keeps that label: the model's shift drops a row's first label anyway.
-      std::memcpy(labels, ids, static_cast<size_t>(S) * sizeof(Dst));
+      // labels[0 .. valid - 1] were written with input_ids.
       if (valid < S) fill(labels + valid, S - valid, label_pad);
       if (opt.mask_across_documents) {
         for (size_t k = 0; k < starts.size(); ++k) {

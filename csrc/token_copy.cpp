@@ -24,6 +24,34 @@ inline void convert_loop(const Src* src, int64_t n, Dst* dst) {
   for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(src[i]);
 }
 
+// The same values into two outputs in one pass (input_ids and shifted labels): cheaper than
+// copying one output into the other afterwards, which reads it back.
+template <typename Src, typename Dst>
+inline void convert_loop(const Src* __restrict src, int64_t n, Dst* __restrict dst,
+                         Dst* __restrict also) {
+  for (int64_t i = 0; i < n; ++i) {
+    const auto value = static_cast<Dst>(src[i]);
+    dst[i] = value;
+    also[i] = value;
+  }
+}
+
+template <typename Dst>
+inline void convert_any(const void* src, TokenType type, int64_t n, Dst* dst, Dst* also) {
+  switch (type) {
+    case TokenType::kInt32: convert_loop(static_cast<const int32_t*>(src), n, dst, also); break;
+    case TokenType::kInt64: convert_loop(static_cast<const int64_t*>(src), n, dst, also); break;
+    case TokenType::kUInt16: convert_loop(static_cast<const uint16_t*>(src), n, dst, also); break;
+    case TokenType::kUInt32: convert_loop(static_cast<const uint32_t*>(src), n, dst, also); break;
+    case TokenType::kInt8: convert_loop(static_cast<const int8_t*>(src), n, dst, also); break;
+    case TokenType::kUInt8: convert_loop(static_cast<const uint8_t*>(src), n, dst, also); break;
+    case TokenType::kBool:
+      copy_bits(src, 0, n, dst);
+      copy_bits(src, 0, n, also);
+      break;
+  }
+}
+
 // Index of the first value outside int32's range, or -1. Branch-free reduction first; the
 // loop that finds the index runs only after a failure.
 template <typename Src>
@@ -130,6 +158,24 @@ ARROWLOADER_CLONES int64_t copy_tokens(const void* src, TokenType type, int64_t 
       return bad;
     }
   }
+  return -1;
+}
+
+ARROWLOADER_CLONES void copy_tokens_twice(const void* src, TokenType type, int64_t n,
+                                          int64_t* dst, int64_t* also) {
+  convert_any(src, type, n, dst, also);
+}
+
+ARROWLOADER_CLONES int64_t copy_tokens_twice(const void* src, TokenType type, int64_t n,
+                                             int32_t* dst, int32_t* also) {
+  if (type == TokenType::kInt64) {
+    const int64_t bad = first_outside_int32(static_cast<const int64_t*>(src), n);
+    if (bad >= 0) return bad;
+  } else if (type == TokenType::kUInt32) {
+    const int64_t bad = first_outside_int32(static_cast<const uint32_t*>(src), n);
+    if (bad >= 0) return bad;
+  }
+  convert_any(src, type, n, dst, also);
   return -1;
 }
 

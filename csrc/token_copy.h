@@ -16,6 +16,11 @@ void copy_tokens(const void* src, TokenType type, int64_t n, int64_t* dst);
 // Copies n tokens into int32; returns the index of the first token that does not fit
 // (then nothing is written), or -1.
 int64_t copy_tokens(const void* src, TokenType type, int64_t n, int32_t* dst);
+// Both write the n values to dst and to also (two outputs that do not overlap); the int32
+// one returns the index of a value that does not fit (nothing written), or -1.
+void copy_tokens_twice(const void* src, TokenType type, int64_t n, int64_t* dst, int64_t* also);
+int64_t copy_tokens_twice(const void* src, TokenType type, int64_t n, int32_t* dst,
+                          int32_t* also);
 void fill(int64_t* dst, int64_t n, int64_t value);
 void fill(int32_t* dst, int64_t n, int32_t value);
 // Index of the first of n tokens outside [0, limit), or -1.
@@ -33,15 +38,16 @@ void copy_bits(const void* bitmap, int64_t first_bit, int64_t n, Dst* dst) {
 }
 
 // Copies `count` tokens of `row` (global row `global` of `tokens`), starting at token
-// `skip`, converting to Dst. A token that does not fit Dst, or lies outside the column's
-// vocabulary (TokenColumn::vocab_size), raises CorpusFormatError naming the file, column
-// and row.
+// `skip`, converting to Dst; to `also` as well when it is given (an output that does not
+// overlap dst). A token that does not fit Dst, or lies outside the column's vocabulary
+// (TokenColumn::vocab_size), raises CorpusFormatError naming the file, column and row.
 template <typename Dst>
 void copy_row(const TokenRow& row, int64_t skip, int64_t count, Dst* dst,
-              const TokenColumn& tokens, int64_t global) {
+              const TokenColumn& tokens, int64_t global, Dst* also = nullptr) {
   if (count <= 0) return;
   if (row.type == TokenType::kBool) {  // bits of a narrow column: never out of any range
     copy_bits(row.data, row.first_bit + skip, count, dst);
+    if (also != nullptr) copy_bits(row.data, row.first_bit + skip, count, also);
     return;
   }
   const void* src = static_cast<const char*>(row.data) + skip * static_cast<int64_t>(token_size(row.type));
@@ -57,9 +63,14 @@ void copy_row(const TokenRow& row, int64_t skip, int64_t count, Dst* dst,
     }
   }
   if constexpr (std::is_same_v<Dst, int64_t>) {
-    copy_tokens(src, row.type, count, dst);
+    if (also != nullptr) {
+      copy_tokens_twice(src, row.type, count, dst, also);
+    } else {
+      copy_tokens(src, row.type, count, dst);
+    }
   } else {
-    const int64_t bad = copy_tokens(src, row.type, count, dst);
+    const int64_t bad = also != nullptr ? copy_tokens_twice(src, row.type, count, dst, also)
+                                        : copy_tokens(src, row.type, count, dst);
     if (bad >= 0) {
       throw CorpusFormatError(tokens.describe_row(global) + ": token id " +
                               std::to_string(token_at(src, row.type, bad)) +

@@ -330,6 +330,45 @@ def test_reference_packers_by_hand() -> None:
     assert reference.packed_cu_seqlens(rows, 5) == ([0, 3, 5, 10], 5)
 
 
+@pytest.mark.parametrize("cap", [None, 3])
+def test_bestfit_wide_rows_match_the_reference_placement(
+    tmp_path: Path, cap: Optional[int]
+) -> None:
+    """Rows wide enough that their free room spans many words of the native packer's
+    bitmap of rooms (and several words of its summary): every row holds the reference
+    packer's pieces, in its order, ties going to the block opened first."""
+    seq_len, eos = 9_000, 0
+    rng = np.random.default_rng(11)
+    # Long documents leave rooms all over [1, seq_len]; many short ones of a few lengths
+    # make ties; some are longer than a row (split).
+    lengths = np.concatenate([
+        rng.integers(0, 12_000, 300), rng.choice([5, 63, 64, 65, 4095, 4096], 900),
+    ])
+    rng.shuffle(lengths)
+    documents = [[d + 1] * int(n) for d, n in enumerate(lengths)]  # ids name the document
+    path = write_tokens(tmp_path / "wide.arrow", documents, num_batches=4)
+    ds = PackedDataset(path, seq_len=seq_len, eos_token_id=eos, mode="bestfit",
+                       pad_token_id=eos, shift_labels=False, return_cu_seqlens=True,
+                       max_documents_per_row=cap, seed=3)
+    order = ds.document_order(0)
+    blocks = reference.bestfit_blocks([int(lengths[d]) + 1 for d in order], seq_len, cap)
+    batches = list(arrowloader.DataLoader(ds, batch_size=1, shuffle=False))
+    assert len(batches) == len(blocks)
+    for b, (batch, block) in enumerate(zip(batches, blocks)):
+        ids = batch["input_ids"][0].numpy()
+        cu = batch["cu_seqlens"].numpy().astype(np.int64)
+        # A piece's first position holds its document's id (its EOS when it is empty or a
+        # last chunk of one token); padding, if any, is the row's last segment.
+        expected = [(int(order[piece]) + 1 if start < lengths[order[piece]] else eos, length)
+                    for piece, start, length in block]
+        used = sum(length for _, length in expected)
+        got = [(int(ids[s]), int(e - s)) for s, e in zip(cu[:-1], cu[1:])]
+        if used < seq_len:
+            assert got[-1] == (eos, seq_len - used), f"row {b}: padding"
+            got = got[:-1]
+        assert got == expected, f"row {b}"
+
+
 @pytest.mark.parametrize("mode", ["concat", "bestfit"])
 # The big id lands on block position seq_len (the last input's target, written apart) for
 # where=0 in concat (7 8 EOS | id ...) and where=3 in bestfit (a 4-token chunk of the doc).

@@ -565,49 +565,65 @@ class PackedDataset(Dataset):
         self, rows: int, batches: int, pin: bool, pool: Optional[BlockPool] = None
     ) -> tuple[list[Batch], tuple]:
         """Outputs of ``batches`` consecutive batches of ``rows`` rows, written by one native
-        job (``submit(..., batches=batches)``): returns each batch's dict of tensors and
-        the numpy arrays of the whole group, in :data:`PACKED_OUTPUTS` order (None for an
-        output not asked for). ``input_ids``, ``labels``, ``position_ids``: ``[batches *
-        rows, seq_len]``; ``cu_seqlens``: int32 ``[batches * (rows * seq_len + 1)]``. Batch
-        ``j``'s tensors are views of rows ``j * rows ..`` of those arrays, so its memory
-        lives as long as any batch of the group is held. Pageable outputs take their block
-        from ``pool`` when given."""
+        job (``submit(..., batches=batches)``).
+
+        Returns each batch's dict of tensors and the numpy arrays of the whole group, in
+        :data:`PACKED_OUTPUTS` order (None for an output not asked for): ``input_ids``,
+        ``labels``, ``position_ids`` ``[batches * rows, seq_len]``; ``cu_seqlens`` int32
+        ``[batches * (rows * seq_len + 1)]``. Batch ``j``'s tensors are views of rows ``j *
+        rows ..`` of those arrays, so its memory lives as long as any batch of the group is
+        held; its ``cu_seqlens`` is its whole run (a numpy array when pageable) until
+        :meth:`_finish` cuts it. Pageable outputs take their block from ``pool`` when
+        given."""
         n = rows * batches
         shape = (n, self.seq_len)
+        cu_seqlens = self._needs_cu_seqlens
         # position ids are needed to derive cu_seqlens in collate(); the native path
         # computes both anyway.
-        positions = self.return_position_ids or self._needs_cu_seqlens
+        positions = self.return_position_ids or cu_seqlens
         cu_run = rows * self.seq_len + 1
         specs = [
             (shape, self.dtype),
             (shape, self.dtype),
             (shape, self.dtype) if positions else None,
-            ((batches * cu_run,), torch.int32) if self._needs_cu_seqlens else None,
+            ((batches * cu_run,), torch.int32) if cu_seqlens else None,
         ]
         buffers = output_buffers(specs, pin, interleaved=True, pool=pool)
         arrays = tuple(None if buffer is None else buffer[1] for buffer in buffers)
-        named = [(name, buffer) for name, buffer in zip(PACKED_OUTPUTS, buffers) if buffer]
-        if batches == 1:
-            return [{name: buffer[0] for name, buffer in named}], arrays
-        group: list[Batch] = []
-        for j in range(batches):
-            batch: Batch = {}
-            for name, (tensor, array) in named:
-                run = cu_run if name == "cu_seqlens" else rows
-                # Pinned tensors are sliced as tensors, so the views keep the caching host
-                # allocator's block (see arrowloader.buffers); pageable ones through numpy,
-                # which is cheaper.
-                view = slice(j * run, (j + 1) * run)
-                batch[name] = tensor[view] if pin else torch.from_numpy(array[view])
-            group.append(batch)
+        group: list[Batch] = [{} for _ in range(batches)]
+        # Batch j's views, output by output: the consuming thread pays this per batch, so
+        # it is kept to one view each. Pinned tensors are sliced as tensors, so the views
+        # keep the caching host allocator's block (see arrowloader.buffers); pageable ones
+        # through numpy, which is cheaper.
+        for name, buffer in zip(PACKED_OUTPUTS[:3], buffers[:3]):
+            if buffer is None:
+                continue
+            tensor, array = buffer
+            if batches == 1:
+                group[0][name] = tensor
+                continue
+            for j, batch in enumerate(group):
+                part = slice(j * rows, (j + 1) * rows)
+                batch[name] = tensor[part] if pin else torch.from_numpy(array[part])
+        if cu_seqlens:
+            # Only its first entries are used; _finish takes the view of those, so a pageable
+            # batch holds the numpy run until then.
+            tensor, array = buffers[3]
+            whole = tensor if pin else array
+            for j, batch in enumerate(group):
+                batch["cu_seqlens"] = whole[j * cu_run : (j + 1) * cu_run]
         return group, arrays
 
     def _finish(self, batch: Batch, figures: BatchFigures) -> Batch:
         """A natively assembled batch as the dataset yields it; ``figures``: the length of
         its ``cu_seqlens`` and its ``max_seqlen``."""
         cu_length, max_seqlen = figures
-        if self._needs_cu_seqlens:
-            batch["cu_seqlens"] = batch["cu_seqlens"][:cu_length]
+        cu_seqlens = batch.get("cu_seqlens")
+        if cu_seqlens is not None:
+            cu_seqlens = cu_seqlens[:cu_length]
+            batch["cu_seqlens"] = (
+                torch.from_numpy(cu_seqlens) if isinstance(cu_seqlens, np.ndarray) else cu_seqlens
+            )
             batch["max_seqlen"] = max_seqlen
         if self.flash_attn_kwargs or self.return_seq_idx or not self.return_position_ids:
             return self._with_requested_keys(batch)

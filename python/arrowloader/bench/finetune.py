@@ -171,16 +171,21 @@ def packed_segments(batch: Batch) -> np.ndarray:
 def packed_real_tokens(batch: Batch) -> int:
     """Positions of a packed batch that hold a document (token or EOS), not padding.
 
-    With ``shift_labels=False`` a document's labels are its tokens except the first
-    (-100, it has no previous position), and padding's are all -100; so a segment of
-    ``cu_seqlens`` is a document exactly when one of its labels is not -100, and the
-    real tokens are the labels that are not -100 plus one per document. (A document of
-    a single token, an empty one with its EOS, would count as padding.)
+    A bestfit row's padding is one segment of ``cu_seqlens``, its last, and its labels are
+    -100; with ``shift_labels=False`` a document's last label is its EOS (or, truncated,
+    its last token), never -100. So a row is padded exactly when its last label is -100,
+    and the real tokens are the positions less those rows' last segments. This reads a
+    few values per row, not the batch: the count runs on the consuming thread of the
+    loop being timed. (A row ending in a document of a single token, an empty one with
+    its EOS, whose only label is -100, would count that document as padding.)
     """
-    trained = (batch["labels"].reshape(-1) != IGNORE_INDEX).numpy()
-    starts = batch["cu_seqlens"].numpy().astype(np.int64)[:-1]
-    documents = int((np.add.reduceat(trained, starts) > 0).sum()) if len(starts) else 0
-    return int(trained.sum()) + documents
+    labels = batch["labels"]
+    rows, width = labels.shape
+    cu_seqlens = batch["cu_seqlens"].numpy().astype(np.int64)
+    ends = np.arange(1, rows + 1, dtype=np.int64) * width
+    last_starts = cu_seqlens[np.searchsorted(cu_seqlens, ends) - 1]
+    padded = labels[:, -1].numpy() == IGNORE_INDEX
+    return rows * width - int(((ends - last_starts) * padded).sum())
 
 
 def packed_epoch_plan(loader: Any, attention_weight: float) -> EpochPlan:
