@@ -16,6 +16,7 @@ from arrowloader.errors import (
     CorpusError,
     CorpusFileError,
     CorpusFormatError,
+    IntegrationError,
     LoaderClosedError,
     LoaderTimeoutError,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "CorpusFormatError",
     "DataLoader",
     "FeedMetrics",
+    "IntegrationError",
     "LengthGroupedBatchSampler",
     "LoaderClosedError",
     "LoaderTimeoutError",

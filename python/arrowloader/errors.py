@@ -84,6 +84,12 @@ class LoaderTimeoutError(ArrowLoaderError, RuntimeError):
     """A batch was not ready within the DataLoader's ``timeout``."""
 
 
+class IntegrationError(ArrowLoaderError, ValueError):
+    """A training framework (Accelerate, the HF Trainer, Lightning) was handed a loader it
+    cannot drive as asked without losing the native path, the split between ranks or
+    exact resumption; the message names the fix."""
+
+
 __all__ = [
     "ArrowLoaderError",
     "CorpusChangedError",
@@ -91,5 +97,7 @@ __all__ = [
     "CorpusFileError",
     "CorpusFormatError",
     "LoaderClosedError",
+    "IntegrationError",
     "LoaderTimeoutError",
 ]
+

@@ -138,6 +138,7 @@ class DataLoader(torch.utils.data.DataLoader[T_co]):
         self._resume: Optional[Position] = None  # a loaded state's, for the next iterator
         self._position: Optional[Position] = None  # after the latest batch delivered
         self._feed = FeedCounter()
+        self._warned_accelerate = False
         super().__init__(
             dataset,
             batch_size=batch_size,
@@ -167,6 +168,30 @@ class DataLoader(torch.utils.data.DataLoader[T_co]):
         if not (self._custom_collate_fn is None or self._custom_collate_fn == dataset.collate):
             return False
         return dataset.native_supported(self.native_settings())
+
+    @property
+    def _is_accelerate_prepared(self) -> bool:
+        """False: this loader has not been prepared by an ``accelerate.Accelerator``.
+
+        ``Accelerator.prepare_data_loader`` reads this attribute first, and rebuilds a
+        loader whose value is false as accelerate's own, which runs torch's path over the
+        dataset. That is the one moment a native loader is about to lose its native path
+        without a word, so reading the attribute of a loader on the native path warns,
+        once per loader, naming the adapter that keeps it.
+        """
+        if self.native and not self._warned_accelerate:
+            self._warned_accelerate = True
+            warnings.warn(
+                "accelerator.prepare() rebuilds this arrowloader.DataLoader as accelerate's "
+                "own loader, which assembles batches in Python over the dataset: the native "
+                "path is lost (and with it arrowloader's resumption). Use "
+                "arrowloader.integrations.accelerate.prepare(accelerator, loader) instead: "
+                "same process split, device placement and save_state/load_state, native "
+                "path kept.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return False
 
     def native_settings(self) -> LoaderSettings:
         """What this loader tells a native-path dataset about the passes it wants."""
