@@ -19,6 +19,7 @@ from arrowloader.errors import (
     IntegrationError,
     LoaderClosedError,
     LoaderTimeoutError,
+    NotNativeError,
 )
 from arrowloader.loader import DataLoader
 from arrowloader.metrics import FeedMetrics
@@ -44,6 +45,7 @@ __all__ = [
     "LoaderClosedError",
     "LoaderTimeoutError",
     "MixedDataset",
+    "NotNativeError",
     "PackedDataset",
     "TokenBudgetBatchSampler",
     "TokenDataset",
