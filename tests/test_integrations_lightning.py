@@ -72,7 +72,9 @@ def fit(module: Rows, out: Path, ckpt_path: Optional[str] = None, max_steps: int
         trainer.fit(module, ckpt_path=ckpt_path)
 
 
-def test_one_process_keeps_the_native_path_and_resumes_exactly(corpus: Path, tmp_path: Path) -> None:
+def test_one_process_keeps_the_native_path_and_resumes_exactly(
+    corpus: Path, tmp_path: Path
+) -> None:
     ds = TokenDataset(corpus, label_column="label")
 
     def loader() -> arrowloader.DataLoader:

@@ -7,7 +7,7 @@ continues with exactly the losses of the uninterrupted one."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -69,7 +69,7 @@ def losses(trainer: Trainer) -> list[float]:
 class OrderedTrainer(Trainer):
     """The stock Trainer, told the order of examples to take."""
 
-    order: list[int] = []
+    order: ClassVar[list[int]] = []
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         return list(self.order)
@@ -93,7 +93,7 @@ def stock_losses(tmp: Path, corpus: Any, order: list[int], **options: Any) -> li
 def epoch_order(seed: int, epochs: int) -> list[int]:
     """DistributedSampler's order over one process, epoch after epoch."""
     sampler = torch.utils.data.DistributedSampler(range(DOCS), num_replicas=1, rank=0, seed=seed)
-    order: list[int] = []
+    order: ClassVar[list[int]] = []
     for epoch in range(epochs):
         sampler.set_epoch(epoch)
         order += list(sampler)
@@ -149,7 +149,7 @@ def test_resume_from_checkpoint_continues_exactly(tmp_path: Path, corpus: Any) -
 def test_a_dataset_that_is_not_arrowloaders_is_refused(tmp_path: Path) -> None:
     trainer = ArrowLoaderTrainer(model=model(), args=arguments(tmp_path),
                                  train_dataset=[{"input_ids": [1, 2], "label": 0}])
-    with pytest.raises(IntegrationError, match="use transformers.Trainer for other datasets"):
+    with pytest.raises(IntegrationError, match=r"use transformers\.Trainer for other datasets"):
         trainer.get_train_dataloader()
 
 

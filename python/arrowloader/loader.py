@@ -309,8 +309,9 @@ class DataLoader(torch.utils.data.DataLoader[T_co]):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _native_state_dict(self) -> dict[str, Any]:
-        """``state_dict()`` on the native path: where this loader is: load it into a fresh loader over the same dataset to
-        continue with exactly the batches this one would have produced next.
+        """``state_dict()`` on the native path: where this loader is. Load it into a fresh
+        loader over the same dataset to continue with exactly the batches this one would
+        have produced next.
 
         "Where" counts the batches this loader's iterators returned; behind a
         :class:`CUDAPrefetcher`, take the prefetcher's ``state_dict()``, which counts the
@@ -359,7 +360,8 @@ class DataLoader(torch.utils.data.DataLoader[T_co]):
         return {"format": STATE_FORMAT, "fingerprint": dataset.fingerprint(), **fields}
 
     def _native_load_state_dict(self, state: dict[str, Any]) -> None:
-        """``load_state_dict(state)`` on the native path: makes the next iterator continue from ``state`` (see :meth:`state_dict`).
+        """``load_state_dict(state)`` on the native path: makes the next iterator continue
+        from ``state`` (see :meth:`state_dict`).
 
         Raises:
             ValueError: the state is malformed, or was taken over another corpus, packing

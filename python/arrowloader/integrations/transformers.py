@@ -156,7 +156,8 @@ class ArrowLoaderTrainer(Trainer):
         batches = (self.state.global_step % steps_per_epoch) * self.args.gradient_accumulation_steps
         state = {"loader": loader.state_dict(), "trainer_batches": batches}
         os.makedirs(output_dir, exist_ok=True)
-        torch.save(state, os.path.join(output_dir, STATE_FILE.format(process=self.args.process_index)))
+        name = STATE_FILE.format(process=self.args.process_index)
+        torch.save(state, os.path.join(output_dir, name))
 
 
 def _groups_by_length(args: Any) -> bool:
