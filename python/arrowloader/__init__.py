@@ -26,6 +26,7 @@ from arrowloader.metrics import FeedMetrics
 from arrowloader.mixed import MixedDataset
 from arrowloader.packed import PackedDataset
 from arrowloader.prefetch import CUDAPrefetcher
+from arrowloader.rank_states import merge_rank_states
 
 #: The version pyproject.toml gives, built into the extension (one source for both).
 __version__: str = _C.__version__
@@ -51,5 +52,6 @@ __all__ = [
     "TokenDataset",
     "__version__",
     "errors",
+    "merge_rank_states",
     "synthetic",
 ]
