@@ -91,7 +91,13 @@ def test_save_state_and_load_state_resume_at_the_next_batch(corpus: Path, tmp_pa
     resumed_accelerator = Accelerator(cpu=True)
     resumed = prepare(resumed_accelerator, loader_of(ds))
     resumed_accelerator.load_state(str(tmp_path / "ckpt"))
-    rest = list(resumed) + list(resumed)  # the rest of epoch 0, then all of epoch 1
+    ends = []
+    rest = []
+    for batch in resumed:  # the rest of epoch 0...
+        rest.append(batch)
+        ends.append(resumed_accelerator.gradient_state.end_of_dataloader)
+    assert ends == [False] * (len(rest) - 1) + [True]  # its last batch ends the pass
+    rest += list(resumed)  # ...then all of epoch 1
     assert_batches_equal(head + rest, expected)
 
 

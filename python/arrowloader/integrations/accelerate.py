@@ -100,8 +100,11 @@ class AcceleratedLoader(DataLoaderStateMixin):
     def __iter__(self) -> Iterator[Any]:
         self.begin()
         try:
-            total = len(self.loader)
-            for index, batch in enumerate(self.source):
+            batches = iter(self.source)
+            # This pass's batches (fewer than an epoch's after load_state_dict): the last
+            # one ends the dataloader for accelerate's gradient accumulation.
+            total = len(batches)
+            for index, batch in enumerate(batches):
                 if index + 1 >= total:
                     self.end_of_dataloader = True
                 yield _on_device(batch, self.device)
