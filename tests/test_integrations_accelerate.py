@@ -122,6 +122,9 @@ def test_prepare_refuses_a_loader_off_the_native_path_or_another_split(corpus: P
     ds = TokenDataset(corpus, label_column="label", rank=1, world_size=2)
     with pytest.raises(IntegrationError, match="share 1 of 2, but this process is 0 of 1"):
         prepare(accelerator, loader_of(ds))
+    assert accelerator._custom_objects == []  # nothing refused was registered
+    prepare(accelerator, loader_of(TokenDataset(corpus)), register=False)
+    assert accelerator._custom_objects == []
 
 
 def test_set_epoch_reaches_the_dataset_and_the_sampler(corpus: Path) -> None:

@@ -127,7 +127,11 @@ class AcceleratedLoader(DataLoaderStateMixin):
 
 
 def prepare(
-    accelerator: Any, loader: Any, *, device_placement: Optional[bool] = None
+    accelerator: Any,
+    loader: Any,
+    *,
+    device_placement: Optional[bool] = None,
+    register: bool = True,
 ) -> AcceleratedLoader:
     """``accelerator.prepare(loader)`` for an :class:`arrowloader.DataLoader`, keeping its
     native path (see the module docstring).
@@ -137,9 +141,12 @@ def prepare(
         loader: an arrowloader DataLoader on the native path.
         device_placement: put batches on ``accelerator.device`` (default: the
             accelerator's ``device_placement``); False leaves them on the CPU.
+        register: register the result for ``save_state`` / ``load_state`` (False for a
+            loader saved some other way, or made anew for every evaluation: a registered
+            loader stays registered for the accelerator's life).
 
     Returns:
-        An :class:`AcceleratedLoader`, registered for ``save_state`` / ``load_state``.
+        An :class:`AcceleratedLoader`.
 
     Raises:
         IntegrationError: the loader is not on the native path (then
@@ -167,7 +174,8 @@ def prepare(
         device_placement = bool(getattr(accelerator, "device_placement", True))
     device = torch.device(accelerator.device) if device_placement else torch.device("cpu")
     prepared = AcceleratedLoader(loader, device)
-    accelerator.register_for_checkpointing(prepared)
+    if register:
+        accelerator.register_for_checkpointing(prepared)
     return prepared
 
 

@@ -107,7 +107,9 @@ class ArrowLoaderTrainer(Trainer):
                 "arrowloader.DataLoader cannot take on the native path; pass an arrowloader "
                 "dataset (TokenDataset), or use transformers.Trainer for other datasets"
             )
-        return prepare(self.accelerator, loader)
+        # The Trainer checkpoints the train loader itself (_save_rng_state), and makes an
+        # eval loader per evaluation: neither is registered with the accelerator.
+        return prepare(self.accelerator, loader, register=False)
 
     def train(self, resume_from_checkpoint: Any = None, *args: Any, **kwargs: Any) -> Any:
         """``Trainer.train``; a checkpoint resumed from also resumes the loader (see the
