@@ -49,7 +49,8 @@ class ArrowLoaderTrainer(Trainer):
 
     Raises:
         IntegrationError: a dataset that is not arrowloader's, a loader off the native
-            path, or a checkpoint to resume from mid-epoch that holds no loader state.
+            path, a checkpoint to resume from mid-epoch that holds no loader state, or
+            resuming with a transformers release older than ``get_resumed_dataloader``.
     """
 
     _arrowloader_train: Optional[AcceleratedLoader] = None
@@ -115,6 +116,14 @@ class ArrowLoaderTrainer(Trainer):
         """``Trainer.train``; a checkpoint resumed from also resumes the loader (see the
         module docstring)."""
         checkpoint = resume_from_checkpoint
+        if checkpoint and not hasattr(Trainer, "get_resumed_dataloader"):
+            import transformers
+
+            raise IntegrationError(
+                f"ArrowLoaderTrainer resumes its loader through Trainer.get_resumed_dataloader, "
+                f"which transformers {transformers.__version__} does not have: upgrade "
+                "transformers to resume from a checkpoint"
+            )
         if isinstance(checkpoint, bool):
             checkpoint = get_last_checkpoint(self.args.output_dir) if checkpoint else None
         self._arrowloader_resume = checkpoint
