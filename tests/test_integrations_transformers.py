@@ -164,3 +164,13 @@ def test_resuming_mid_epoch_without_a_loader_state_is_refused(tmp_path: Path, co
     trainer = ArrowLoaderTrainer(model=model(), args=arguments(tmp_path), train_dataset=ds)
     with pytest.raises(IntegrationError, match="ignore_data_skip=True"):
         trainer.get_resumed_dataloader(trainer.get_train_dataloader(), 3)
+
+
+def test_resuming_on_a_transformers_without_the_resume_hook_is_refused(
+    tmp_path: Path, corpus: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = TokenDataset(corpus[0], label_column="label")
+    trainer = ArrowLoaderTrainer(model=model(), args=arguments(tmp_path), train_dataset=ds)
+    monkeypatch.delattr(Trainer, "get_resumed_dataloader")
+    with pytest.raises(IntegrationError, match="upgrade transformers"):
+        trainer.train(resume_from_checkpoint=str(tmp_path))
