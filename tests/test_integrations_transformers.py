@@ -6,6 +6,7 @@ continues with exactly the losses of the uninterrupted one."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from arrowloader import IntegrationError, LengthGroupedBatchSampler, TokenDataset
-from arrowloader.integrations.transformers import ArrowLoaderTrainer
+from arrowloader.integrations.transformers import ArrowLoaderTrainer, from_json, to_json
 from conftest import write_tokens
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
@@ -144,7 +145,7 @@ def test_resume_from_checkpoint_continues_exactly(tmp_path: Path, corpus: Any) -
     whole = ArrowLoaderTrainer(model=model(), args=arguments(tmp_path / "a", **options),
                                train_dataset=ds)
     whole.train()
-    assert (tmp_path / "a" / "checkpoint-5" / "arrowloader_state_0.pt").is_file()
+    assert (tmp_path / "a" / "checkpoint-5" / "arrowloader_state_0.json").is_file()
 
     resumed = ArrowLoaderTrainer(model=model(), args=arguments(tmp_path / "a", **options),
                                  train_dataset=ds)
@@ -174,3 +175,15 @@ def test_resuming_on_a_transformers_without_the_resume_hook_is_refused(
     monkeypatch.delattr(Trainer, "get_resumed_dataloader")
     with pytest.raises(IntegrationError, match="upgrade transformers"):
         trainer.train(resume_from_checkpoint=str(tmp_path))
+
+
+def test_a_state_with_tensors_round_trips_through_json() -> None:
+    state = {"generator_states": [torch.Generator().manual_seed(3).get_state()],
+             "fingerprint": {"files": ["a.arrow"], "dtype": "torch.int64"}, "samples": 4}
+    back = from_json(json.loads(json.dumps(to_json(state))))
+    assert torch.equal(back["generator_states"][0], state["generator_states"][0])
+    assert back["generator_states"][0].dtype == torch.uint8
+    assert {k: v for k, v in back.items() if k != "generator_states"} == {
+        k: v for k, v in state.items() if k != "generator_states"}
+    with pytest.raises(IntegrationError, match="no torch dtype 'nope'"):
+        from_json({"tensor": [1], "dtype": "nope"})

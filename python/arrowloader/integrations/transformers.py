@@ -18,13 +18,14 @@ overrides the loaders and nothing else of the training loop:
 - ``get_eval_dataloader``: the same over ``eval_dataset``, in order, with
   ``per_device_eval_batch_size``.
 - checkpoints: every checkpoint folder also holds each process's loader state
-  (``arrowloader_state_<process>.pt``), and ``train(resume_from_checkpoint=...)`` resumes
+  (``arrowloader_state_<process>.json``), and ``train(resume_from_checkpoint=...)`` resumes
   the loader from it in O(1), at exactly the batch after the checkpoint, instead of
   reading and dropping the batches already trained on.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Optional
 
@@ -37,8 +38,9 @@ from arrowloader.errors import IntegrationError
 from arrowloader.integrations.accelerate import AcceleratedLoader, prepare
 from arrowloader.loader import DataLoader
 
-#: The file of a process's loader state in a checkpoint folder.
-STATE_FILE = "arrowloader_state_{process}.pt"
+#: The file of a process's loader state in a checkpoint folder: JSON (tensors, the
+#: generators' states, as lists of their values), never a pickle.
+STATE_FILE = "arrowloader_state_{process}.json"
 
 
 class ArrowLoaderTrainer(Trainer):
@@ -146,7 +148,8 @@ class ArrowLoaderTrainer(Trainer):
                 "Resume from a checkpoint this Trainer wrote, or pass ignore_data_skip=True "
                 "to start the epoch over."
             )
-        state = torch.load(path, weights_only=False)
+        with open(path) as file:
+            state = from_json(json.load(file))
         saved = state.get("trainer_batches")
         if saved != num_batches:
             raise IntegrationError(
@@ -168,7 +171,38 @@ class ArrowLoaderTrainer(Trainer):
         state = {"loader": loader.state_dict(), "trainer_batches": batches}
         os.makedirs(output_dir, exist_ok=True)
         name = STATE_FILE.format(process=self.args.process_index)
-        torch.save(state, os.path.join(output_dir, name))
+        with open(os.path.join(output_dir, name), "w") as file:
+            json.dump(to_json(state), file)
+
+
+def to_json(value: Any) -> Any:
+    """A loader state (nested dicts and lists of ints, strings, bools, None and tensors) as
+    JSON values: a tensor becomes ``{"tensor": values, "dtype": name}``."""
+    if isinstance(value, torch.Tensor):
+        return {"tensor": value.tolist(), "dtype": str(value.dtype).removeprefix("torch.")}
+    if isinstance(value, dict):
+        return {key: to_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(item) for item in value]
+    return value
+
+
+def from_json(value: Any) -> Any:
+    """The state :func:`to_json` wrote.
+
+    Raises:
+        IntegrationError: a tensor of a dtype torch does not have.
+    """
+    if isinstance(value, dict):
+        if set(value) == {"tensor", "dtype"}:
+            dtype = getattr(torch, str(value["dtype"]), None)
+            if not isinstance(dtype, torch.dtype):
+                raise IntegrationError(f"loader state: no torch dtype {value['dtype']!r}")
+            return torch.tensor(value["tensor"], dtype=dtype)
+        return {key: from_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [from_json(item) for item in value]
+    return value
 
 
 def _groups_by_length(args: Any) -> bool:
