@@ -582,7 +582,9 @@ def test_a_state_of_another_plan_is_refused(row_corpus: Path) -> None:
     for other, named in (
         (TokenBudgetBatchSampler(ds, 500, seed=2), "max_tokens"),
         (TokenBudgetBatchSampler(ds, 400, seed=3), "seed"),
-        (TokenBudgetBatchSampler(ds, 400, seed=2, rank=0, world_size=2), "world_size"),
+        # One batch of one rank's is not a whole round of 2 ranks (test_dcp.py resumes
+        # plans on other world sizes where it is).
+        (TokenBudgetBatchSampler(ds, 400, seed=2, rank=0, world_size=2), "2 ranks cannot share"),
         (LengthGroupedBatchSampler(ds, 4, seed=2), "kind"),
         (TokenBudgetBatchSampler(ds, 400, seed=2, lengths=np.ones(223, dtype=int)), "lengths"),
     ):

@@ -505,7 +505,7 @@ def test_ranks_take_distributed_samplers_shares(
         assert len(seen) == -(-23 // world) * world
 
 
-def test_a_rank_split_loader_resumes_exactly_and_refuses_another_world_size(
+def test_a_rank_split_loader_resumes_exactly_and_on_another_world_size(
     tmp_path: Path,
 ) -> None:
     path = _rows_corpus(tmp_path / "rows.arrow", 40)
@@ -527,8 +527,18 @@ def test_a_rank_split_loader_resumes_exactly_and_refuses_another_world_size(
     fresh.load_state_dict(state)
     rest = [batch["labels"].tolist() for batch in fresh]
     assert first + rest == _sampler_batches(ds, 1, 3, epoch=1, seed=2, drop_last=False)
-    other = TokenDataset(path, label_column="row", rank=0, world_size=2)
-    with pytest.raises(ValueError, match="taken on 3 ranks, this run has 2"):
+    # 8 samples on each of 3 ranks are the epoch's first 24: 12 on each of 2 ranks...
+    for rank in range(2):
+        other = TokenDataset(path, label_column="row", rank=rank, world_size=2)
+        two = arrowloader.DataLoader(
+            other, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(2)
+        )
+        two.load_state_dict(state)
+        rest = [batch["labels"].tolist() for batch in two]
+        assert rest == _sampler_batches(other, rank, 2, epoch=1, seed=2, drop_last=False)[3:]
+    # ...and no whole number on 5.
+    other = TokenDataset(path, label_column="row", rank=0, world_size=5)
+    with pytest.raises(ValueError, match=r"taken on 3 ranks after 8 samples each .* 5 ranks"):
         arrowloader.DataLoader(
             other, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(2)
         ).load_state_dict(state)

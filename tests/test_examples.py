@@ -173,3 +173,38 @@ def test_each_example_refuses_ids_beyond_its_vocabulary(tmp_path: Path) -> None:
         message = result.stderr.strip().splitlines()[-1]
         assert "700" in message and "wide.arrow" in message and "512" in message, (
             script, result.stderr[-2000:])
+
+
+def loss_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("step")]
+
+
+def test_accelerate_loop_resumes_from_save_state_and_compares_epochs(tmp_path: Path) -> None:
+    tiny = ("accelerate_loop.py", "--docs", "300", "--steps", "12", "--log-every", "2", "--cpu")
+    first = run_example(*tiny, "--checkpoint", str(tmp_path / "ckpt"), "--checkpoint-at", "6")
+    assert "native path: True" in first
+    resumed = run_example(*tiny, "--resume", str(tmp_path / "ckpt"))
+    assert "resumed at step 6" in resumed
+    # The same batches, hence the same losses, after the checkpoint as in the whole run.
+    assert loss_lines(resumed) == loss_lines(first)[3:]
+    out = run_example("accelerate_loop.py", "--compare-epochs", "--docs", "200", "--repeats", "1")
+    for name in ("arrowloader.DataLoader", "integrations.accelerate.prepare",
+                 "accelerator.prepare (rebuilt)", "torch DataLoader + ds.collate"):
+        assert name in out
+
+
+def test_hf_trainer_example_resumes_its_checkpoint() -> None:
+    out = run_example("hf_trainer.py", "--docs", "200")
+    resumed = [line.split(": ", 1)[1] for line in out.splitlines()
+               if line.startswith("resumed from checkpoint-8: ")]
+    assert resumed == loss_lines(out)[-2:]  # steps 10 and 12, after the checkpoint
+    assert "native path: True; losses after the checkpoint agree: True" in out
+
+
+def test_lightning_example_resumes_mid_epoch() -> None:
+    out = run_example("lightning_fit.py", "--docs", "200")
+    whole = loss_lines(out)
+    assert len(whole) == 3 and all(line.endswith("native True") for line in whole)
+    resumed = [line.split(": ", 1)[1] for line in out.splitlines()
+               if line.startswith("resumed: ")]
+    assert resumed == whole[2:]  # step 12, after the step-8 checkpoint

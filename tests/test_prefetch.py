@@ -518,3 +518,12 @@ def test_pageable_batches_are_copied_correctly_and_warn_once() -> None:
     assert len([w for w in caught if "pinned" in str(w.message)]) == 1
     assert_same_batches(got, batches)
 
+
+
+def test_a_pass_knows_its_length_where_the_loaders_pass_does() -> None:
+    loader = torch.utils.data.DataLoader(list(range(10)), batch_size=3)
+    it = iter(CUDAPrefetcher(loader, device="cpu"))
+    assert len(it) == 4 == len(list(it))
+    endless = iter(CUDAPrefetcher((x for x in range(3)), device="cpu"))
+    with pytest.raises(TypeError, match="has no len"):
+        len(endless)

@@ -142,6 +142,10 @@ def test_state_of_another_corpus_is_rejected(ds: TokenDataset, tmp_path: Any) ->
 
 def test_state_dict_needs_the_native_path() -> None:
     loader = arrowloader.DataLoader(torch.utils.data.TensorDataset(torch.arange(4)))
+    # As torch's loader, it has no state_dict at all (frameworks check with hasattr).
+    assert not hasattr(loader, "state_dict") and not hasattr(loader, "load_state_dict")
+    with pytest.raises(arrowloader.NotNativeError, match="available on the native path"):
+        loader.state_dict()
     with pytest.raises(NotImplementedError):
         loader.state_dict()
     with pytest.raises(NotImplementedError):

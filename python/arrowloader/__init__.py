@@ -20,14 +20,17 @@ from arrowloader.errors import (
     CorpusError,
     CorpusFileError,
     CorpusFormatError,
+    IntegrationError,
     LoaderClosedError,
     LoaderTimeoutError,
+    NotNativeError,
 )
 from arrowloader.loader import DataLoader
 from arrowloader.metrics import FeedMetrics
 from arrowloader.mixed import MixedDataset
 from arrowloader.packed import PackedDataset
 from arrowloader.prefetch import CUDAPrefetcher
+from arrowloader.rank_states import merge_rank_states
 
 #: The version pyproject.toml gives, built into the extension (one source for both).
 __version__: str = _C.__version__
@@ -42,15 +45,18 @@ __all__ = [
     "CorpusFormatError",
     "DataLoader",
     "FeedMetrics",
+    "IntegrationError",
     "LengthGroupedBatchSampler",
     "LoaderClosedError",
     "LoaderTimeoutError",
     "MixedDataset",
+    "NotNativeError",
     "PackedDataset",
     "TokenBudgetBatchSampler",
     "TokenDataset",
     "WindowedShuffleBatchSampler",
     "__version__",
     "errors",
+    "merge_rank_states",
     "synthetic",
 ]

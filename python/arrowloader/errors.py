@@ -84,6 +84,18 @@ class LoaderTimeoutError(ArrowLoaderError, RuntimeError):
     """A batch was not ready within the DataLoader's ``timeout``."""
 
 
+class NotNativeError(ArrowLoaderError, AttributeError, NotImplementedError):
+    """``state_dict`` / ``load_state_dict`` of a DataLoader off the native path, which
+    has neither (as torch's has neither): an AttributeError, so that ``hasattr`` is
+    false and frameworks treat the loader as torch's."""
+
+
+class IntegrationError(ArrowLoaderError, ValueError):
+    """A training framework (Accelerate, the HF Trainer, Lightning) was handed a loader it
+    cannot drive as asked without losing the native path, the split between ranks or
+    exact resumption; the message names the fix."""
+
+
 __all__ = [
     "ArrowLoaderError",
     "CorpusChangedError",
@@ -91,5 +103,8 @@ __all__ = [
     "CorpusFileError",
     "CorpusFormatError",
     "LoaderClosedError",
+    "IntegrationError",
     "LoaderTimeoutError",
+    "NotNativeError",
 ]
+

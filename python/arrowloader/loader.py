@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections import deque
 from typing import Any, Callable, Optional, TypeVar
 
@@ -12,7 +13,7 @@ import torch.utils.data
 
 from arrowloader import _C
 from arrowloader.batch_plans import LengthGroupedBatchSampler
-from arrowloader.errors import LoaderClosedError
+from arrowloader.errors import LoaderClosedError, NotNativeError
 from arrowloader.metrics import FeedCounter, FeedMetrics
 from arrowloader.native import (
     STATE_FORMAT,
@@ -138,6 +139,7 @@ class DataLoader(torch.utils.data.DataLoader[T_co]):
         self._resume: Optional[Position] = None  # a loaded state's, for the next iterator
         self._position: Optional[Position] = None  # after the latest batch delivered
         self._feed = FeedCounter()
+        self._warned_accelerate = False
         super().__init__(
             dataset,
             batch_size=batch_size,
@@ -157,6 +159,9 @@ class DataLoader(torch.utils.data.DataLoader[T_co]):
             pin_memory_device=pin_memory_device,
             in_order=in_order,
         )
+        if self.native:
+            self.state_dict = LoaderMethod(self, "_native_state_dict")
+            self.load_state_dict = LoaderMethod(self, "_native_load_state_dict")
 
     @property
     def native(self) -> bool:
@@ -167,6 +172,30 @@ class DataLoader(torch.utils.data.DataLoader[T_co]):
         if not (self._custom_collate_fn is None or self._custom_collate_fn == dataset.collate):
             return False
         return dataset.native_supported(self.native_settings())
+
+    @property
+    def _is_accelerate_prepared(self) -> bool:
+        """False: this loader has not been prepared by an ``accelerate.Accelerator``.
+
+        ``Accelerator.prepare_data_loader`` reads this attribute first, and rebuilds a
+        loader whose value is false as accelerate's own, which runs torch's path over the
+        dataset. That is the one moment a native loader is about to lose its native path
+        without a word, so reading the attribute of a loader on the native path warns,
+        once per loader, naming the adapter that keeps it.
+        """
+        if self.native and not self._warned_accelerate:
+            self._warned_accelerate = True
+            warnings.warn(
+                "accelerator.prepare() rebuilds this arrowloader.DataLoader as accelerate's "
+                "own loader, which assembles batches in Python over the dataset: the native "
+                "path is lost (and with it arrowloader's resumption). Use "
+                "arrowloader.integrations.accelerate.prepare(accelerator, loader) instead: "
+                "same process split, device placement and save_state/load_state, native "
+                "path kept.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return False
 
     def native_settings(self) -> LoaderSettings:
         """What this loader tells a native-path dataset about the passes it wants."""
@@ -260,9 +289,29 @@ class DataLoader(torch.utils.data.DataLoader[T_co]):
     # batch (what a position holds is the dataset's; see arrowloader.native); a state is
     # the dataset's fields of it, beside the format tag and the dataset's fingerprint.
 
-    def state_dict(self) -> dict[str, Any]:
-        """Where this loader is: load it into a fresh loader over the same dataset to
-        continue with exactly the batches this one would have produced next.
+    # Off the native path a loader has no state_dict / load_state_dict at all, as torch's
+    # has none: frameworks that look for them (Lightning's isinstance check against a
+    # Protocol, which reads attributes statically; Accelerate; CUDAPrefetcher) then treat
+    # it as torch's loader instead of failing when they checkpoint. On the native path
+    # __init__ puts both on the instance (as LoaderMethods: no reference cycle; reading
+    # one gives a bound method); reading either off it reaches __getattr__, which raises
+    # NotNativeError (an AttributeError) saying why.
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if (name == "state_dict" or name == "load_state_dict") and isinstance(value, LoaderMethod):
+            return value.bound()  # holds the loader while the caller holds the method
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("state_dict", "load_state_dict"):
+            raise NotNativeError(_NOT_NATIVE.format(method=f"{name}()"))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _native_state_dict(self) -> dict[str, Any]:
+        """``state_dict()`` on the native path: where this loader is. Load it into a fresh
+        loader over the same dataset to continue with exactly the batches this one would
+        have produced next.
 
         "Where" counts the batches this loader's iterators returned; behind a
         :class:`CUDAPrefetcher`, take the prefetcher's ``state_dict()``, which counts the
@@ -280,7 +329,7 @@ class DataLoader(torch.utils.data.DataLoader[T_co]):
         :mod:`arrowloader.native`).
 
         Raises:
-            NotImplementedError: the loader is not on the native path.
+            NotNativeError: the loader is not on the native path.
         """
         return self._state_at(self._position)
 
@@ -305,23 +354,24 @@ class DataLoader(torch.utils.data.DataLoader[T_co]):
     def _state_at(self, position: Optional[Position]) -> dict[str, Any]:
         """The ``state_dict()`` of the record ``position`` (see :meth:`_snapshot`)."""
         if not self.native:
-            raise NotImplementedError(_NOT_NATIVE.format(method="state_dict()"))
+            raise NotNativeError(_NOT_NATIVE.format(method="state_dict()"))
         dataset = self.dataset
         fields = dataset.native_state(self.native_settings(), position)
         return {"format": STATE_FORMAT, "fingerprint": dataset.fingerprint(), **fields}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Makes the next iterator continue from ``state`` (see :meth:`state_dict`).
+    def _native_load_state_dict(self, state: dict[str, Any]) -> None:
+        """``load_state_dict(state)`` on the native path: makes the next iterator continue
+        from ``state`` (see :meth:`state_dict`).
 
         Raises:
             ValueError: the state is malformed, or was taken over another corpus, packing
                 or seed (continuing would not visit each block exactly once).
             CorpusChangedError: a file of the dataset changed since it was opened.
-            NotImplementedError: the loader is not on the native path.
+            NotNativeError: the loader is not on the native path.
         """
         check_files(self.dataset)
         if not self.native:
-            raise NotImplementedError(_NOT_NATIVE.format(method="load_state_dict()"))
+            raise NotNativeError(_NOT_NATIVE.format(method="load_state_dict()"))
         position = self.dataset.native_load_state(self.native_settings(), state)
         self._resume = position
         self._position = position
@@ -353,6 +403,20 @@ def length_grouped(
     return LengthGroupedBatchSampler(
         dataset, batch_size, shuffle=bool(shuffle), drop_last=drop_last, seed=seed
     )
+
+
+class LoaderMethod:
+    """A method of a DataLoader, kept on the loader itself without the reference cycle a
+    bound method there would make (see DataLoader.__getattr__)."""
+
+    def __init__(self, loader: DataLoader, name: str) -> None:
+        self._loader = weakref.ref(loader)
+        self._name = name
+        self.__doc__ = getattr(type(loader), name).__doc__
+
+    def bound(self) -> Callable[..., Any]:
+        """The method, bound to the loader."""
+        return getattr(self._loader(), self._name)
 
 
 class TransformedCollate:

@@ -348,6 +348,10 @@ def check_planned_state(
     for key in ("epoch", "batches"):
         check_state_int(state, key)
     saved, current = state["plan"], sampler.fingerprint()
+    taken_on = saved.get("world_size") if isinstance(saved, dict) else None
+    if isinstance(taken_on, int) and taken_on != current["world_size"]:
+        # One global plan, dealt out in turn: compare all but the world size.
+        saved = {**saved, "world_size": current["world_size"]}
     if saved != current:
         if not isinstance(saved, dict):
             raise ValueError(f"loader state: 'plan' must be a dict, got {type(saved).__name__}")
@@ -363,12 +367,36 @@ def check_planned_state(
             "with the same options, seed and world size."
         )
     check_fingerprint(state["fingerprint"], dataset.fingerprint())
-    if state["batches"] > len(sampler):
+    batches = state["batches"]
+    if isinstance(taken_on, int) and taken_on != sampler.world_size:
+        batches = _resplit_batches(batches, taken_on, sampler)
+    if batches > len(sampler):
         raise ValueError(
-            f"loader state: 'batches' ({state['batches']}) is beyond the {len(sampler)} "
+            f"loader state: 'batches' ({batches}) is beyond the {len(sampler)} "
             "batches of an epoch of this rank"
         )
-    return {"epoch": state["epoch"], "batches": state["batches"]}
+    return {"epoch": state["epoch"], "batches": batches}
+
+
+def _resplit_batches(batches: int, taken_on: int, sampler: PlannedBatchSampler) -> int:
+    """The batches of each rank a planned state taken after ``batches`` each on
+    ``taken_on`` ranks stands for on the sampler's ranks: the plan's batches are dealt
+    out in turn, so the first ``batches * taken_on`` of the epoch's plan were consumed
+    (see :func:`resplit_samples` for the same rule over samples).
+
+    Raises:
+        ValueError: they cannot be shared equally between the sampler's ranks.
+    """
+    consumed, world_size = batches * taken_on, sampler.world_size
+    if consumed >= len(sampler) * world_size:
+        return len(sampler)
+    if consumed % world_size:
+        raise ValueError(
+            f"loader state was taken on {taken_on} ranks after {batches} batches each "
+            f"({consumed} of the epoch's plan), which {world_size} ranks cannot share "
+            f"equally: resume on a number of ranks that divides {consumed}"
+        )
+    return consumed // world_size
 
 
 def sampling_generators(settings: LoaderSettings) -> list[torch.Generator]:
@@ -485,11 +513,6 @@ def check_split_state(state: Any, dataset: TokenDataset, settings: LoaderSetting
         if key not in state:
             raise ValueError(f"loader state: missing {key!r}")
         check_state_int(state, key)
-    if state["world_size"] != dataset.world_size:
-        raise ValueError(
-            f"loader state was taken on {state['world_size']} ranks, this run has "
-            f"{dataset.world_size}; a rank's share of each epoch depends on the world size"
-        )
     seed = settings.seed(0)
     if state["seed"] != seed:
         raise ValueError(
@@ -510,12 +533,49 @@ def check_split_state(state: Any, dataset: TokenDataset, settings: LoaderSetting
         samples = min(share, state["batches"] * settings.batch_size)
     else:
         samples = state["samples"]
+    if state["world_size"] != dataset.world_size:
+        samples = resplit_samples(state, len(dataset), dataset.world_size, settings.drop_last)
     if samples > share:
         raise ValueError(
             f"loader state: 'samples' ({samples}) is beyond the {share} samples of this "
             "rank's share of an epoch"
         )
     return {"epoch": state["epoch"], "samples": samples}
+
+
+def resplit_samples(state: dict[str, Any], num_samples: int, world_size: int,
+                    drop_last: bool) -> int:
+    """The samples of each rank's share a rank-split state taken on another number of
+    ranks stands for on ``world_size`` ranks.
+
+    Every rank of a run delivers as many samples of the epoch's order as the others, and
+    rank ``r`` takes every ``world_size``-th from ``r``: after ``s`` samples each on ``N``
+    ranks, the first ``s * N`` of the epoch's order are consumed, whatever ``N``. On ``M``
+    ranks that is ``s * N / M`` each, when it is whole (else refused); a state at (or
+    past) the end of the epoch's samples ends the epoch on any number of ranks.
+
+    Raises:
+        ValueError: ``s * N`` is not a multiple of ``world_size``.
+    """
+    taken_on = state["world_size"]
+    consumed = state["samples"] * taken_on if "samples" in state else None
+    if consumed is None:
+        raise ValueError(
+            f"loader state was taken on {taken_on} ranks and counts batches, not samples, so "
+            f"it cannot be split between the {world_size} of this run; resume it on "
+            f"{taken_on} ranks"
+        )
+    share = rank_share(num_samples, world_size, drop_last)
+    if consumed >= min(num_samples, share * world_size):
+        return share
+    if consumed % world_size:
+        raise ValueError(
+            f"loader state was taken on {taken_on} ranks after {state['samples']} samples "
+            f"each ({consumed} of the epoch), which {world_size} ranks cannot share "
+            f"equally: resume on a number of ranks that divides {consumed}, or from a state "
+            f"taken at a step whose global batch {world_size} ranks can split"
+        )
+    return consumed // world_size
 
 
 def _with_widths(

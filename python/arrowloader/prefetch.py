@@ -317,6 +317,10 @@ class _PrefetchIterator:
         if previous is not None:
             previous.close()  # one pass at a time: the loader's record is at its consumer's
         self._source = iter(owner.loader)
+        # Batches of the pass when it began, where the loader's iterator knows them.
+        self._length: Optional[int] = (
+            len(self._source) if hasattr(self._source, "__len__") else None  # type: ignore[arg-type]
+        )
         owner._current = weakref.ref(self)
         self._ahead: deque[_Fetched] = deque()
         self._exhausted = False
@@ -326,6 +330,16 @@ class _PrefetchIterator:
 
     def __iter__(self) -> _PrefetchIterator:
         return self
+
+    def __len__(self) -> int:
+        """Batches of this pass when it began (the loader's iterator's ``len()``).
+
+        Raises:
+            TypeError: the loader's iterator has no ``len()``.
+        """
+        if self._length is None:
+            raise TypeError(f"the {type(self._source).__name__} this pass reads has no len()")
+        return self._length
 
     def __next__(self) -> Any:
         if self._closed:
