@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 from arrowloader import PackedDataset, reference
-from arrowloader.bench import torchdata_peers
 from arrowloader.bench.harness import BenchmarkError, EpochCycler, Peer
+from arrowloader.bench.libraries import LIBRARY_PEERS
 from arrowloader.bench.mapped_arrow import MappedTokenColumn
 from arrowloader.bench.nanogpt_peer import nanogpt_pack_peer
 from arrowloader.bench.pack import arrowloader_pack_peers, check_pack_batch
@@ -68,9 +68,10 @@ def test_bench_cli_pack_end_to_end(
         "torch from documents (workers 0)", "torch from documents (workers 2)",
         "nanoGPT get_batch (memmap uint16)",
     ]
-    if not torchdata_peers.missing_modules():
-        peer_names += [f"torchdata StatefulDataLoader flat stream uint16 (workers {n})"
-                       for n in (0, 2)]
+    stream = TokenStreamFile(isolated_cache / "unused.bin", np.dtype(np.uint16))
+    for module in LIBRARY_PEERS:
+        if not module.missing_modules():
+            peer_names += [p.name for p in module.pack_peers(tiny_corpus, W2, stream)]
     assert names[:len(peer_names)] == peer_names
     ours = names[len(peer_names):]
     assert len(ours) == 4 and all(name.startswith("arrowloader") for name in ours)

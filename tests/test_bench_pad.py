@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from arrowloader.bench import hf_peers, torchdata_peers
+from arrowloader.bench import hf_peers
 from arrowloader.bench.harness import (
     BenchmarkError,
     EpochCycler,
@@ -22,6 +22,7 @@ from arrowloader.bench.harness import (
     kept_lengths,
     replay_batch_token_counts,
 )
+from arrowloader.bench.libraries import LIBRARY_PEERS
 from arrowloader.bench.mapped_arrow import MappedTokenColumn
 from arrowloader.bench.pad import PadOptions, arrowloader_pad_peer, check_pad_batch
 from arrowloader.bench.report import STALL_FIGURES, SUMMARISED_FIGURES
@@ -43,7 +44,7 @@ def tiny_kept(tiny_corpus: Path) -> np.ndarray:
 
 
 def all_peers(corpus: Path, saved_copy_folder: Path) -> list[Peer]:
-    """Every W1 row over ``corpus``: torch, hf and torchdata (if installed) and
+    """Every W1 row over ``corpus``: torch, hf and the libraries (if installed) and
     arrowloader."""
     options = PadOptions()
     peers = torch_pad_peers(corpus, options)
@@ -52,8 +53,11 @@ def all_peers(corpus: Path, saved_copy_folder: Path) -> list[Peer]:
             corpus, ["input_ids", "label"], saved_copy_folder, show_progress=False
         )
         peers += hf_peers.hf_pad_peers(saved, options)
-    if not torchdata_peers.missing_modules():
-        peers += torchdata_peers.torchdata_pad_peers(corpus, options)
+    for module in LIBRARY_PEERS:
+        if not module.missing_modules():
+            # Grain's worker processes take seconds to start: test_bench_library_peers
+            # checks that row.
+            peers += [p for p in module.pad_peers(corpus, options) if "mp_prefetch" not in p.name]
     peers.append(arrowloader_pad_peer(corpus, options))
     return peers
 
@@ -79,8 +83,9 @@ def test_bench_cli_end_to_end(
     expected = ["torch (workers 0)", "torch (workers 2)"]
     if not hf_peers.missing_modules():
         expected += ["hf collator (workers 0)", "hf collator (workers 2)"]
-    if not torchdata_peers.missing_modules():
-        expected += [f"torchdata StatefulDataLoader (workers {n})" for n in (0, 2)]
+    for module in LIBRARY_PEERS:
+        if not module.missing_modules():
+            expected += [p.name for p in module.pad_peers(tiny_corpus, PadOptions())]
     assert names[:-1] == expected
     assert names[-1].startswith("arrowloader (threads ")
     header = next(line for line in printed.splitlines() if line.startswith("loader "))
@@ -168,7 +173,8 @@ def test_replayed_counts_equal_mask_sums_for_every_peer(
                 observed.append((int(batch["attention_mask"].sum()), batch["input_ids"].numel()))
         finally:
             cycler.shut_down()
-        assert cycler.epochs_started == 2, peer.name
+        # A Grain pipeline runs every epoch in one endless pass.
+        assert cycler.epochs_started == (1 if peer.family == "grain" else 2), peer.name
         assert [m for m, _ in observed] == real.tolist(), peer.name
         assert [p for _, p in observed] == padded.tolist(), peer.name
 

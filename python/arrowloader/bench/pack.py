@@ -39,7 +39,6 @@ import numpy as np
 import torch
 
 import arrowloader
-from arrowloader.bench import torchdata_peers
 from arrowloader.bench.cache import (
     REFERENCE_DOCUMENTS,
     REFERENCE_SEED,
@@ -48,6 +47,7 @@ from arrowloader.bench.cache import (
     run_with_progress,
 )
 from arrowloader.bench.harness import Batch, BenchmarkError, Peer, read_meminfo_bytes
+from arrowloader.bench.libraries import LIBRARY_FAMILIES, LIBRARY_PEERS
 from arrowloader.bench.mapped_arrow import MappedTokenColumn
 from arrowloader.bench.nanogpt_peer import nanogpt_pack_peer
 from arrowloader.bench.report import BenchWorkload, Traffic
@@ -62,8 +62,8 @@ from arrowloader.native import default_num_threads
 from arrowloader.sources import Source
 from arrowloader.wording import plural
 
-#: Peers of W2 besides arrowloader (which always runs).
-KNOWN_PEERS = ("torch", "nanogpt", "torchdata")
+#: Peers of W2 besides arrowloader (which always runs): W1's library peers too.
+KNOWN_PEERS = ("torch", "nanogpt", *LIBRARY_FAMILIES)
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class PackWorkload(BenchWorkload):
 
     key = "pack"
     title = "W2 pack"
-    other_families = ("nanogpt", "torchdata")
+    other_families = ("nanogpt", *LIBRARY_FAMILIES)
 
     def __init__(
         self,
@@ -276,18 +276,21 @@ class PackWorkload(BenchWorkload):
     def _build_peers(self, requested: tuple[str, ...]) -> list[Peer]:
         options = self.options
         peers: list[Peer] = []
-        torchdata = "torchdata" in requested and self.can_run(
-            "torchdata", torchdata_peers.missing_modules(), torchdata_peers.INSTALL_HINT
-        )
-        if "torch" in requested or "nanogpt" in requested or torchdata:
+        libraries = [
+            module
+            for module in LIBRARY_PEERS
+            if module.FAMILY in requested
+            and self.can_run(module.FAMILY, module.missing_modules(), module.INSTALL_HINT)
+        ]
+        if "torch" in requested or "nanogpt" in requested or libraries:
             self._stream = self._stream_file()
         if "torch" in requested:
             peers.extend(torch_pack_peers(self.source, options, self._stream))
         if "nanogpt" in requested:
             assert self._stream is not None
             peers.append(nanogpt_pack_peer(self._stream, options))
-        if torchdata:
-            peers.extend(torchdata_peers.torchdata_pack_peers(self.source, options, self._stream))
+        for module in libraries:
+            peers.extend(module.pack_peers(self.source, options, self._stream))
         peers.extend(arrowloader_pack_peers(self.source, options, self.threads))
         return peers
 

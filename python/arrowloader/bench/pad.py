@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 import arrowloader
-from arrowloader.bench import hf_peers, torchdata_peers
+from arrowloader.bench import hf_peers
 from arrowloader.bench.cache import REFERENCE_DOCUMENTS, REFERENCE_SEED, cache_dir
 from arrowloader.bench.harness import (
     Batch,
@@ -45,6 +45,7 @@ from arrowloader.bench.harness import (
     kept_lengths,
     replay_batch_token_counts,
 )
+from arrowloader.bench.libraries import LIBRARY_FAMILIES, LIBRARY_PEERS
 from arrowloader.bench.mapped_arrow import MappedTokenColumn
 from arrowloader.bench.report import BenchWorkload, Traffic
 from arrowloader.bench.torch_peers import torch_pad_peers
@@ -53,7 +54,7 @@ from arrowloader.sources import Source
 from arrowloader.wording import plural
 
 #: Peers of W1 besides arrowloader (which always runs).
-KNOWN_PEERS = ("torch", "hf", "torchdata")
+KNOWN_PEERS = ("torch", "hf", *LIBRARY_FAMILIES)
 #: Bytes per element of W1's outputs (int64 input_ids, attention_mask and labels).
 _OUTPUT_ITEMSIZE = 8
 
@@ -112,7 +113,7 @@ class PadWorkload(BenchWorkload):
 
     key = "pad"
     title = "W1 pad"
-    other_families = ("hf", "torchdata")
+    other_families = ("hf", *LIBRARY_FAMILIES)
 
     def __init__(
         self,
@@ -226,10 +227,11 @@ class PadWorkload(BenchWorkload):
             "hf", hf_peers.missing_modules(), "pip install 'arrowloader[hf]'"
         ):
             peers.extend(hf_peers.hf_pad_peers(self._saved_copy(), options))
-        if "torchdata" in requested and self.can_run(
-            "torchdata", torchdata_peers.missing_modules(), torchdata_peers.INSTALL_HINT
-        ):
-            peers.extend(torchdata_peers.torchdata_pad_peers(self.source, options))
+        for module in LIBRARY_PEERS:
+            if module.FAMILY in requested and self.can_run(
+                module.FAMILY, module.missing_modules(), module.INSTALL_HINT
+            ):
+                peers.extend(module.pad_peers(self.source, options))
         peers.extend(arrowloader_pad_peer(self.source, options, n) for n in self.threads)
         return peers
 

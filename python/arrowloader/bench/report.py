@@ -57,6 +57,9 @@ FAMILY_LABELS = {
     "hf": "hf collator",
     "nanogpt": "nanoGPT get_batch",
     "torchdata": "torchdata StatefulDataLoader",
+    "grain": "grain",
+    "spdl": "spdl",
+    "dataloader-rs": "dataloader-rs",
 }
 
 

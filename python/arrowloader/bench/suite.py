@@ -36,6 +36,7 @@ from arrowloader.bench.harness import (
     memcpy_gbps,
     read_meminfo_bytes,
 )
+from arrowloader.bench.libraries import LIBRARY_FAMILIES
 from arrowloader.bench.pack import PackOptions
 from arrowloader.bench.pad import PadOptions
 from arrowloader.bench.report import BenchReport, BenchWorkload, RowSummary, WorkloadReport
@@ -51,7 +52,7 @@ DEFAULT_WORKLOADS = ("pad", "pack")
 #: Peers each workload can compare against (arrowloader always runs).
 WORKLOAD_PEERS = {"pad": pad.KNOWN_PEERS, "pack": pack.KNOWN_PEERS, "finetune": ()}
 #: Every peer name ``peers`` accepts.
-KNOWN_PEERS = ("torch", "hf", "nanogpt", "torchdata")
+KNOWN_PEERS = ("torch", "hf", "nanogpt", *LIBRARY_FAMILIES)
 
 
 @dataclass(frozen=True)
