@@ -130,14 +130,26 @@ def test_bench_cli_pack_end_to_end(
     )
     assert report["torch_best"] == torch_best["name"]
     best = torch_best["median"]["tokens_per_s"]
+    strongest_peer = max(
+        (row for row in report["rows"] if row["family"] != "arrowloader" and row["headline"]),
+        key=lambda row: row["median"]["tokens_per_s"],
+    )
+    assert report["strongest_peer"] == strongest_peer["name"]
+    strongest_best = strongest_peer["median"]["tokens_per_s"]
     summary = []
     for row in report["rows"]:
         ratio = row["median"]["tokens_per_s"] / best
         assert row["ratio_to_torch_best"] == pytest.approx(ratio)
         line = next(line for line in printed.splitlines() if line.startswith(row["name"] + " "))
         assert f"{ratio:.2f}x" in line
+        strongest = row["median"]["tokens_per_s"] / strongest_best
+        assert row["ratio_to_strongest_peer"] == pytest.approx(strongest)
+        assert f"{strongest:.2f}x" in line
         if row["family"] == "arrowloader":
-            summary.append(f"W2 pack: {row['name']} / torch best: {ratio:.1f}x")
+            summary.append(
+                f"W2 pack: {row['name']} / torch best: {ratio:.1f}x, / strongest peer "
+                f"({strongest_peer['name']}): {strongest:.1f}x"
+            )
     assert report["arrowloader_row"] == ours[0]
     assert report["ratios"]["arrowloader_over_torch_best"] == pytest.approx(
         headline["median"]["tokens_per_s"] / best
@@ -145,6 +157,13 @@ def test_bench_cli_pack_end_to_end(
     assert report["ratios"]["arrowloader_over_nanogpt_best"] == pytest.approx(
         headline["median"]["tokens_per_s"] / nanogpt["median"]["tokens_per_s"]
     )
+    assert report["ratios"]["arrowloader_over_strongest_peer"] == pytest.approx(
+        headline["median"]["tokens_per_s"] / strongest_best
+    )
+    assert report["ratios"]["arrowloader_cpu_per_token_over_strongest_peer"] == pytest.approx(
+        headline["median"]["cpu_s_per_mtok"] / strongest_peer["median"]["cpu_s_per_mtok"]
+    )
+    assert f"strongest peer: {strongest_peer['name']}; arrowloader / strongest peer: " in printed
     assert printed.rstrip().splitlines()[-4:] == summary
     assert whole["summary"] == summary
 

@@ -150,7 +150,20 @@ def test_bench_cli_end_to_end(
     assert ratio == pytest.approx(
         ours["median"]["tokens_per_s"] / torch_best["median"]["tokens_per_s"]
     )
-    last_line = f"W1 pad: {ours['name']} / torch best: {ratio:.1f}x"
+    strongest_peer = max(
+        (row for row in report["rows"] if row["family"] != "arrowloader"),
+        key=lambda row: row["median"]["tokens_per_s"],
+    )
+    assert report["strongest_peer"] == strongest_peer["name"]
+    strongest = report["ratios"]["arrowloader_over_strongest_peer"]
+    assert strongest == pytest.approx(
+        ours["median"]["tokens_per_s"] / strongest_peer["median"]["tokens_per_s"]
+    )
+    assert ours["ratio_to_strongest_peer"] == pytest.approx(strongest)
+    last_line = (
+        f"W1 pad: {ours['name']} / torch best: {ratio:.1f}x, / strongest peer "
+        f"({strongest_peer['name']}): {strongest:.1f}x"
+    )
     assert printed.rstrip().splitlines()[-1] == last_line
     assert whole["summary"] == [last_line]
 

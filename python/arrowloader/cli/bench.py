@@ -30,6 +30,8 @@ columns of the table (figures are the median [min-max] of the --repeats runs):
   loader          the row: a peer, arrowloader with its threads, or your --loader
   real Mtok/s     millions of real tokens (not padding) delivered per second
   vs torch best   real Mtok/s as a multiple of the fastest torch DataLoader row's
+  vs strongest    real Mtok/s as a multiple of the strongest peer's: the fastest row of
+                  any library but arrowloader
   batches/s       batches delivered per second
   CPU s/Mtok      user+sys CPU seconds of the process and its worker processes per
                   million real tokens: the cores the loader takes from training
