@@ -23,7 +23,7 @@ from arrowloader.bench.nanogpt_peer import nanogpt_pack_peer
 from arrowloader.bench.pack import arrowloader_pack_peers, check_pack_batch
 from arrowloader.bench.report import STALL_FIGURES, SUMMARISED_FIGURES
 from arrowloader.bench.token_stream import TokenStreamFile, write_token_stream
-from arrowloader.bench.torch_peers import torch_pack_peers
+from arrowloader.bench.torch_peers import thread_workers_missing, torch_pack_peers
 from arrowloader.cli import main
 from bench_corpora import TINY_DOCUMENTS, W2, tiny_lengths, write_small_batches
 
@@ -68,6 +68,8 @@ def test_bench_cli_pack_end_to_end(
         "torch from documents (workers 0)", "torch from documents (workers 2)",
         "nanoGPT get_batch (memmap uint16)",
     ]
+    if thread_workers_missing() is None:
+        peer_names.insert(4, "torch flat stream uint16 (thread workers 2)")
     stream = TokenStreamFile(isolated_cache / "unused.bin", np.dtype(np.uint16))
     for module in LIBRARY_PEERS:
         if not module.missing_modules():

@@ -26,7 +26,7 @@ from arrowloader.bench.libraries import LIBRARY_PEERS
 from arrowloader.bench.mapped_arrow import MappedTokenColumn
 from arrowloader.bench.pad import PadOptions, arrowloader_pad_peer, check_pad_batch
 from arrowloader.bench.report import STALL_FIGURES, SUMMARISED_FIGURES
-from arrowloader.bench.torch_peers import torch_pad_peers
+from arrowloader.bench.torch_peers import thread_workers_missing, torch_pad_peers
 from arrowloader.cli import main
 from bench_corpora import TINY_DOCUMENTS, tiny_lengths
 
@@ -81,6 +81,8 @@ def test_bench_cli_end_to_end(
 
     names = [row["name"] for row in report["rows"]]
     expected = ["torch (workers 0)", "torch (workers 2)"]
+    if thread_workers_missing() is None:
+        expected.append("torch (thread workers 2)")
     if not hf_peers.missing_modules():
         expected += ["hf collator (workers 0)", "hf collator (workers 2)"]
     for module in LIBRARY_PEERS:
@@ -88,6 +90,10 @@ def test_bench_cli_end_to_end(
             expected += [p.name for p in module.pad_peers(tiny_corpus, PadOptions())]
     assert names[:-1] == expected
     assert names[-1].startswith("arrowloader (threads ")
+    missing_threads = thread_workers_missing()
+    if missing_threads is not None:  # else the thread rows are in names
+        assert {"peer": "torch thread workers", "reason": missing_threads} in report["skipped"]
+        assert f"skipped torch thread workers: {missing_threads}" in printed
     header = next(line for line in printed.splitlines() if line.startswith("loader "))
     for column in ("real Mtok/s", "vs torch best", "CPU s/Mtok", "anon RSS MiB",
                    "first batch ms", "padding"):

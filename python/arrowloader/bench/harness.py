@@ -119,6 +119,8 @@ class SeededLoaderFactory:
             arrowloader's rows leave it off: they have no worker processes to keep.
         loader_class: ``torch.utils.data.DataLoader`` or its drop-in
             ``arrowloader.DataLoader``.
+        loader_kwargs: further ``(name, value)`` arguments of the loader (torch's thread
+            workers: ``("worker_method", "thread")``).
     """
 
     batch_size: int
@@ -128,6 +130,7 @@ class SeededLoaderFactory:
     pin_memory: bool = False
     persistent_workers: bool = True
     loader_class: type[torch.utils.data.DataLoader] = torch.utils.data.DataLoader
+    loader_kwargs: tuple[tuple[str, Any], ...] = ()
 
     def __call__(self, dataset: Any, seed: int) -> torch.utils.data.DataLoader:
         return self.loader_class(
@@ -139,6 +142,7 @@ class SeededLoaderFactory:
             drop_last=self.drop_last,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
+            **dict(self.loader_kwargs),
         )
 
 

@@ -285,7 +285,10 @@ class PackWorkload(BenchWorkload):
         if "torch" in requested or "nanogpt" in requested or libraries:
             self._stream = self._stream_file()
         if "torch" in requested:
-            peers.extend(torch_pack_peers(self.source, options, self._stream))
+            torch_rows = torch_pack_peers(self.source, options, self._stream)
+            peers.extend(torch_rows)
+            # Thread workers over the strongest form only: the flat stream's blocks.
+            peers.extend(self.torch_thread_rows([p for p in torch_rows if p.reads_stream]))
         if "nanogpt" in requested:
             assert self._stream is not None
             peers.append(nanogpt_pack_peer(self._stream, options))

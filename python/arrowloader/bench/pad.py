@@ -222,7 +222,9 @@ class PadWorkload(BenchWorkload):
         options = self.options
         peers: list[Peer] = []
         if "torch" in requested:
-            peers.extend(torch_pad_peers(self.source, options))
+            torch_rows = torch_pad_peers(self.source, options)
+            peers.extend(torch_rows)
+            peers.extend(self.torch_thread_rows(torch_rows))
         if "hf" in requested and self.can_run(
             "hf", hf_peers.missing_modules(), "pip install 'arrowloader[hf]'"
         ):

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import arrowloader
 from arrowloader.bench.harness import MEMCPY_BYTES, Peer, RunFigures, Workload
+from arrowloader.bench.torch_peers import thread_worker_rows, thread_workers_missing
 from arrowloader.sources import Source
 from arrowloader.wording import plural
 
@@ -124,6 +125,15 @@ class BenchWorkload(Workload):
                 "reason": f"{', '.join(missing)} not installed ({install})",
             })
         return not missing
+
+    def torch_thread_rows(self, torch_rows: list[Peer]) -> list[Peer]:
+        """``torch_rows`` with worker processes again with torch's thread workers, where the
+        installed torch has them; else none, recorded in :attr:`skipped`."""
+        missing = thread_workers_missing()
+        if missing is not None:
+            self.skipped.append({"peer": "torch thread workers", "reason": missing})
+            return []
+        return thread_worker_rows(torch_rows)
 
     @abc.abstractmethod
     def description(self) -> list[str]:
