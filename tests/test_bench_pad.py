@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from arrowloader.bench import hf_peers
+from arrowloader.bench import grain_peers, hf_peers, litdata_peers
 from arrowloader.bench.harness import (
     BenchmarkError,
     EpochCycler,
@@ -67,7 +67,13 @@ def test_bench_cli_end_to_end(
     isolated_cache: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Every installed peer but litdata, whose optimize step takes seconds (its rows have
+    # their own tests): here it is the skipped row. Grain's worker-process row, slow to
+    # start, is checked by test_bench_library_peers.
+    monkeypatch.setattr(litdata_peers, "missing_modules", lambda: ["litdata"])
+    monkeypatch.setattr(grain_peers, "PROCESSES", 0)
     out = tmp_path / "w1.json"
     argv = [
         "bench", "--workload", "pad", "--data", str(tiny_corpus), "--seconds", "0.2",

@@ -40,7 +40,8 @@ if TYPE_CHECKING:  # the workload modules import this one
 FAMILY = "grain"
 #: What ``--peers`` users install for it.
 INSTALL_HINT = "pip install 'arrowloader[peers]'"
-#: Worker processes of the ``mp_prefetch`` row (one per core of the reference machine).
+#: Worker processes of the ``mp_prefetch`` row (one per core of the reference machine; 0:
+#: no such row).
 PROCESSES = 2
 #: Threads of Grain's read pool: ``ReadOptions().num_threads``, its default.
 READ_THREADS = 16
@@ -118,17 +119,21 @@ def grain_peers(items: WorkloadItems) -> list[Peer]:
 
         return make_loader
 
-    return [
+    rows = [
         Peer(
             f"grain{items.name} (threads {READ_THREADS})", FAMILY,
             READ_THREADS, items.open_dataset, factory(0),
             reads_stream=items.reads_stream,
-        ),
-        Peer(
-            f"grain{items.name} mp_prefetch (workers {PROCESSES})", FAMILY, PROCESSES,
-            items.open_dataset, factory(PROCESSES), reads_stream=items.reads_stream,
-        ),
+        )
     ]
+    if PROCESSES:
+        rows.append(
+            Peer(
+                f"grain{items.name} mp_prefetch (workers {PROCESSES})", FAMILY, PROCESSES,
+                items.open_dataset, factory(PROCESSES), reads_stream=items.reads_stream,
+            )
+        )
+    return rows
 
 
 def pad_peers(source: Source, options: PadOptions) -> list[Peer]:

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 import arrowloader
+from arrowloader.bench import litdata_peers
 from arrowloader.bench.cache import (
     REFERENCE_DOCUMENTS,
     REFERENCE_SEED,
@@ -63,7 +64,7 @@ from arrowloader.sources import Source
 from arrowloader.wording import plural
 
 #: Peers of W2 besides arrowloader (which always runs): W1's library peers too.
-KNOWN_PEERS = ("torch", "nanogpt", *LIBRARY_FAMILIES)
+KNOWN_PEERS = ("torch", "nanogpt", *LIBRARY_FAMILIES, litdata_peers.FAMILY)
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class PackWorkload(BenchWorkload):
 
     key = "pack"
     title = "W2 pack"
-    other_families = ("nanogpt", *LIBRARY_FAMILIES)
+    other_families = ("nanogpt", *LIBRARY_FAMILIES, litdata_peers.FAMILY)
 
     def __init__(
         self,
@@ -282,7 +283,10 @@ class PackWorkload(BenchWorkload):
             if module.FAMILY in requested
             and self.can_run(module.FAMILY, module.missing_modules(), module.INSTALL_HINT)
         ]
-        if "torch" in requested or "nanogpt" in requested or libraries:
+        litdata = litdata_peers.FAMILY in requested and self.can_run(
+            litdata_peers.FAMILY, litdata_peers.missing_modules(), litdata_peers.INSTALL_HINT
+        )
+        if "torch" in requested or "nanogpt" in requested or libraries or litdata:
             self._stream = self._stream_file()
         if "torch" in requested:
             torch_rows = torch_pack_peers(self.source, options, self._stream)
@@ -294,8 +298,31 @@ class PackWorkload(BenchWorkload):
             peers.append(nanogpt_pack_peer(self._stream, options))
         for module in libraries:
             peers.extend(module.pack_peers(self.source, options, self._stream))
+        if litdata:
+            copy = self._litdata_copy()
+            self.conversions.append({
+                "peer": litdata_peers.FAMILY, "seconds": copy.optimize_s, "cached": copy.cached,
+                "note": copy.note("the flat stream's blocks"),
+            })
+            peers.extend(litdata_peers.pack_peers_over(copy, options, self._stream.dtype))
         peers.extend(arrowloader_pack_peers(self.source, options, self.threads))
         return peers
+
+    def _litdata_copy(self) -> litdata_peers.OptimizedCopy:
+        """litdata's ``TokensLoader`` copy of the stream file's blocks: beside the stream
+        file in the cache for the reference corpus, else written for this run only."""
+        stream = self._stream
+        assert stream is not None
+        block_size = self.options.block_size
+        if self.reference:
+            target = stream.path.with_name(f"{stream.path.stem}.litdata-blocks{block_size}")
+        else:
+            folder = Path(tempfile.mkdtemp(prefix="litdata-", dir=cache_dir()))
+            self._temporary_folders.append(folder)
+            target = folder / "blocks"
+        return litdata_peers.optimized_copy(
+            target, lambda f: litdata_peers.write_stream_copy(stream, block_size, f)
+        )
 
     def _stream_file(self) -> TokenStreamFile:
         """The corpus as a flat stream file (nanoGPT's ``train.bin``), read by the torch

@@ -61,6 +61,7 @@ FAMILY_LABELS = {
     "grain": "grain",
     "spdl": "spdl",
     "dataloader-rs": "dataloader-rs",
+    "litdata": "litdata",
 }
 
 
@@ -91,12 +92,16 @@ class BenchWorkload(Workload):
     Attributes:
         peers: the rows, in table order (arrowloader's last).
         skipped: ``{"peer", "reason"}`` of each requested peer that cannot run.
+        conversions: ``{"peer", "seconds", "cached", "note"}`` of each copy of the corpus
+            a peer converts it into before its rows run (litdata's ``optimize``): timed
+            apart, not part of any row's figures.
         other_families: peer families besides torch and arrowloader that this workload
             compares against (their best row gets a ratio line).
     """
 
     peers: list[Peer]
     skipped: list[dict[str, str]]
+    conversions: list[dict[str, Any]]
     other_families: tuple[str, ...] = ()
 
     def __init__(
@@ -114,6 +119,7 @@ class BenchWorkload(Workload):
         self.threads = tuple(threads) or (0,)
         self.show_progress = show_progress
         self.skipped = []
+        self.conversions = []
         self._temporary_folders: list[Path] = []
 
     def can_run(self, family: str, missing: list[str], install: str) -> bool:
@@ -232,6 +238,7 @@ class WorkloadReport:
     corpus: dict[str, Any]
     rows: list[RowSummary]
     skipped: list[dict[str, str]]
+    conversions: list[dict[str, Any]]
     other_families: tuple[str, ...]
     cache_memcpy_gbps: float
     batch_output_bytes: int
@@ -398,6 +405,7 @@ class WorkloadReport:
             "bandwidth_bound_tokens_per_s": self.bandwidth_bounds(dram_memcpy_gbps),
             "thread_sweep": self.thread_sweep(),
             "skipped": self.skipped,
+            "conversions": self.conversions,
         }
 
     def table(self, dram_memcpy_gbps: float) -> list[str]:
@@ -419,6 +427,8 @@ class WorkloadReport:
         lines.append("")
         for skipped in self.skipped:
             lines.append(f"skipped {skipped['peer']}: {skipped['reason']}")
+        for conversion in self.conversions:
+            lines.append(conversion["note"])
         ours = self.row("arrowloader")
         fractions = self.bandwidth_fractions(dram_memcpy_gbps)
         if ours is not None and fractions["dram"] is not None:

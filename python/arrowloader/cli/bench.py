@@ -21,7 +21,9 @@ from arrowloader.cli.args import (
 
 #: Peer names ``--peers`` accepts (arrowloader.bench.suite.KNOWN_PEERS, without importing
 #: the benchmark modules for --help).
-PEER_NAMES = ("torch", "hf", "nanogpt", "torchdata", "grain", "spdl", "dataloader-rs")
+PEER_NAMES = (
+    "torch", "hf", "nanogpt", "torchdata", "grain", "spdl", "dataloader-rs", "litdata",
+)
 #: ``--workload`` choices.
 WORKLOAD_CHOICES = ("pad", "pack", "finetune", "all")
 
@@ -45,11 +47,13 @@ columns of the table (figures are the median [min-max] of the --repeats runs):
 
 workloads:
   pad   W1: shuffled documents, truncated to --max-length, padded to the longest of each
-        batch (default batch 32); peers torch, hf, torchdata, grain, spdl, dataloader-rs
+        batch (default batch 32); peers torch, hf, torchdata, grain, spdl, dataloader-rs,
+        litdata
   pack  W2: the corpus as one token stream (--eos-token-id after every document), cut into
         blocks of --seq-len + 1 tokens, blocks shuffled (default batch 8); outputs
         input_ids = block[:-1], labels = block[1:]; peers torch (from a flat stream file
-        and from the documents), nanogpt, torchdata, grain, spdl, dataloader-rs;
+        and from the documents), nanogpt, torchdata, grain, spdl, dataloader-rs,
+        litdata;
         arrowloader runs four rows:
         input_ids + labels, the same without the document shuffle, + position_ids and
         cu_seqlens, int32 outputs
@@ -173,8 +177,8 @@ def add_bench_parser(commands: Any) -> None:
     )
     bench.add_argument(
         "--peers", type=_peer_list, default=None,
-        help="comma list of torch,hf,nanogpt,torchdata,grain,spdl,dataloader-rs, or none; each "
-             "workload uses those it knows (default: every installed peer)",
+        help="comma list of torch,hf,nanogpt,torchdata,grain,spdl,dataloader-rs,litdata, or "
+             "none; each workload uses those it knows (default: every installed peer)",
     )
     bench.add_argument(
         "--threads", type=_thread_list, default=(0,),
