@@ -26,6 +26,11 @@ if TYPE_CHECKING:  # the workload modules import this one
 FAMILY = "dataloader-rs"
 #: What ``--peers`` users install for it.
 INSTALL_HINT = "pip install 'arrowloader[peers]' on Python >= 3.13"
+#: What the table's notes say of its rows.
+NOTE = (
+    "dataloader-rs: PyDataloader (Rust thread pool) over the torch rows' datasets, collate "
+    "and seeded sampler, workers 0 and 2, prefetch_depth 2"
+)
 
 
 def missing_modules() -> list[str]:

@@ -45,6 +45,14 @@ INSTALL_HINT = "pip install 'arrowloader[peers]'"
 PROCESSES = 2
 #: Threads of Grain's read pool: ``ReadOptions().num_threads``, its default.
 READ_THREADS = 16
+#: What the table's notes say of its rows.
+NOTE = (
+    "grain: MapDataset.source(the seeded sampler's batches of indices).map(read and collate "
+    "a batch of the torch rows' items).to_iter_dataset(ReadOptions(): 16 threads, 500 "
+    "batches ahead), one pipeline over every epoch; the mp_prefetch row adds "
+    "mp_prefetch(MultiprocessingOptions(num_workers=2)), batches back as numpy through "
+    "shared memory"
+)
 
 
 def missing_modules() -> list[str]:

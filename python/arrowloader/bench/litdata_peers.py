@@ -61,6 +61,12 @@ DOCUMENTS_PER_CHUNK = 8192
 ITEMS_PER_INPUT = 4096
 #: File in an optimized folder that records how long ``optimize`` took.
 STAMP = "arrowloader-optimize.json"
+#: What the table's notes say of its rows.
+NOTE = (
+    "litdata: its optimize step (timed apart, below the table), then StreamingDataset("
+    "shuffle=True: litdata's own order, chunks then items; W2 with TokensLoader(block_size))"
+    " + StreamingDataLoader, workers 0 and 2; W1 counts its tokens from each batch"
+)
 
 
 def missing_modules() -> list[str]:

@@ -48,7 +48,7 @@ from arrowloader.bench.cache import (
     run_with_progress,
 )
 from arrowloader.bench.harness import Batch, BenchmarkError, Peer, read_meminfo_bytes
-from arrowloader.bench.libraries import LIBRARY_FAMILIES, LIBRARY_PEERS
+from arrowloader.bench.libraries import LIBRARY_FAMILIES, LIBRARY_PEERS, library_notes
 from arrowloader.bench.mapped_arrow import MappedTokenColumn
 from arrowloader.bench.nanogpt_peer import nanogpt_pack_peer
 from arrowloader.bench.report import BenchWorkload, Traffic
@@ -226,6 +226,7 @@ class PackWorkload(BenchWorkload):
             "also shuffles the documents before packing each epoch (the row 'documents in "
             "order' does not: the flat-stream peers' work), and plans each epoch natively "
             f"(epoch 0's plan is in its first batch){stream}",
+            *library_notes(self.peers),
         ]
 
     def settings(self) -> dict[str, Any]:

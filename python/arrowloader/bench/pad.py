@@ -46,7 +46,7 @@ from arrowloader.bench.harness import (
     kept_lengths,
     replay_batch_token_counts,
 )
-from arrowloader.bench.libraries import LIBRARY_FAMILIES, LIBRARY_PEERS
+from arrowloader.bench.libraries import LIBRARY_FAMILIES, LIBRARY_PEERS, library_notes
 from arrowloader.bench.mapped_arrow import MappedTokenColumn
 from arrowloader.bench.report import BenchWorkload, Traffic
 from arrowloader.bench.torch_peers import torch_pad_peers
@@ -188,6 +188,7 @@ class PadWorkload(BenchWorkload):
             f"        {plural(corpus.documents, 'document')}, {corpus.tokens / 1e6:.1f}M tokens; "
             f"truncation keeps {corpus.kept_tokens / 1e6:.1f}M ({100 * kept_share:.1f}%), "
             f"shortening {plural(corpus.truncated_documents, 'document')}",
+            *library_notes(self.peers),
         ]
 
     def settings(self) -> dict[str, Any]:

@@ -48,6 +48,12 @@ INSTALL_HINT = "pip install 'arrowloader[peers]'"
 THREADS = 2
 #: Batches the sink holds ahead of the consumer (``add_sink``'s default).
 SINK_BUFFER = 3
+#: What the table's notes say of its rows.
+NOTE = (
+    "spdl: PipelineBuilder with BatchSampler(the seeded sampler) as a continuous source, "
+    "pipe(read and collate a batch of the torch rows' items, concurrency 2, outputs in "
+    "order), add_sink(3), build(num_threads=2)"
+)
 
 
 def missing_modules() -> list[str]:

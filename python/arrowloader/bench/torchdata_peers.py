@@ -26,6 +26,11 @@ if TYPE_CHECKING:  # the workload modules import this one
 FAMILY = "torchdata"
 #: What ``--peers`` users install for it.
 INSTALL_HINT = "pip install 'arrowloader[peers]'"
+#: What the table's notes say of its rows.
+NOTE = (
+    "torchdata StatefulDataLoader: the torch rows' datasets, collate and seeded sampler, "
+    "workers 0 and 2"
+)
 
 
 def missing_modules() -> list[str]:
