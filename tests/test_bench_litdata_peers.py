@@ -50,6 +50,7 @@ def test_an_epoch_of_the_w2_row_is_every_block_once(
     assert [p.name for p in rows] == [
         f"litdata TokensLoader uint16 (workers {n})" for n in (0, 2)
     ]
+    assert len(rows[0].open_dataset(3)) == len(small_reference_blocks)
     batches = one_epoch(rows[0], 3)
     for batch in batches:
         check_pack_batch(batch, W2.batch_size, W2.seq_len, rows[0].dtype, (), rows[0].name)

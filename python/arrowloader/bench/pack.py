@@ -166,7 +166,10 @@ class PackWorkload(BenchWorkload):
 
     def check_dataset(self, peer: Peer, dataset: Any) -> None:
         # len() of a PackedDataset would plan an epoch, which belongs to the first batch.
-        blocks = isinstance(dataset, (MappedArrowBlocks, FlatStreamBlocks))
+        # litdata's TokensLoader copy holds the stream's whole blocks, one item each.
+        blocks = isinstance(dataset, (MappedArrowBlocks, FlatStreamBlocks)) or (
+            peer.family == litdata_peers.FAMILY
+        )
         if blocks and len(dataset) != self.blocks:
             raise BenchmarkError(
                 f"{peer.name}: the dataset has {len(dataset)} blocks, expected {self.blocks}"
