@@ -1,7 +1,7 @@
 """The Grain peers of W1 and W2: ``grain.MapDataset`` pipelines over the torch peers'
 datasets (:mod:`arrowloader.bench.sampled_peers`), as Grain's documentation builds one
 from a random-access source: ``MapDataset.source(...).map(...).to_iter_dataset(
-ReadOptions())``, read by Grain's thread pool, and the same followed by
+ReadOptions(num_threads=...))``, read by Grain's thread pool, and the same followed by
 ``.mp_prefetch(MultiprocessingOptions(num_workers=2))``, read by worker processes.
 
 The source is the batches' item indices in the seeded sampler's order, epoch after epoch
@@ -43,15 +43,16 @@ INSTALL_HINT = "pip install 'arrowloader[peers]'"
 #: Worker processes of the ``mp_prefetch`` row (one per core of the reference machine; 0:
 #: no such row).
 PROCESSES = 2
-#: Threads of Grain's read pool: ``ReadOptions().num_threads``, its default.
-READ_THREADS = 16
+#: Threads of Grain's read pool, one row each: ``ReadOptions().num_threads``, its default,
+#: and one, the fastest count on the 2-core reference machine (README, Benchmarks).
+READ_THREADS = (16, 1)
 #: What the table's notes say of its rows.
 NOTE = (
     "grain: MapDataset.source(the seeded sampler's batches of indices).map(read and collate "
-    "a batch of the torch rows' items).to_iter_dataset(ReadOptions(): 16 threads, 500 "
-    "batches ahead), one pipeline over every epoch; the mp_prefetch row adds "
-    "mp_prefetch(MultiprocessingOptions(num_workers=2)), batches back as numpy through "
-    "shared memory"
+    "a batch of the torch rows' items).to_iter_dataset(ReadOptions(num_threads=16, its "
+    "default, or 1; 500 batches ahead)), one pipeline over every epoch; the mp_prefetch row "
+    "adds mp_prefetch(MultiprocessingOptions(num_workers=2)), batches back as numpy "
+    "through shared memory"
 )
 
 
@@ -74,13 +75,18 @@ class GrainBatches:
         items: the workload's collate, batch size and ``drop_last``.
         seed: fixes the epochs' orders.
         processes: ``mp_prefetch`` worker processes (0: Grain's thread pool only).
+        threads: threads of Grain's read pool (``ReadOptions.num_threads``).
     """
 
-    def __init__(self, dataset: Any, items: WorkloadItems, seed: int, processes: int) -> None:
+    def __init__(
+        self, dataset: Any, items: WorkloadItems, seed: int, processes: int,
+        threads: int = READ_THREADS[0],
+    ) -> None:
         self.dataset = dataset
         self.items = items
         self.seed = seed
         self.processes = processes
+        self.threads = threads
 
     def __iter__(self) -> Iterator[Batch]:
         import grain
@@ -89,9 +95,8 @@ class GrainBatches:
         collate = NumpyBatches(items.collate) if self.processes else items.collate
         batches = SeededBatches(len(self.dataset), items.batch_size, items.drop_last, self.seed)
         pipeline = grain.MapDataset.source(batches).map(ReadBatch(self.dataset, collate))
-        # ReadOptions' defaults (16 threads, 500 elements ahead) are Grain's documented
-        # starting point; each element here is one whole batch.
-        stream = pipeline.to_iter_dataset(grain.ReadOptions())
+        # 500 elements ahead is ReadOptions' default; each element here is one whole batch.
+        stream = pipeline.to_iter_dataset(grain.ReadOptions(num_threads=self.threads))
         if self.processes:
             stream = stream.mp_prefetch(
                 grain.MultiprocessingOptions(num_workers=self.processes)
@@ -120,19 +125,20 @@ def as_tensors(batch: dict[str, np.ndarray]) -> Batch:
 
 
 def grain_peers(items: WorkloadItems) -> list[Peer]:
-    """The Grain rows over ``items``: the thread pool alone, then with ``mp_prefetch``."""
-    def factory(processes: int) -> Any:
+    """The Grain rows over ``items``: the thread pool alone (one row per count of
+    :data:`READ_THREADS`), then with ``mp_prefetch``."""
+    def factory(processes: int, threads: int = READ_THREADS[0]) -> Any:
         def make_loader(dataset: Any, seed: int) -> GrainBatches:
-            return GrainBatches(dataset, items, seed, processes)
+            return GrainBatches(dataset, items, seed, processes, threads)
 
         return make_loader
 
     rows = [
         Peer(
-            f"grain{items.name} (threads {READ_THREADS})", FAMILY,
-            READ_THREADS, items.open_dataset, factory(0),
-            reads_stream=items.reads_stream,
+            f"grain{items.name} (threads {threads})", FAMILY, threads, items.open_dataset,
+            factory(0, threads), reads_stream=items.reads_stream,
         )
+        for threads in READ_THREADS
     ]
     if PROCESSES:
         rows.append(
