@@ -120,7 +120,7 @@ def test_bench_help_explains_every_column_of_the_table(
     printed = capsys.readouterr().out.splitlines()
     (header,) = [line for line in printed if line.startswith("loader ")]
     columns = re.split(r"\s{2,}", header.strip())
-    assert len(columns) == 10 and "stall ms/step" in columns
+    assert len(columns) == 11 and "stall ms/step" in columns
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
     help_text = capsys.readouterr().out

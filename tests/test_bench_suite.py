@@ -41,7 +41,9 @@ def test_bench_cli_all_workloads_without_peers(
     assert [len(w["rows"]) for w in whole["workloads"].values()] == [1, 4]
     assert whole["workloads"]["pack"]["torch_best"] is None
     lines = printed.rstrip().splitlines()
-    assert lines[-5].startswith("W1 pad: arrowloader") and lines[-5].endswith("n/a (no torch row)")
+    assert whole["workloads"]["pack"]["strongest_peer"] is None
+    assert lines[-5].startswith("W1 pad: arrowloader")
+    assert lines[-5].endswith("/ torch best: n/a (no torch row), / strongest peer n/a (no peer)")
     assert all(line.startswith("W2 pack: arrowloader") for line in lines[-4:])
     assert printed.index("W1 pad: shuffled documents") < printed.index("W2 pack: the corpus")
 

@@ -12,8 +12,17 @@ import numpy as np
 import pytest
 import torch
 from arrowloader import PackedDataset, reference
+from arrowloader.bench import torch_peers
+from arrowloader.bench.pad import PadOptions
 from arrowloader.bench.token_stream import TokenStreamFile, write_token_stream
-from arrowloader.bench.torch_peers import FlatStreamBlocks, MappedArrowBlocks, torch_pack_peers
+from arrowloader.bench.torch_peers import (
+    FlatStreamBlocks,
+    MappedArrowBlocks,
+    thread_worker_rows,
+    thread_workers_missing,
+    torch_pack_peers,
+    torch_pad_peers,
+)
 from bench_corpora import W2, write_small_batches
 
 #: The shared fixtures (tiny corpora, an isolated cache) of tests/bench_corpora.py.
@@ -94,3 +103,53 @@ def test_flat_stream_blocks_equal_the_document_blocks(small_corpus: Path, tmp_pa
         for a, b in zip(first, second):
             assert torch.equal(a["input_ids"], b["input_ids"])
             assert torch.equal(a["labels"], b["labels"])
+
+
+def test_thread_workers_are_found_by_the_dataloaders_signature(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import inspect
+
+    has_them = "worker_method" in inspect.signature(torch.utils.data.DataLoader).parameters
+    missing = thread_workers_missing()
+    assert (missing is None) == has_them
+    if missing is not None:
+        assert missing == (
+            f"torch {torch.__version__}'s DataLoader has no worker_method= argument "
+            "(thread workers)"
+        )
+
+    class ThreadedLoader(torch.utils.data.DataLoader):
+        def __init__(self, *args, worker_method: str = "multiprocessing", **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.worker_method = worker_method
+
+    monkeypatch.setattr(torch_peers.torch.utils.data, "DataLoader", ThreadedLoader)
+    assert thread_workers_missing() is None
+
+
+def test_thread_worker_rows_are_the_worker_rows_with_thread_workers(tmp_path: Path) -> None:
+    corpus = write_small_batches(tmp_path / "c.arrow", [[1, 2, 3]] * 40, 10)
+    rows = torch_pad_peers(corpus, PadOptions(label_column=None))
+    threaded = thread_worker_rows(rows)
+    assert [p.name for p in threaded] == ["torch (thread workers 2)"]
+    (row,) = threaded
+    assert row.family == "torch" and row.num_workers == 2
+    assert row.make_loader.loader_kwargs == (("worker_method", "thread"),)
+
+    class RecordingLoader(torch.utils.data.DataLoader):
+        def __init__(self, *args, worker_method: str, **kwargs) -> None:
+            self.worker_method = worker_method
+            super().__init__(*args, **{**kwargs, "num_workers": 0,
+                                       "persistent_workers": False})
+
+    import dataclasses
+
+    factory = dataclasses.replace(row.make_loader, loader_class=RecordingLoader)
+    loader = factory(row.open_dataset(0), 3)
+    assert loader.worker_method == "thread"
+    # The same batches as the row without threads (drawn by the same seeded sampler).
+    plain = rows[0].make_loader(rows[0].open_dataset(0), 3)
+    for ours, theirs in zip(loader, plain):
+        for key in theirs:
+            assert torch.equal(ours[key], theirs[key])

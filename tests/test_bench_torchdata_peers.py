@@ -41,7 +41,7 @@ def test_torchdata_rows_yield_the_torch_rows_batches(small_corpus: Path, tmp_pat
 
     options = PadOptions()
     torch_rows = {p.num_workers: p for p in torch_pad_peers(small_corpus, options)}
-    rows = torchdata_peers.torchdata_pad_peers(small_corpus, options)
+    rows = torchdata_peers.pad_peers(small_corpus, options)
     assert [p.name for p in rows] == [
         f"torchdata StatefulDataLoader (workers {n})" for n in (0, 2)
     ]
@@ -55,7 +55,7 @@ def test_torchdata_rows_yield_the_torch_rows_batches(small_corpus: Path, tmp_pat
         np.dtype(np.uint16),
     )
     documents = next(p for p in torch_pack_peers(small_corpus, W2) if p.num_workers == 0)
-    pack_rows = torchdata_peers.torchdata_pack_peers(small_corpus, W2, stream)
+    pack_rows = torchdata_peers.pack_peers(small_corpus, W2, stream)
     assert [p.name for p in pack_rows] == [
         f"torchdata StatefulDataLoader flat stream uint16 (workers {n})" for n in (0, 2)
     ]

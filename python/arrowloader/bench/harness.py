@@ -82,6 +82,10 @@ class Peer:
         extra_outputs: outputs beyond the workload's own (e.g. ``position_ids``).
         reads_stream: whether the row reads W2's flat stream file rather than the
             corpus (its token bytes are the stream's).
+        counts_in_loop: whether the row's batches are not the seeded sampler's (a loader
+            that shuffles in its own way), so that its tokens are counted from each batch
+            as it arrives (:meth:`Workload.observe`, outside the waits) instead of being
+            replayed afterwards.
     """
 
     name: str
@@ -93,6 +97,7 @@ class Peer:
     dtype: torch.dtype = torch.int64
     extra_outputs: tuple[str, ...] = ()
     reads_stream: bool = False
+    counts_in_loop: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,8 @@ class SeededLoaderFactory:
             arrowloader's rows leave it off: they have no worker processes to keep.
         loader_class: ``torch.utils.data.DataLoader`` or its drop-in
             ``arrowloader.DataLoader``.
+        loader_kwargs: further ``(name, value)`` arguments of the loader (torch's thread
+            workers: ``("worker_method", "thread")``).
     """
 
     batch_size: int
@@ -128,6 +135,7 @@ class SeededLoaderFactory:
     pin_memory: bool = False
     persistent_workers: bool = True
     loader_class: type[torch.utils.data.DataLoader] = torch.utils.data.DataLoader
+    loader_kwargs: tuple[tuple[str, Any], ...] = ()
 
     def __call__(self, dataset: Any, seed: int) -> torch.utils.data.DataLoader:
         return self.loader_class(
@@ -139,6 +147,7 @@ class SeededLoaderFactory:
             drop_last=self.drop_last,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
+            **dict(self.loader_kwargs),
         )
 
 
@@ -489,6 +498,7 @@ def measure_run(
         open_s = time.perf_counter() - opening
         workload.check_dataset(peer, dataset)
 
+        counting = workload.counts_in_loop or peer.counts_in_loop
         cpu_start = process_cpu_seconds()
         starting = time.perf_counter()
         cycler = EpochCycler(peer.make_loader(dataset, seed))
@@ -504,8 +514,10 @@ def measure_run(
                 warmup_counts.append(workload.observe(batch))
             batch = None
 
-            if consumer_ms > 0 or workload.counts_in_loop:
-                loop = instrumented_loop(batches, workload, seconds, consumer_ms / 1e3)
+            if consumer_ms > 0 or counting:
+                loop = instrumented_loop(
+                    batches, workload, seconds, consumer_ms / 1e3, count=counting
+                )
             else:
                 loop = plain_loop(batches, seconds)
         finally:
@@ -516,7 +528,7 @@ def measure_run(
         del batches, cycler, dataset
 
     timed, elapsed = loop.batches, loop.seconds
-    if workload.counts_in_loop:
+    if counting:
         real_tokens, padded_tokens = loop.real_tokens, loop.positions
         cpu_tokens = real_tokens + sum(real for real, _ in warmup_counts)
     else:
@@ -589,14 +601,19 @@ def plain_loop(batches: Iterator[Any], seconds: float) -> TimedLoop:
 
 
 def instrumented_loop(
-    batches: Iterator[Any], workload: Workload, seconds: float, consumer_s: float
+    batches: Iterator[Any],
+    workload: Workload,
+    seconds: float,
+    consumer_s: float,
+    count: Optional[bool] = None,
 ) -> TimedLoop:
     """Receives batches for at least ``seconds``, timing each wait in ``next()``; after
     each batch, sleeps ``consumer_s`` (a training step whose work is elsewhere, as on an
     accelerator: the loader's threads or workers have the CPU meanwhile) and, if the
-    workload counts in the loop, counts the batch's tokens (outside the waits)."""
+    workload counts in the loop (or ``count`` says so), counts the batch's tokens (outside
+    the waits)."""
     timed = stall = real_total = positions_total = 0
-    count = workload.counts_in_loop
+    count = workload.counts_in_loop if count is None else count
     timing = time.perf_counter()
     deadline = timing + seconds
     while True:

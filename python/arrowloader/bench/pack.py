@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 import arrowloader
-from arrowloader.bench import torchdata_peers
+from arrowloader.bench import litdata_peers
 from arrowloader.bench.cache import (
     REFERENCE_DOCUMENTS,
     REFERENCE_SEED,
@@ -48,6 +48,7 @@ from arrowloader.bench.cache import (
     run_with_progress,
 )
 from arrowloader.bench.harness import Batch, BenchmarkError, Peer, read_meminfo_bytes
+from arrowloader.bench.libraries import LIBRARY_FAMILIES, LIBRARY_PEERS, library_notes
 from arrowloader.bench.mapped_arrow import MappedTokenColumn
 from arrowloader.bench.nanogpt_peer import nanogpt_pack_peer
 from arrowloader.bench.report import BenchWorkload, Traffic
@@ -62,8 +63,8 @@ from arrowloader.native import default_num_threads
 from arrowloader.sources import Source
 from arrowloader.wording import plural
 
-#: Peers of W2 besides arrowloader (which always runs).
-KNOWN_PEERS = ("torch", "nanogpt", "torchdata")
+#: Peers of W2 besides arrowloader (which always runs): W1's library peers too.
+KNOWN_PEERS = ("torch", "nanogpt", *LIBRARY_FAMILIES, litdata_peers.FAMILY)
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class PackWorkload(BenchWorkload):
 
     key = "pack"
     title = "W2 pack"
-    other_families = ("nanogpt", "torchdata")
+    other_families = ("nanogpt", *LIBRARY_FAMILIES, litdata_peers.FAMILY)
 
     def __init__(
         self,
@@ -165,7 +166,10 @@ class PackWorkload(BenchWorkload):
 
     def check_dataset(self, peer: Peer, dataset: Any) -> None:
         # len() of a PackedDataset would plan an epoch, which belongs to the first batch.
-        blocks = isinstance(dataset, (MappedArrowBlocks, FlatStreamBlocks))
+        # litdata's TokensLoader copy holds the stream's whole blocks, one item each.
+        blocks = isinstance(dataset, (MappedArrowBlocks, FlatStreamBlocks)) or (
+            peer.family == litdata_peers.FAMILY
+        )
         if blocks and len(dataset) != self.blocks:
             raise BenchmarkError(
                 f"{peer.name}: the dataset has {len(dataset)} blocks, expected {self.blocks}"
@@ -225,6 +229,7 @@ class PackWorkload(BenchWorkload):
             "also shuffles the documents before packing each epoch (the row 'documents in "
             "order' does not: the flat-stream peers' work), and plans each epoch natively "
             f"(epoch 0's plan is in its first batch){stream}",
+            *library_notes(self.peers),
         ]
 
     def settings(self) -> dict[str, Any]:
@@ -276,20 +281,52 @@ class PackWorkload(BenchWorkload):
     def _build_peers(self, requested: tuple[str, ...]) -> list[Peer]:
         options = self.options
         peers: list[Peer] = []
-        torchdata = "torchdata" in requested and self.can_run(
-            "torchdata", torchdata_peers.missing_modules(), torchdata_peers.INSTALL_HINT
+        libraries = [
+            module
+            for module in LIBRARY_PEERS
+            if module.FAMILY in requested
+            and self.can_run(module.FAMILY, module.missing_modules(), module.INSTALL_HINT)
+        ]
+        litdata = litdata_peers.FAMILY in requested and self.can_run(
+            litdata_peers.FAMILY, litdata_peers.missing_modules(), litdata_peers.INSTALL_HINT
         )
-        if "torch" in requested or "nanogpt" in requested or torchdata:
+        if "torch" in requested or "nanogpt" in requested or libraries or litdata:
             self._stream = self._stream_file()
         if "torch" in requested:
-            peers.extend(torch_pack_peers(self.source, options, self._stream))
+            torch_rows = torch_pack_peers(self.source, options, self._stream)
+            peers.extend(torch_rows)
+            # Thread workers over the strongest form only: the flat stream's blocks.
+            peers.extend(self.torch_thread_rows([p for p in torch_rows if p.reads_stream]))
         if "nanogpt" in requested:
             assert self._stream is not None
             peers.append(nanogpt_pack_peer(self._stream, options))
-        if torchdata:
-            peers.extend(torchdata_peers.torchdata_pack_peers(self.source, options, self._stream))
+        for module in libraries:
+            peers.extend(module.pack_peers(self.source, options, self._stream))
+        if litdata:
+            copy = self._litdata_copy()
+            self.conversions.append({
+                "peer": litdata_peers.FAMILY, "seconds": copy.optimize_s, "cached": copy.cached,
+                "note": copy.note("the flat stream's blocks"),
+            })
+            peers.extend(litdata_peers.pack_peers_over(copy, options, self._stream.dtype))
         peers.extend(arrowloader_pack_peers(self.source, options, self.threads))
         return peers
+
+    def _litdata_copy(self) -> litdata_peers.OptimizedCopy:
+        """litdata's ``TokensLoader`` copy of the stream file's blocks: beside the stream
+        file in the cache for the reference corpus, else written for this run only."""
+        stream = self._stream
+        assert stream is not None
+        block_size = self.options.block_size
+        if self.reference:
+            target = stream.path.with_name(f"{stream.path.stem}.litdata-blocks{block_size}")
+        else:
+            folder = Path(tempfile.mkdtemp(prefix="litdata-", dir=cache_dir()))
+            self._temporary_folders.append(folder)
+            target = folder / "blocks"
+        return litdata_peers.optimized_copy(
+            target, lambda f: litdata_peers.write_stream_copy(stream, block_size, f)
+        )
 
     def _stream_file(self) -> TokenStreamFile:
         """The corpus as a flat stream file (nanoGPT's ``train.bin``), read by the torch

@@ -23,6 +23,7 @@ recomputed afterwards from the document lengths alone (see ``harness``):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import tempfile
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 
 import arrowloader
-from arrowloader.bench import hf_peers, torchdata_peers
+from arrowloader.bench import hf_peers, litdata_peers
 from arrowloader.bench.cache import REFERENCE_DOCUMENTS, REFERENCE_SEED, cache_dir
 from arrowloader.bench.harness import (
     Batch,
@@ -45,6 +46,7 @@ from arrowloader.bench.harness import (
     kept_lengths,
     replay_batch_token_counts,
 )
+from arrowloader.bench.libraries import LIBRARY_FAMILIES, LIBRARY_PEERS, library_notes
 from arrowloader.bench.mapped_arrow import MappedTokenColumn
 from arrowloader.bench.report import BenchWorkload, Traffic
 from arrowloader.bench.torch_peers import torch_pad_peers
@@ -53,7 +55,7 @@ from arrowloader.sources import Source
 from arrowloader.wording import plural
 
 #: Peers of W1 besides arrowloader (which always runs).
-KNOWN_PEERS = ("torch", "hf", "torchdata")
+KNOWN_PEERS = ("torch", "hf", *LIBRARY_FAMILIES, litdata_peers.FAMILY)
 #: Bytes per element of W1's outputs (int64 input_ids, attention_mask and labels).
 _OUTPUT_ITEMSIZE = 8
 
@@ -112,7 +114,7 @@ class PadWorkload(BenchWorkload):
 
     key = "pad"
     title = "W1 pad"
-    other_families = ("hf", "torchdata")
+    other_families = ("hf", *LIBRARY_FAMILIES, litdata_peers.FAMILY)
 
     def __init__(
         self,
@@ -186,6 +188,7 @@ class PadWorkload(BenchWorkload):
             f"        {plural(corpus.documents, 'document')}, {corpus.tokens / 1e6:.1f}M tokens; "
             f"truncation keeps {corpus.kept_tokens / 1e6:.1f}M ({100 * kept_share:.1f}%), "
             f"shortening {plural(corpus.truncated_documents, 'document')}",
+            *library_notes(self.peers),
         ]
 
     def settings(self) -> dict[str, Any]:
@@ -221,17 +224,51 @@ class PadWorkload(BenchWorkload):
         options = self.options
         peers: list[Peer] = []
         if "torch" in requested:
-            peers.extend(torch_pad_peers(self.source, options))
+            torch_rows = torch_pad_peers(self.source, options)
+            peers.extend(torch_rows)
+            peers.extend(self.torch_thread_rows(torch_rows))
         if "hf" in requested and self.can_run(
             "hf", hf_peers.missing_modules(), "pip install 'arrowloader[hf]'"
         ):
             peers.extend(hf_peers.hf_pad_peers(self._saved_copy(), options))
-        if "torchdata" in requested and self.can_run(
-            "torchdata", torchdata_peers.missing_modules(), torchdata_peers.INSTALL_HINT
+        for module in LIBRARY_PEERS:
+            if module.FAMILY in requested and self.can_run(
+                module.FAMILY, module.missing_modules(), module.INSTALL_HINT
+            ):
+                peers.extend(module.pad_peers(self.source, options))
+        if litdata_peers.FAMILY in requested and self.can_run(
+            litdata_peers.FAMILY, litdata_peers.missing_modules(), litdata_peers.INSTALL_HINT
         ):
-            peers.extend(torchdata_peers.torchdata_pad_peers(self.source, options))
+            copy = self._litdata_copy()
+            self.conversions.append({
+                "peer": litdata_peers.FAMILY, "seconds": copy.optimize_s, "cached": copy.cached,
+                "note": copy.note("the documents"),
+            })
+            peers.extend(litdata_peers.pad_peers_over(copy, options))
         peers.extend(arrowloader_pad_peer(self.source, options, n) for n in self.threads)
         return peers
+
+    def _litdata_copy(self) -> litdata_peers.OptimizedCopy:
+        """litdata's optimized copy of the documents: cached for the reference corpus
+        (both reference columns), else written for this run and removed after it."""
+        options = self.options
+        if self.reference:
+            target = cache_dir() / (
+                f"reference-{REFERENCE_DOCUMENTS}docs-seed{REFERENCE_SEED}.litdata-documents"
+            )
+            reference_options = dataclasses.replace(
+                options, column="input_ids", label_column="label"
+            )
+            return litdata_peers.optimized_copy(
+                target,
+                lambda f: litdata_peers.write_document_copy(self.source, reference_options, f),
+            )
+        folder = Path(tempfile.mkdtemp(prefix="litdata-", dir=cache_dir()))
+        self._temporary_folders.append(folder)
+        return litdata_peers.optimized_copy(
+            folder / "documents",
+            lambda f: litdata_peers.write_document_copy(self.source, options, f),
+        )
 
     def _saved_copy(self) -> Path:
         """The ``save_to_disk`` folder the hf peer loads: the source itself if it is one,

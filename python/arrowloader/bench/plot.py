@@ -22,6 +22,10 @@ FAMILY_COLOURS = {
     "hf": "#9467bd",
     "nanogpt": "#2ca02c",
     "torchdata": "#d62728",
+    "grain": "#e377c2",
+    "spdl": "#bcbd22",
+    "dataloader-rs": "#17becf",
+    "litdata": "#7f7f7f",
     "custom": "#8c564b",
 }
 

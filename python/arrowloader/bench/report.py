@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import arrowloader
 from arrowloader.bench.harness import MEMCPY_BYTES, Peer, RunFigures, Workload
+from arrowloader.bench.torch_peers import thread_worker_rows, thread_workers_missing
 from arrowloader.sources import Source
 from arrowloader.wording import plural
 
@@ -57,6 +58,10 @@ FAMILY_LABELS = {
     "hf": "hf collator",
     "nanogpt": "nanoGPT get_batch",
     "torchdata": "torchdata StatefulDataLoader",
+    "grain": "grain",
+    "spdl": "spdl",
+    "dataloader-rs": "dataloader-rs",
+    "litdata": "litdata",
 }
 
 
@@ -87,12 +92,16 @@ class BenchWorkload(Workload):
     Attributes:
         peers: the rows, in table order (arrowloader's last).
         skipped: ``{"peer", "reason"}`` of each requested peer that cannot run.
+        conversions: ``{"peer", "seconds", "cached", "note"}`` of each copy of the corpus
+            a peer converts it into before its rows run (litdata's ``optimize``): timed
+            apart, not part of any row's figures.
         other_families: peer families besides torch and arrowloader that this workload
             compares against (their best row gets a ratio line).
     """
 
     peers: list[Peer]
     skipped: list[dict[str, str]]
+    conversions: list[dict[str, Any]]
     other_families: tuple[str, ...] = ()
 
     def __init__(
@@ -110,6 +119,7 @@ class BenchWorkload(Workload):
         self.threads = tuple(threads) or (0,)
         self.show_progress = show_progress
         self.skipped = []
+        self.conversions = []
         self._temporary_folders: list[Path] = []
 
     def can_run(self, family: str, missing: list[str], install: str) -> bool:
@@ -121,6 +131,15 @@ class BenchWorkload(Workload):
                 "reason": f"{', '.join(missing)} not installed ({install})",
             })
         return not missing
+
+    def torch_thread_rows(self, torch_rows: list[Peer]) -> list[Peer]:
+        """``torch_rows`` with worker processes again with torch's thread workers, where the
+        installed torch has them; else none, recorded in :attr:`skipped`."""
+        missing = thread_workers_missing()
+        if missing is not None:
+            self.skipped.append({"peer": "torch thread workers", "reason": missing})
+            return []
+        return thread_worker_rows(torch_rows)
 
     @abc.abstractmethod
     def description(self) -> list[str]:
@@ -155,7 +174,9 @@ class RowSummary:
 
     ``median``, ``minimum`` and ``maximum`` map each of :data:`SUMMARISED_FIGURES` to its
     statistic over the runs; ``ratio_to_torch_best`` is the median real tokens/s over
-    torch best's (None without a torch row).
+    torch best's (None without a torch row), ``ratio_to_strongest_peer`` over the
+    strongest peer's (the fastest headline row of any library but arrowloader; None
+    without a peer).
     """
 
     name: str
@@ -168,6 +189,7 @@ class RowSummary:
     minimum: dict[str, float] = field(default_factory=dict)
     maximum: dict[str, float] = field(default_factory=dict)
     ratio_to_torch_best: Optional[float] = None
+    ratio_to_strongest_peer: Optional[float] = None
 
     def summarise(self) -> None:
         """Fills ``median``, ``minimum`` and ``maximum`` from ``runs``."""
@@ -199,6 +221,7 @@ class RowSummary:
             "min": self.minimum,
             "max": self.maximum,
             "ratio_to_torch_best": self.ratio_to_torch_best,
+            "ratio_to_strongest_peer": self.ratio_to_strongest_peer,
             "traffic": dict(self.traffic.__dict__),
             "runs": [run.as_dict() for run in self.runs],
         }
@@ -215,6 +238,7 @@ class WorkloadReport:
     corpus: dict[str, Any]
     rows: list[RowSummary]
     skipped: list[dict[str, str]]
+    conversions: list[dict[str, Any]]
     other_families: tuple[str, ...]
     cache_memcpy_gbps: float
     batch_output_bytes: int
@@ -230,26 +254,37 @@ class WorkloadReport:
         """The torch row with the highest median real tokens/s."""
         return self.row("torch")
 
+    @property
+    def strongest_peer(self) -> Optional[RowSummary]:
+        """The fastest headline row (median real tokens/s) of any family but arrowloader:
+        the peer a claim is made against."""
+        rows = [r for r in self.rows if r.family != "arrowloader" and r.headline]
+        return max(rows, key=lambda r: r.median["tokens_per_s"], default=None)
+
     def arrowloader_rows(self) -> list[RowSummary]:
         """Every arrowloader row (the headline one first)."""
         rows = [r for r in self.rows if r.family == "arrowloader"]
         return sorted(rows, key=lambda r: not r.headline)
 
     def set_ratios(self) -> None:
-        """Fills each row's ``ratio_to_torch_best``."""
-        torch_best = self.torch_best
+        """Fills each row's ``ratio_to_torch_best`` and ``ratio_to_strongest_peer``."""
+        torch_best, strongest = self.torch_best, self.strongest_peer
+
+        def over(row: RowSummary, best: Optional[RowSummary]) -> Optional[float]:
+            if best is None or not best.median["tokens_per_s"]:
+                return None
+            return row.median["tokens_per_s"] / best.median["tokens_per_s"]
+
         for row in self.rows:
-            row.ratio_to_torch_best = (
-                None
-                if torch_best is None or not torch_best.median["tokens_per_s"]
-                else row.median["tokens_per_s"] / torch_best.median["tokens_per_s"]
-            )
+            row.ratio_to_torch_best = over(row, torch_best)
+            row.ratio_to_strongest_peer = over(row, strongest)
 
     def ratios(self) -> dict[str, Optional[float]]:
-        """arrowloader's headline row against the best torch row and the best row of each
-        other family (medians)."""
+        """arrowloader's headline row against the best torch row, the best row of each
+        other family and the strongest peer (medians; CPU per token against torch best's
+        and the strongest peer's)."""
         ours = self.row("arrowloader")
-        torch_best = self.torch_best
+        torch_best, strongest = self.torch_best, self.strongest_peer
 
         def ratio(a: Optional[RowSummary], b: Optional[RowSummary], name: str) -> Optional[float]:
             if a is None or b is None or not b.median[name]:
@@ -261,8 +296,12 @@ class WorkloadReport:
             ratios[f"arrowloader_over_{family}_best"] = ratio(
                 ours, self.row(family), "tokens_per_s"
             )
+        ratios["arrowloader_over_strongest_peer"] = ratio(ours, strongest, "tokens_per_s")
         ratios["arrowloader_cpu_per_token_over_torch_best"] = ratio(
             ours, torch_best, "cpu_s_per_mtok"
+        )
+        ratios["arrowloader_cpu_per_token_over_strongest_peer"] = ratio(
+            ours, strongest, "cpu_s_per_mtok"
         )
         return ratios
 
@@ -322,16 +361,25 @@ class WorkloadReport:
         return any("stall_fraction" in row.median for row in self.rows)
 
     def summary_lines(self) -> list[str]:
-        """``<title>: <arrowloader row> / torch best: Nx``, one per arrowloader row."""
-        torch_best = self.torch_best
+        """``<title>: <arrowloader row> / torch best: Nx, / strongest peer (<row>): Mx``,
+        one per arrowloader row."""
+        strongest = self.strongest_peer
         lines = []
         for row in self.arrowloader_rows():
-            if torch_best is None or row.ratio_to_torch_best is None:
-                lines.append(f"{self.title}: {row.name} / torch best: n/a (no torch row)")
-            else:
-                lines.append(
-                    f"{self.title}: {row.name} / torch best: {row.ratio_to_torch_best:.1f}x"
-                )
+            torch_part = (
+                "n/a (no torch row)"
+                if row.ratio_to_torch_best is None
+                else f"{row.ratio_to_torch_best:.1f}x"
+            )
+            peer_part = (
+                "n/a (no peer)"
+                if strongest is None or row.ratio_to_strongest_peer is None
+                else f"({strongest.name}): {row.ratio_to_strongest_peer:.1f}x"
+            )
+            lines.append(
+                f"{self.title}: {row.name} / torch best: {torch_part}, / strongest peer "
+                f"{peer_part}"
+            )
         return lines
 
     def as_json(self, dram_memcpy_gbps: float) -> dict[str, Any]:
@@ -346,6 +394,7 @@ class WorkloadReport:
             "elapsed_s": self.elapsed_s,
             "rows": [row.as_dict() for row in self.rows],
             "torch_best": torch_best.name if torch_best else None,
+            "strongest_peer": self.strongest_peer.name if self.strongest_peer else None,
             "ratios": self.ratios(),
             "arrowloader_row": ours.name if ours else None,
             "arrowloader_bandwidth_gbps": ours.median["bandwidth_gbps"] if ours else None,
@@ -356,13 +405,14 @@ class WorkloadReport:
             "bandwidth_bound_tokens_per_s": self.bandwidth_bounds(dram_memcpy_gbps),
             "thread_sweep": self.thread_sweep(),
             "skipped": self.skipped,
+            "conversions": self.conversions,
         }
 
     def table(self, dram_memcpy_gbps: float) -> list[str]:
         """The workload's section of the report: description, table, ratio lines."""
         lines = [*self.description, ""]
         headers = [
-            "loader", "real Mtok/s", "vs torch best", "batches/s", "CPU s/Mtok",
+            "loader", "real Mtok/s", "vs torch best", "vs strongest", "batches/s", "CPU s/Mtok",
             "anon RSS MiB", "first batch ms", "padding",
         ]
         stalls = self.stalls_measured
@@ -377,6 +427,8 @@ class WorkloadReport:
         lines.append("")
         for skipped in self.skipped:
             lines.append(f"skipped {skipped['peer']}: {skipped['reason']}")
+        for conversion in self.conversions:
+            lines.append(conversion["note"])
         ours = self.row("arrowloader")
         fractions = self.bandwidth_fractions(dram_memcpy_gbps)
         if ours is not None and fractions["dram"] is not None:
@@ -422,8 +474,20 @@ class WorkloadReport:
                 "arrowloader CPU s/Mtok / torch best: "
                 f"{ratios['arrowloader_cpu_per_token_over_torch_best']:.3f}"
             )
+        strongest_cpu = ratios["arrowloader_cpu_per_token_over_strongest_peer"]
+        if strongest_cpu is not None:
+            lines.append(f"arrowloader CPU s/Mtok / strongest peer: {strongest_cpu:.3f}")
         torch_best = self.torch_best
         lines.append(f"torch best: {torch_best.name if torch_best else 'n/a (no torch row)'}")
+        strongest = self.strongest_peer
+        lines.append(
+            f"strongest peer: {strongest.name if strongest else 'n/a (no peer)'}"
+            + (
+                f"; arrowloader / strongest peer: {ratios['arrowloader_over_strongest_peer']:.1f}x"
+                if ratios["arrowloader_over_strongest_peer"] is not None
+                else ""
+            )
+        )
         return lines
 
 
@@ -497,6 +561,9 @@ def _row_cells(row: RowSummary, stalls: bool = False) -> list[str]:
         return f"{_sig(med[name] * scale)} [{_sig(lo[name] * scale)}-{_sig(hi[name] * scale)}]"
 
     ratio = "-" if row.ratio_to_torch_best is None else f"{row.ratio_to_torch_best:.2f}x"
+    strongest = (
+        "-" if row.ratio_to_strongest_peer is None else f"{row.ratio_to_strongest_peer:.2f}x"
+    )
     rss = (
         f"{med['peak_anon_rss_bytes'] / _MIB:.0f} "
         f"(+{max(0.0, med['anon_rss_growth_bytes']) / _MIB:.0f})"
@@ -505,6 +572,7 @@ def _row_cells(row: RowSummary, stalls: bool = False) -> list[str]:
         row.name,
         spread("tokens_per_s", 1e-6),
         ratio,
+        strongest,
         _sig(med["batches_per_s"]),
         spread("cpu_s_per_mtok", 1.0),
         rss,

@@ -36,6 +36,7 @@ from arrowloader.bench.harness import (
     memcpy_gbps,
     read_meminfo_bytes,
 )
+from arrowloader.bench.libraries import LIBRARY_FAMILIES
 from arrowloader.bench.pack import PackOptions
 from arrowloader.bench.pad import PadOptions
 from arrowloader.bench.report import BenchReport, BenchWorkload, RowSummary, WorkloadReport
@@ -51,7 +52,7 @@ DEFAULT_WORKLOADS = ("pad", "pack")
 #: Peers each workload can compare against (arrowloader always runs).
 WORKLOAD_PEERS = {"pad": pad.KNOWN_PEERS, "pack": pack.KNOWN_PEERS, "finetune": ()}
 #: Every peer name ``peers`` accepts.
-KNOWN_PEERS = ("torch", "hf", "nanogpt", "torchdata")
+KNOWN_PEERS = ("torch", "hf", "nanogpt", *LIBRARY_FAMILIES, "litdata")
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ def measure_workload(workload: BenchWorkload, config: BenchConfig) -> WorkloadRe
         corpus=workload.corpus_facts(),
         rows=summaries,
         skipped=list(workload.skipped),
+        conversions=list(workload.conversions),
         other_families=workload.other_families,
         cache_memcpy_gbps=cache_memcpy_gbps(batch_bytes) if batch_bytes else 0.0,
         batch_output_bytes=batch_bytes,

@@ -16,6 +16,8 @@ Both draw their items from :func:`~arrowloader.bench.harness.seeded_sampler`, th
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
@@ -46,6 +48,33 @@ class LoaderKind:
 
 #: torch's own ``torch.utils.data.DataLoader``.
 TORCH_LOADER = LoaderKind("torch", "torch", torch.utils.data.DataLoader)
+#: The DataLoader argument that selects thread workers, in the torch versions that have
+#: them (torch 2.13's ``WorkerInfo`` names ``worker_method`` "multiprocessing" or
+#: "thread", while its DataLoader takes no such argument yet).
+THREAD_WORKERS = ("worker_method", "thread")
+
+
+def thread_workers_missing() -> Optional[str]:
+    """Why the installed torch's DataLoader cannot run thread workers (None: it can)."""
+    name, _ = THREAD_WORKERS
+    if name in inspect.signature(torch.utils.data.DataLoader.__init__).parameters:
+        return None
+    return f"torch {torch.__version__}'s DataLoader has no {name}= argument (thread workers)"
+
+
+def thread_worker_rows(peers: list[Peer]) -> list[Peer]:
+    """``peers``' rows with worker processes, again with thread workers instead (call only
+    where :func:`thread_workers_missing` is None)."""
+    rows = []
+    for peer in peers:
+        factory = peer.make_loader
+        if peer.num_workers == 0 or not isinstance(factory, SeededLoaderFactory):
+            continue
+        threaded = dataclasses.replace(factory, loader_kwargs=(THREAD_WORKERS,))
+        name = peer.name.replace(f"(workers {peer.num_workers})",
+                                 f"(thread workers {peer.num_workers})")
+        rows.append(dataclasses.replace(peer, name=name, make_loader=threaded))
+    return rows
 
 
 # --------------------------------------------------------------------------- W1 pad

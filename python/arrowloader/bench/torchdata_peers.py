@@ -26,6 +26,11 @@ if TYPE_CHECKING:  # the workload modules import this one
 FAMILY = "torchdata"
 #: What ``--peers`` users install for it.
 INSTALL_HINT = "pip install 'arrowloader[peers]'"
+#: What the table's notes say of its rows.
+NOTE = (
+    "torchdata StatefulDataLoader: the torch rows' datasets, collate and seeded sampler, "
+    "workers 0 and 2"
+)
 
 
 def missing_modules() -> list[str]:
@@ -51,13 +56,13 @@ def _loader_kind() -> LoaderKind:
     return LoaderKind("torchdata StatefulDataLoader", FAMILY, QuietStatefulDataLoader)
 
 
-def torchdata_pad_peers(source: Source, options: PadOptions) -> list[Peer]:
+def pad_peers(source: Source, options: PadOptions) -> list[Peer]:
     """W1 rows: :func:`~arrowloader.bench.torch_peers.torch_pad_peers` built by
     ``StatefulDataLoader``."""
     return torch_pad_peers(source, options, _loader_kind())
 
 
-def torchdata_pack_peers(
+def pack_peers(
     source: Source, options: PackOptions, stream: Optional[TokenStreamFile]
 ) -> list[Peer]:
     """W2 rows: :func:`~arrowloader.bench.torch_peers.torch_pack_peers` built by

@@ -22,7 +22,9 @@ from arrowloader.object_store import is_remote
 
 #: Peer names ``--peers`` accepts (arrowloader.bench.suite.KNOWN_PEERS, without importing
 #: the benchmark modules for --help).
-PEER_NAMES = ("torch", "hf", "nanogpt", "torchdata")
+PEER_NAMES = (
+    "torch", "hf", "nanogpt", "torchdata", "grain", "spdl", "dataloader-rs", "litdata",
+)
 #: ``--workload`` choices.
 WORKLOAD_CHOICES = ("pad", "pack", "finetune", "all")
 
@@ -31,6 +33,8 @@ columns of the table (figures are the median [min-max] of the --repeats runs):
   loader          the row: a peer, arrowloader with its threads, or your --loader
   real Mtok/s     millions of real tokens (not padding) delivered per second
   vs torch best   real Mtok/s as a multiple of the fastest torch DataLoader row's
+  vs strongest    real Mtok/s as a multiple of the strongest peer's: the fastest row of
+                  any library but arrowloader
   batches/s       batches delivered per second
   CPU s/Mtok      user+sys CPU seconds of the process and its worker processes per
                   million real tokens: the cores the loader takes from training
@@ -44,11 +48,14 @@ columns of the table (figures are the median [min-max] of the --repeats runs):
 
 workloads:
   pad   W1: shuffled documents, truncated to --max-length, padded to the longest of each
-        batch (default batch 32); peers torch, hf, torchdata
+        batch (default batch 32); peers torch, hf, torchdata, grain, spdl, dataloader-rs,
+        litdata
   pack  W2: the corpus as one token stream (--eos-token-id after every document), cut into
         blocks of --seq-len + 1 tokens, blocks shuffled (default batch 8); outputs
         input_ids = block[:-1], labels = block[1:]; peers torch (from a flat stream file
-        and from the documents), nanogpt, torchdata; arrowloader runs four rows:
+        and from the documents), nanogpt, torchdata, grain, spdl, dataloader-rs,
+        litdata;
+        arrowloader runs four rows:
         input_ids + labels, the same without the document shuffle, + position_ids and
         cu_seqlens, int32 outputs
   finetune
@@ -171,9 +178,8 @@ def add_bench_parser(commands: Any) -> None:
     )
     bench.add_argument(
         "--peers", type=_peer_list, default=None,
-        help="comma list of torch,hf,nanogpt,torchdata, or none; each workload uses those "
-             "it knows "
-             "(default: every installed peer)",
+        help="comma list of torch,hf,nanogpt,torchdata,grain,spdl,dataloader-rs,litdata, or "
+             "none; each workload uses those it knows (default: every installed peer)",
     )
     bench.add_argument(
         "--threads", type=_thread_list, default=(0,),
