@@ -75,12 +75,6 @@ def torch_w2_batches(small_corpus: Path) -> list[dict]:
     return first_batches(documents, 2, BATCHES)
 
 
-def thread_rows(rows: list) -> list:
-    """The rows of a library that run in this process (Grain's mp_prefetch row has its own
-    test: its worker processes take seconds to start)."""
-    return [row for row in rows if "mp_prefetch" not in row.name]
-
-
 @pytest.mark.parametrize("family", list(LIBRARIES))
 def test_library_rows_yield_torchs_batches(
     family: str,
@@ -93,29 +87,17 @@ def test_library_rows_yield_torchs_batches(
     pytest.importorskip(importable)
     assert module.FAMILY == family and not module.missing_modules()
 
-    pad_rows = thread_rows(module.pad_peers(small_corpus, PadOptions()))
+    pad_rows = module.pad_peers(small_corpus, PadOptions())
     assert pad_rows and all(row.family == family for row in pad_rows)
     for row in pad_rows:
         assert row.name.startswith(f"{family} (")
         assert_same_batches(first_batches(row, 1, BATCHES), torch_w1_batches)
 
-    pack_rows = thread_rows(module.pack_peers(small_corpus, W2, small_stream))
+    pack_rows = module.pack_peers(small_corpus, W2, small_stream)
     assert pack_rows and all(row.reads_stream for row in pack_rows)
     for row in pack_rows:
         assert row.name.startswith(f"{family} flat stream uint16 (")
         assert_same_batches(first_batches(row, 2, BATCHES), torch_w2_batches)
-
-
-def test_grain_worker_processes_yield_torchs_batches(
-    small_corpus: Path, torch_w1_batches: list[dict]
-) -> None:
-    # W1 only: starting the worker processes takes seconds, and W2's row differs only in
-    # its items, which the thread rows check.
-    pytest.importorskip("grain")
-    (row,) = [r for r in grain_peers.pad_peers(small_corpus, PadOptions())
-              if "mp_prefetch" in r.name]
-    assert row.name == f"grain mp_prefetch (workers {grain_peers.PROCESSES})"
-    assert_same_batches(first_batches(row, 1, BATCHES), torch_w1_batches)
 
 
 @pytest.mark.parametrize(("items", "batch_size", "drop_last"), [(10, 3, False), (10, 3, True)])

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from arrowloader import PackedDataset, reference
-from arrowloader.bench import grain_peers, litdata_peers
+from arrowloader.bench import litdata_peers
 from arrowloader.bench.harness import BenchmarkError, EpochCycler, Peer
 from arrowloader.bench.libraries import LIBRARY_PEERS
 from arrowloader.bench.mapped_arrow import MappedTokenColumn
@@ -54,10 +54,8 @@ def test_bench_cli_pack_end_to_end(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Every installed peer but litdata, whose optimize step takes seconds (its rows have
-    # their own tests): here it is the skipped row. Grain's worker-process row, slow to
-    # start, is checked by test_bench_library_peers.
+    # their own tests): here it is the skipped row.
     monkeypatch.setattr(litdata_peers, "missing_modules", lambda: ["litdata"])
-    monkeypatch.setattr(grain_peers, "PROCESSES", 0)
     out = tmp_path / "w2.json"
     argv = [
         "bench", "--workload", "pack", "--data", str(tiny_corpus), "--seconds", "0.2",

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from arrowloader.bench import grain_peers, hf_peers, litdata_peers
+from arrowloader.bench import hf_peers, litdata_peers
 from arrowloader.bench.harness import (
     BenchmarkError,
     EpochCycler,
@@ -55,9 +55,7 @@ def all_peers(corpus: Path, saved_copy_folder: Path) -> list[Peer]:
         peers += hf_peers.hf_pad_peers(saved, options)
     for module in LIBRARY_PEERS:
         if not module.missing_modules():
-            # Grain's worker processes take seconds to start: test_bench_library_peers
-            # checks that row.
-            peers += [p for p in module.pad_peers(corpus, options) if "mp_prefetch" not in p.name]
+            peers += module.pad_peers(corpus, options)
     peers.append(arrowloader_pad_peer(corpus, options))
     return peers
 
@@ -70,10 +68,8 @@ def test_bench_cli_end_to_end(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Every installed peer but litdata, whose optimize step takes seconds (its rows have
-    # their own tests): here it is the skipped row. Grain's worker-process row, slow to
-    # start, is checked by test_bench_library_peers.
+    # their own tests): here it is the skipped row.
     monkeypatch.setattr(litdata_peers, "missing_modules", lambda: ["litdata"])
-    monkeypatch.setattr(grain_peers, "PROCESSES", 0)
     out = tmp_path / "w1.json"
     argv = [
         "bench", "--workload", "pad", "--data", str(tiny_corpus), "--seconds", "0.2",

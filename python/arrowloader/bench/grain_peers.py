@@ -1,8 +1,12 @@
 """The Grain peers of W1 and W2: ``grain.MapDataset`` pipelines over the torch peers'
 datasets (:mod:`arrowloader.bench.sampled_peers`), as Grain's documentation builds one
 from a random-access source: ``MapDataset.source(...).map(...).to_iter_dataset(
-ReadOptions(num_threads=...))``, read by Grain's thread pool, and the same followed by
-``.mp_prefetch(MultiprocessingOptions(num_workers=2))``, read by worker processes.
+ReadOptions(num_threads=...))``, read by Grain's thread pool.
+
+Grain's worker processes (``.mp_prefetch(MultiprocessingOptions(num_workers=2))``) are
+left out: their rows measured below a tenth of torch best here, and a spawned worker
+would now and then abort as it exited (a daemon thread still passing a batch back when
+its interpreter shut down), failing the whole run.
 
 The source is the batches' item indices in the seeded sampler's order, epoch after epoch
 (:class:`~arrowloader.bench.sampled_peers.SeededBatches`), mapped to the collated batch
@@ -15,10 +19,7 @@ kind; its ``.batch`` after ``.repeat`` would join epochs into one batch). ``grai
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Callable, Optional
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any, Optional
 
 from arrowloader.bench.harness import Batch, Peer
 from arrowloader.bench.sampled_peers import (
@@ -40,9 +41,6 @@ if TYPE_CHECKING:  # the workload modules import this one
 FAMILY = "grain"
 #: What ``--peers`` users install for it.
 INSTALL_HINT = "pip install 'arrowloader[peers]'"
-#: Worker processes of the ``mp_prefetch`` row (one per core of the reference machine; 0:
-#: no such row).
-PROCESSES = 2
 #: Threads of Grain's read pool, one row each: ``ReadOptions().num_threads``, its default,
 #: and one, the fastest count on the 2-core reference machine (README, Benchmarks).
 READ_THREADS = (16, 1)
@@ -50,9 +48,7 @@ READ_THREADS = (16, 1)
 NOTE = (
     "grain: MapDataset.source(the seeded sampler's batches of indices).map(read and collate "
     "a batch of the torch rows' items).to_iter_dataset(ReadOptions(num_threads=16, its "
-    "default, or 1; 500 batches ahead)), one pipeline over every epoch; the mp_prefetch row "
-    "adds mp_prefetch(MultiprocessingOptions(num_workers=2)), batches back as numpy "
-    "through shared memory"
+    "default, or 1; 500 batches ahead)), one pipeline over every epoch"
 )
 
 
@@ -63,8 +59,7 @@ def missing_modules() -> list[str]:
 
 class GrainBatches:
     """The Grain pipeline of one run: an endless iterable of its batches (one endless
-    epoch, as Grain pipelines are run for many epochs, so its threads and processes start
-    once).
+    epoch, as Grain pipelines are run for many epochs, so its threads start once).
 
     The source is :class:`~arrowloader.bench.sampled_peers.SeededBatches` (the item
     indices of each batch of the torch rows); ``.map`` reads and collates one batch's
@@ -74,80 +69,44 @@ class GrainBatches:
         dataset: the torch peers' dataset.
         items: the workload's collate, batch size and ``drop_last``.
         seed: fixes the epochs' orders.
-        processes: ``mp_prefetch`` worker processes (0: Grain's thread pool only).
         threads: threads of Grain's read pool (``ReadOptions.num_threads``).
     """
 
     def __init__(
-        self, dataset: Any, items: WorkloadItems, seed: int, processes: int,
-        threads: int = READ_THREADS[0],
+        self, dataset: Any, items: WorkloadItems, seed: int, threads: int = READ_THREADS[0]
     ) -> None:
         self.dataset = dataset
         self.items = items
         self.seed = seed
-        self.processes = processes
         self.threads = threads
 
     def __iter__(self) -> Iterator[Batch]:
         import grain
 
         items = self.items
-        collate = NumpyBatches(items.collate) if self.processes else items.collate
         batches = SeededBatches(len(self.dataset), items.batch_size, items.drop_last, self.seed)
-        pipeline = grain.MapDataset.source(batches).map(ReadBatch(self.dataset, collate))
+        pipeline = grain.MapDataset.source(batches).map(ReadBatch(self.dataset, items.collate))
         # 500 elements ahead is ReadOptions' default; each element here is one whole batch.
         stream = pipeline.to_iter_dataset(grain.ReadOptions(num_threads=self.threads))
-        if self.processes:
-            stream = stream.mp_prefetch(
-                grain.MultiprocessingOptions(num_workers=self.processes)
-            ).map(as_tensors)
-        # Grain's iterator has close(), which the harness calls to stop its threads and
-        # processes.
+        # Grain's iterator has close(), which the harness calls to stop its threads.
         return iter(stream)
 
 
-class NumpyBatches:
-    """A collate function whose batch's tensors are returned as numpy arrays (views, no
-    copy): Grain's worker processes hand numpy arrays to the main process through shared
-    memory, and torch tensors would go through torch's own file-descriptor sharing, which
-    Grain's shutdown cannot drain. A class, so that it pickles into spawned workers."""
-
-    def __init__(self, collate: Callable[[list[Any]], Batch]) -> None:
-        self.collate = collate
-
-    def __call__(self, items: list[Any]) -> dict[str, np.ndarray]:
-        return {name: tensor.numpy() for name, tensor in self.collate(items).items()}
-
-
-def as_tensors(batch: dict[str, np.ndarray]) -> Batch:
-    """The batch's numpy arrays as torch tensors over the same memory."""
-    return {name: torch.from_numpy(array) for name, array in batch.items()}
-
-
 def grain_peers(items: WorkloadItems) -> list[Peer]:
-    """The Grain rows over ``items``: the thread pool alone (one row per count of
-    :data:`READ_THREADS`), then with ``mp_prefetch``."""
-    def factory(processes: int, threads: int = READ_THREADS[0]) -> Any:
+    """The Grain rows over ``items``, one per thread count of :data:`READ_THREADS`."""
+    def factory(threads: int) -> Any:
         def make_loader(dataset: Any, seed: int) -> GrainBatches:
-            return GrainBatches(dataset, items, seed, processes, threads)
+            return GrainBatches(dataset, items, seed, threads)
 
         return make_loader
 
-    rows = [
+    return [
         Peer(
             f"grain{items.name} (threads {threads})", FAMILY, threads, items.open_dataset,
-            factory(0, threads), reads_stream=items.reads_stream,
+            factory(threads), reads_stream=items.reads_stream,
         )
         for threads in READ_THREADS
     ]
-    if PROCESSES:
-        rows.append(
-            Peer(
-                f"grain{items.name} mp_prefetch (workers {PROCESSES})", FAMILY, PROCESSES,
-                items.open_dataset, factory(PROCESSES), reads_stream=items.reads_stream,
-            )
-        )
-    return rows
 
 
 def pad_peers(source: Source, options: PadOptions) -> list[Peer]:
