@@ -5,6 +5,7 @@ optimized copy is reused with the time it took."""
 
 from __future__ import annotations
 
+import multiprocessing
 from collections import Counter
 from pathlib import Path
 
@@ -37,11 +38,15 @@ def test_an_epoch_of_the_w2_row_is_every_block_once(
         write_token_stream(small_corpus, W2.column, W2.eos_token_id, tmp_path / "s.bin"),
         np.dtype(np.uint16),
     )
+    start_method = multiprocessing.get_start_method(allow_none=True)
     copy = litdata_peers.optimized_copy(
         tmp_path / "blocks",
         lambda f: litdata_peers.write_stream_copy(stream, W2.block_size, f),
     )
     assert not copy.cached and copy.optimize_s > 0
+    # optimize() forces "spawn" on the process; the peer puts the start method back, so
+    # the loaders measured after it start their workers as before.
+    assert multiprocessing.get_start_method(allow_none=True) == start_method
     again = litdata_peers.optimized_copy(tmp_path / "blocks", lambda f: pytest.fail("rewritten"))
     assert again == litdata_peers.OptimizedCopy(copy.path, copy.optimize_s, True)
     assert "converted in" in copy.note("the blocks") and "cached" in again.note("the blocks")

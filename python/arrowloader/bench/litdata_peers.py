@@ -27,6 +27,7 @@ Benchmarks) and is not in an extra. Nothing here imports it at module import tim
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import time
@@ -120,15 +121,23 @@ def _optimize(fn: Callable[[Any], Iterator[Any]], inputs: list[Any], folder: Pat
     from litdata import optimize
     from litdata.streaming.item_loader import TokensLoader
 
-    optimize(
-        fn=fn,
-        inputs=inputs,
-        output_dir=str(folder),
-        chunk_size=chunk_size,
-        item_loader=TokensLoader() if tokens else None,
-        num_workers=os.cpu_count() or 1,
-        verbose=False,
-    )
+    # optimize() sets the process's multiprocessing start method to "spawn" for good:
+    # every DataLoader with workers built after it would spawn its workers (other peers
+    # measured with another start-up than torch's default, and spawned workers whose
+    # queue threads are killed mid-send when they exit, aborting them). It is put back.
+    start_method = multiprocessing.get_start_method(allow_none=True)
+    try:
+        optimize(
+            fn=fn,
+            inputs=inputs,
+            output_dir=str(folder),
+            chunk_size=chunk_size,
+            item_loader=TokensLoader() if tokens else None,
+            num_workers=os.cpu_count() or 1,
+            verbose=False,
+        )
+    finally:
+        multiprocessing.set_start_method(start_method, force=True)
 
 
 # --------------------------------------------------------------------------- W2 pack
