@@ -4,9 +4,9 @@ from a random-access source: ``MapDataset.source(...).map(...).to_iter_dataset(
 ReadOptions(num_threads=...))``, read by Grain's thread pool.
 
 Grain's worker processes (``.mp_prefetch(MultiprocessingOptions(num_workers=2))``) are
-left out: their rows measured below a tenth of torch best here, and a spawned worker
-would now and then abort as it exited (a daemon thread still passing a batch back when
-its interpreter shut down), failing the whole run.
+left out: their rows measured below a tenth of torch best here (Grain's thread pool is
+its fastest configuration on these workloads), and a spawned worker now and then aborted
+as it exited (a daemon thread still passing a batch back when its interpreter shut down).
 
 The source is the batches' item indices in the seeded sampler's order, epoch after epoch
 (:class:`~arrowloader.bench.sampled_peers.SeededBatches`), mapped to the collated batch
