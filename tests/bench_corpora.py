@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 from arrowloader import reference, synthetic
+from arrowloader.bench.harness import EpochCycler
 from arrowloader.bench.mapped_arrow import MappedTokenColumn
 from arrowloader.bench.pack import PackOptions
 
@@ -72,3 +74,23 @@ def write_small_batches(path: Path, documents: list[list[int]], rows_per_batch: 
             chunk = pa.array(documents[begin : begin + rows_per_batch], type=pa.list_(pa.int32()))
             writer.write_batch(pa.record_batch([chunk], schema=schema))
     return path
+
+
+def first_batches(peer, seed: int, count: int) -> list[dict]:
+    """The first ``count`` batches of a bench row's loader over its dataset opened with
+    ``seed`` (its workers or threads shut down after)."""
+    cycler = EpochCycler(peer.make_loader(peer.open_dataset(seed), seed))
+    try:
+        return [batch for batch, _ in zip(cycler, range(count))]
+    finally:
+        cycler.shut_down()
+
+
+def assert_same_batches(ours: list[dict], theirs: list[dict]) -> None:
+    """Two rows' batches are equal: the same keys, dtypes and values."""
+    assert len(ours) == len(theirs) > 0
+    for a, b in zip(ours, theirs):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].dtype == b[key].dtype, key
+            assert torch.equal(a[key], b[key]), key

@@ -11,16 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from arrowloader.bench import dataloader_rs_peers, grain_peers, litdata_peers, spdl_peers
-from arrowloader.bench.harness import EpochCycler, seeded_sampler
+from arrowloader.bench.harness import seeded_sampler
 from arrowloader.bench.libraries import LIBRARY_FAMILIES
 from arrowloader.bench.pad import PadOptions
 from arrowloader.bench.sampled_peers import KEPT_BATCHES, SeededBatches
 from arrowloader.bench.token_stream import TokenStreamFile, write_token_stream
 from arrowloader.bench.torch_peers import torch_pack_peers, torch_pad_peers
 from arrowloader.cli import main
-from bench_corpora import W2
+from bench_corpora import W2, assert_same_batches, first_batches
 from torch.utils.data import BatchSampler
 
 #: Batches compared: past the first epoch of the small corpus in W1 (10 batches of 32,
@@ -32,23 +31,6 @@ LIBRARIES = {
     "spdl": (spdl_peers, "spdl"),
     "dataloader-rs": (dataloader_rs_peers, "dataloader_rs"),
 }
-
-
-def first_batches(peer, seed: int, count: int) -> list[dict]:
-    cycler = EpochCycler(peer.make_loader(peer.open_dataset(seed), seed))
-    try:
-        return [batch for batch, _ in zip(cycler, range(count))]
-    finally:
-        cycler.shut_down()
-
-
-def assert_same_batches(ours: list[dict], theirs: list[dict]) -> None:
-    assert len(ours) == len(theirs) > 0
-    for a, b in zip(ours, theirs):
-        assert a.keys() == b.keys()
-        for key in a:
-            assert a[key].dtype == b[key].dtype, key
-            assert torch.equal(a[key], b[key]), key
 
 
 @pytest.fixture(scope="module")

@@ -9,30 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from arrowloader.bench import torchdata_peers
-from arrowloader.bench.harness import EpochCycler
 from arrowloader.bench.pad import PadOptions
 from arrowloader.bench.token_stream import TokenStreamFile, write_token_stream
 from arrowloader.bench.torch_peers import torch_pack_peers, torch_pad_peers
 from arrowloader.cli import main
-from bench_corpora import W2
-
-
-def first_batches(peer, seed: int, count: int) -> list[dict]:
-    cycler = EpochCycler(peer.make_loader(peer.open_dataset(seed), seed))
-    try:
-        return [batch for batch, _ in zip(cycler, range(count))]
-    finally:
-        cycler.shut_down()
-
-
-def assert_same_batches(ours: list[dict], theirs: list[dict]) -> None:
-    assert len(ours) == len(theirs) > 0
-    for a, b in zip(ours, theirs):
-        assert a.keys() == b.keys()
-        for key in a:
-            assert torch.equal(a[key], b[key]), key
+from bench_corpora import W2, assert_same_batches, first_batches
 
 
 def test_torchdata_rows_yield_the_torch_rows_batches(small_corpus: Path, tmp_path: Path) -> None:
